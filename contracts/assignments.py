@@ -1,0 +1,30 @@
+"""Assignments: the scheduler's decision that a worker runs a request (`assign.<worker>`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from contracts.base import Message, now_ms
+from contracts.requests import ChatRequest, CompletionRequest, InferenceRequest
+
+
+class Assignment(Message):
+    worker_id: str = Field(description="The worker that must run the request.")
+    attempt: int = Field(default=1, ge=1, description="1 for the first try, +1 for each re-assignment.")
+    assigned_ms: int = Field(default_factory=now_ms)
+    resume_text: str = Field(
+        default="",
+        description="Text already delivered to the client by an earlier attempt; the engine continues after it.",
+    )
+    request: InferenceRequest
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def dedup_id(self) -> str:
+        return f"{self.request.request_id}:{self.attempt}"
+
+
+__all__ = ["Assignment", "ChatRequest", "CompletionRequest"]

@@ -1,0 +1,54 @@
+"""Failure kinds shared by every service; the gateway maps each once to HTTP status and OpenAI shape."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ErrorCode(str, Enum):
+    invalid_request = "invalid_request"
+    model_not_found = "model_not_found"
+    no_live_worker = "no_live_worker"
+    deadline_exceeded = "deadline_exceeded"
+    cancelled = "cancelled"
+    engine_error = "engine_error"
+
+
+class ModalMeshError(Exception):
+    """A failure that has a code every service and client understands."""
+
+    code: ErrorCode = ErrorCode.engine_error
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(ModalMeshError):
+    code = ErrorCode.invalid_request
+
+
+class ModelNotFound(ModalMeshError):
+    code = ErrorCode.model_not_found
+
+
+class NoLiveWorker(ModalMeshError):
+    code = ErrorCode.no_live_worker
+
+
+class DeadlineExceeded(ModalMeshError):
+    code = ErrorCode.deadline_exceeded
+
+
+class EngineError(ModalMeshError):
+    code = ErrorCode.engine_error
+
+
+_BY_CODE: dict[ErrorCode, type[ModalMeshError]] = {
+    cls.code: cls for cls in (InvalidRequest, ModelNotFound, NoLiveWorker, DeadlineExceeded, EngineError)
+}
+
+
+def error_for(code: ErrorCode, message: str) -> ModalMeshError:
+    """The exception that a bus error code stands for."""
+    return _BY_CODE.get(code, ModalMeshError)(message)

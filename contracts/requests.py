@@ -1,0 +1,72 @@
+"""Inference requests: what the gateway publishes on `req.<modality>`.
+
+A request is a discriminated union by `modality`, so each modality adds one model here and every
+service learns of it from this module alone.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from contracts.base import Message, now_ms
+
+
+class Modality(str, Enum):
+    chat = "chat"
+    completion = "completion"
+
+
+class ChatMessage(BaseModel):
+    """One turn of a conversation, as OpenAI's chat API has it (text content only for now)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = Field(description="The text of the turn.")
+    name: str | None = None
+
+
+class Sampling(BaseModel):
+    """Sampling parameters shared by every text engine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(default=256, ge=1, description="Upper bound on generated tokens.")
+    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    seed: int | None = Field(default=None, description="Fixes sampling for reproducible output.")
+    stop: tuple[str, ...] = Field(default=(), description="Generation stops before any of these strings.")
+    logit_bias: dict[int, float] = Field(default_factory=dict, description="Token id to additive bias.")
+
+
+class _RequestBase(Message):
+    request_id: str = Field(description="Unique id; also the JetStream de-duplication id.")
+    model: str = Field(description="Model id from the catalog.")
+    stream: bool = Field(default=False, description="Whether the client reads partial results.")
+    created_ms: int = Field(default_factory=now_ms)
+    deadline_ms: int = Field(description="Epoch ms after which nobody waits for the answer.")
+    sampling: Sampling = Field(default_factory=Sampling)
+
+
+class ChatRequest(_RequestBase):
+    modality: Literal[Modality.chat] = Modality.chat
+    messages: tuple[ChatMessage, ...] = Field(min_length=1)
+
+
+class CompletionRequest(_RequestBase):
+    modality: Literal[Modality.completion] = Modality.completion
+    prompt: str
+
+
+InferenceRequest = Annotated[Union[ChatRequest, CompletionRequest], Field(discriminator="modality")]
+TextRequest = Union[ChatRequest, CompletionRequest]
+
+_request_adapter: TypeAdapter[InferenceRequest] = TypeAdapter(InferenceRequest)
+
+
+def decode_request(data: bytes) -> TextRequest:
+    """Decode any request from the bus into its modality's model."""
+    return _request_adapter.validate_json(data)

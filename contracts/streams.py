@@ -1,0 +1,103 @@
+"""Streams, consumers and buckets, and the one idempotent bootstrap every service runs at start."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from contracts import subjects
+
+log = logging.getLogger(__name__)
+
+REQUESTS = "REQUESTS"
+ASSIGNMENTS = "ASSIGNMENTS"
+RESULTS = "RESULTS"
+TELEMETRY = "TELEMETRY"
+
+KV_NODES = "nodes"
+KV_MODELS = "models"
+KV_TASKS = "tasks"
+OBJ_ARTIFACTS = "artifacts"
+
+SCHEDULER_CONSUMER = "scheduler"
+AGGREGATOR_CONSUMER = "aggregator"
+
+DEDUP_WINDOW_S = 120.0
+RESULTS_MAX_AGE_S = 3600.0
+TASKS_TTL_S = 24 * 3600.0
+
+
+def worker_consumer(worker_id: str) -> str:
+    """Durable consumer name of a worker on ASSIGNMENTS."""
+    return f"worker-{worker_id}"
+
+
+STREAMS: tuple[StreamConfig, ...] = (
+    StreamConfig(
+        name=REQUESTS,
+        subjects=[subjects.REQUESTS_ALL],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=DEDUP_WINDOW_S,
+        discard=DiscardPolicy.NEW,
+        max_msgs=100_000,
+    ),
+    StreamConfig(
+        name=ASSIGNMENTS,
+        subjects=[subjects.ASSIGN_ALL],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=DEDUP_WINDOW_S,
+    ),
+    StreamConfig(
+        name=RESULTS,
+        subjects=[subjects.RESULTS_ALL],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=RESULTS_MAX_AGE_S,
+        duplicate_window=DEDUP_WINDOW_S,
+    ),
+    StreamConfig(
+        name=TELEMETRY,
+        subjects=["telemetry.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_msgs_per_subject=60,
+        max_age=3600.0,
+    ),
+)
+
+BUCKETS: tuple[KeyValueConfig, ...] = (
+    KeyValueConfig(bucket=KV_NODES, history=1, storage=StorageType.FILE),
+    KeyValueConfig(bucket=KV_MODELS, history=5, storage=StorageType.FILE),
+    KeyValueConfig(bucket=KV_TASKS, history=1, ttl=TASKS_TTL_S, storage=StorageType.FILE),
+)
+
+
+async def bootstrap(js: JetStreamContext) -> None:
+    """Create or update every stream and bucket. Safe to run from every service, in any order, any time."""
+    for config in STREAMS:
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            # Exists with other settings (another version wrote it): bring it to ours.
+            await js.update_stream(config)
+    for kv in BUCKETS:
+        try:
+            await js.key_value(kv.bucket)
+        except (NotFoundError, BadRequestError):
+            await js.create_key_value(kv)
+    try:
+        await js.object_store(OBJ_ARTIFACTS)
+    except (NotFoundError, BadRequestError):
+        await js.create_object_store(OBJ_ARTIFACTS)
+    log.debug("bootstrap done: %d streams, %d buckets", len(STREAMS), len(BUCKETS))

@@ -1,0 +1,55 @@
+"""Every subject on the bus. Services call these functions; they never type a subject string."""
+
+from __future__ import annotations
+
+from contracts.requests import Modality
+
+REQUESTS_ALL = "req.>"
+ASSIGN_ALL = "assign.>"
+RESULTS_ALL = "result.>"
+WORKER_STATUS_ALL = "worker.status.>"
+CANCEL_ALL = "cancel.>"
+
+
+def _token(value: str) -> str:
+    """Guard against ids that would change a subject's shape."""
+    if not value or any(c in value for c in ". *>\t\r\n"):
+        raise ValueError(f"not usable as a subject token: {value!r}")
+    return value
+
+
+def request(modality: Modality) -> str:
+    return f"req.{modality.value}"
+
+
+def assign(worker_id: str) -> str:
+    return f"assign.{_token(worker_id)}"
+
+
+def result(request_id: str) -> str:
+    return f"result.{_token(request_id)}"
+
+
+def out(request_id: str) -> str:
+    return f"out.{_token(request_id)}"
+
+
+def cancel(request_id: str) -> str:
+    return f"cancel.{_token(request_id)}"
+
+
+def worker_status(worker_id: str) -> str:
+    return f"worker.status.{_token(worker_id)}"
+
+
+def control(worker_id: str) -> str:
+    return f"control.{_token(worker_id)}"
+
+
+def telemetry(node: str) -> str:
+    return f"telemetry.{_token(node)}"
+
+
+def last_token(subject: str) -> str:
+    """The id at the end of a per-request or per-worker subject."""
+    return subject.rsplit(".", 1)[-1]

@@ -1,0 +1,32 @@
+"""Task state in the `tasks` KV bucket: the aggregator's record of how each request ended."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field
+
+from contracts.base import Message, now_ms
+from contracts.errors import ErrorCode
+from contracts.results import Usage
+
+
+class TaskStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class TaskState(Message):
+    request_id: str
+    status: TaskStatus
+    model: str = ""
+    text: str = Field(default="", description="The merged output, for text modalities.")
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    error_code: ErrorCode | None = None
+    error: str | None = None
+    attempts: int = 1
+    updated_ms: int = Field(default_factory=now_ms)

@@ -1,0 +1,40 @@
+"""Worker heartbeats (`worker.status.<worker>`) and catalog entries (`models` KV bucket)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field
+
+from contracts.base import Message, now_ms
+from contracts.requests import Modality
+
+
+class WorkerState(str, Enum):
+    ready = "ready"
+    draining = "draining"
+
+
+class WorkerStatus(Message):
+    """A worker's heartbeat, published every `heartbeat_s`; missing ones mean the worker is gone."""
+
+    worker_id: str
+    node: str = Field(description="Host the worker runs on.")
+    engine: str = Field(description="Engine kind, e.g. llama_cpp.")
+    models: tuple[str, ...] = Field(description="Models loaded and ready to serve.")
+    slots_total: int = Field(ge=0)
+    slots_free: int = Field(ge=0)
+    outstanding: int = Field(ge=0, description="Assignments received and not yet finished.")
+    state: WorkerState = WorkerState.ready
+    ts_ms: int = Field(default_factory=now_ms)
+
+
+class ModelEntry(Message):
+    """One model in the catalog, kept in the `models` KV bucket under its id."""
+
+    id: str
+    modality: tuple[Modality, ...]
+    engine: str
+    source: str = Field(description="Where the weights come from: a path or a catalog reference.")
+    owned_by: str = "modalmesh"
+    created_ms: int = Field(default_factory=now_ms)

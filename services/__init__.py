@@ -1,0 +1,1 @@
+"""ModalMesh services: gateway, scheduler, monitor, workers, aggregator, each its own process."""

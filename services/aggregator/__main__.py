@@ -1,0 +1,26 @@
+"""`python -m services.aggregator`: run the aggregator process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.aggregator.app import Aggregator
+from services.common.bus import connect
+from services.common.logs import setup_logging
+from services.common.settings import ServiceSettings
+from services.common.shutdown import stop_event_on_signals
+
+
+async def main() -> None:
+    settings = ServiceSettings()
+    setup_logging("aggregator", settings.log_level)
+    stop = stop_event_on_signals()
+    bus = await connect(settings.nats_url, "aggregator")
+    try:
+        await Aggregator(bus).run(stop)
+    finally:
+        await bus.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

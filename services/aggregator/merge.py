@@ -1,0 +1,51 @@
+"""Ordering result chunks: pure state per request, no I/O.
+
+Chunks arrive with `seq` numbers; the merge releases them strictly in order, holds back those that
+arrive early, drops duplicates (redeliveries, retried publishes), and ends the request at its first
+terminal chunk. An error ends the request at once: whatever was released before it stands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk
+
+
+@dataclass
+class RequestMerge:
+    next_seq: int = 0
+    held: dict[int, AnyChunk] = field(default_factory=dict)
+    text: list[str] = field(default_factory=list)
+    terminal: FinalChunk | ErrorChunk | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.terminal is not None
+
+    def accept(self, chunk: AnyChunk) -> list[AnyChunk]:
+        """Take one chunk; return the chunks now ready to go out, in order (often none or one)."""
+        if self.done:
+            return []
+        if isinstance(chunk, ErrorChunk):
+            self.terminal = chunk
+            return [chunk]
+        if chunk.seq < self.next_seq or chunk.seq in self.held:
+            return []
+        self.held[chunk.seq] = chunk
+        ready: list[AnyChunk] = []
+        while self.next_seq in self.held and not self.done:
+            nxt = self.held.pop(self.next_seq)
+            self.next_seq += 1
+            ready.append(nxt)
+            if isinstance(nxt, DeltaChunk):
+                self.text.append(nxt.text)
+            elif isinstance(nxt, FinalChunk):
+                self.terminal = nxt
+        if self.done:
+            self.held.clear()
+        return ready
+
+    @property
+    def merged_text(self) -> str:
+        return "".join(self.text)

@@ -1,0 +1,1 @@
+"""Process plumbing every service shares: settings base, NATS connection, logging, shutdown."""

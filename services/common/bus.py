@@ -1,0 +1,71 @@
+"""Connecting to NATS: retried until it answers, then the bootstrap, so start order never matters."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
+
+from contracts.streams import bootstrap
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bus:
+    nc: Client
+    js: JetStreamContext
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+
+async def _log_error(exc: Exception) -> None:
+    # nats-py keeps retrying by itself; one line per failure is enough.
+    log.warning("nats: %s: %s", type(exc).__name__, exc)
+
+
+async def _log_disconnected() -> None:
+    log.warning("nats: disconnected, reconnecting")
+
+
+async def _log_reconnected() -> None:
+    log.info("nats: reconnected")
+
+
+async def connect(url: str, name: str) -> Bus:
+    """Connect (retrying forever with backoff), run the bootstrap, and return the connection."""
+    servers = [s.strip() for s in url.split(",") if s.strip()]
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((OSError, nats.errors.Error, TimeoutError)),
+        wait=wait_exponential(multiplier=0.05, max=2.0),
+        before_sleep=before_sleep_log(log, logging.INFO),
+        reraise=True,
+    ):
+        with attempt:
+            nc = await nats.connect(
+                servers=servers,
+                name=name,
+                connect_timeout=2,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=_log_error,
+                disconnected_cb=_log_disconnected,
+                reconnected_cb=_log_reconnected,
+            )
+    js = nc.jetstream()
+    async for attempt in AsyncRetrying(
+        # JetStream may still be starting up right after the server accepts connections.
+        retry=retry_if_exception_type((nats.errors.Error, TimeoutError)),
+        wait=wait_exponential(multiplier=0.05, max=1.0),
+        reraise=True,
+    ):
+        with attempt:
+            await bootstrap(js)
+    log.info("%s connected to %s", name, nc.connected_url.netloc if nc.connected_url else url)
+    return Bus(nc=nc, js=js)

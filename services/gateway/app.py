@@ -1,0 +1,47 @@
+"""The gateway's FastAPI application: `create_app` builds it, the lifespan connects it to the bus."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+
+from services.common.bus import connect
+from services.gateway import errors
+from services.gateway.relay import Relay
+from services.gateway.routes import health, openai
+from services.gateway.settings import GatewaySettings
+
+UI_DIR = Path(__file__).parent / "ui"
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bus = await connect(settings.nats_url, "gateway")
+        relay = Relay(bus, dead_after_s=settings.dead_after_s)
+        await relay.start()
+        app.state.relay = relay
+        try:
+            yield
+        finally:
+            await relay.stop()
+            await bus.close()
+
+    app = FastAPI(title="ModalMesh", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible multimodal serving over NATS JetStream.")
+    app.state.settings = settings
+    errors.install(app, retry_after_s=settings.dead_after_s)
+    app.include_router(health.router)
+    app.include_router(openai.router)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(UI_DIR / "index.html")
+
+    return app

@@ -1,0 +1,149 @@
+"""OpenAI-compatible routes: chat completions, completions and models, streamed over SSE or whole."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from contracts.base import now_ms
+from contracts.errors import InvalidRequest, ModalMeshError
+from contracts.requests import ChatRequest, CompletionRequest, TextRequest
+from contracts.results import DeltaChunk, FinalChunk
+from services.gateway.errors import STATUS, error_body
+from services.gateway.relay import Relay, RequestStream
+from services.gateway.schemas import ChatCompletionBody, CompletionBody
+from services.gateway.settings import GatewaySettings
+from services.gateway.shapes import Shape, public_finish_reason
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+TIMEOUT_HEADER = "X-ModalMesh-Timeout"
+
+
+def _deadline_ms(settings: GatewaySettings, timeout: str | None) -> int:
+    seconds = settings.request_timeout_s
+    if timeout is not None:
+        try:
+            seconds = float(timeout)
+        except ValueError:
+            raise InvalidRequest(f"{TIMEOUT_HEADER} must be a number of seconds") from None
+        if not 0 < seconds <= settings.max_timeout_s:
+            raise InvalidRequest(f"{TIMEOUT_HEADER} must be in (0, {settings.max_timeout_s}]")
+    return now_ms() + int(seconds * 1000)
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionBody, request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HEADER)
+) -> Any:
+    settings: GatewaySettings = request.app.state.settings
+    bus_request = ChatRequest(
+        request_id=f"chatcmpl-{uuid.uuid4().hex}", model=body.model, stream=body.stream,
+        deadline_ms=_deadline_ms(settings, timeout),
+        sampling=body.sampling(settings.default_max_tokens),
+        messages=tuple(m.to_contract() for m in body.messages),
+    )
+    return await _serve(request, bus_request, body.include_usage, chat=True)
+
+
+@router.post("/completions", response_model=None)
+async def completions(
+    body: CompletionBody, request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HEADER)
+) -> Any:
+    settings: GatewaySettings = request.app.state.settings
+    bus_request = CompletionRequest(
+        request_id=f"cmpl-{uuid.uuid4().hex}", model=body.model, stream=body.stream,
+        deadline_ms=_deadline_ms(settings, timeout),
+        sampling=body.sampling(settings.default_max_tokens), prompt=body.prompt_text,
+    )
+    return await _serve(request, bus_request, body.include_usage, chat=False)
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    """Every model in the catalog, with whether a live worker serves it now."""
+    relay: Relay = request.app.state.relay
+    live = relay.fleet.live_workers()
+    data = []
+    for entry in sorted(relay.fleet.catalog.values(), key=lambda e: e.id):
+        workers = [w.worker_id for w in live if entry.id in w.models]
+        data.append({"id": entry.id, "object": "model", "created": entry.created_ms // 1000,
+                     "owned_by": entry.owned_by, "live": bool(workers), "workers": len(workers),
+                     "modalities": [m.value for m in entry.modality], "engine": entry.engine})
+    return {"object": "list", "data": data}
+
+
+async def _serve(request: Request, bus_request: TextRequest, include_usage: bool, *, chat: bool) -> Any:
+    relay: Relay = request.app.state.relay
+    stream = await relay.submit(bus_request)
+    shape = Shape(bus_request.request_id, bus_request.model, chat=chat)
+    try:
+        # Wait for the first chunk before answering, so early failures keep their HTTP status.
+        first = await _until_disconnected(request, stream.next())
+    except BaseException:
+        await stream.close()
+        raise
+    if bus_request.stream:
+        return EventSourceResponse(_sse(stream, shape, first, include_usage), sep="\n", ping=15)
+    try:
+        return JSONResponse(await _until_disconnected(request, _collect(stream, shape, first)))
+    finally:
+        await stream.close()
+
+
+async def _collect(stream: RequestStream, shape: Shape, first: Any) -> dict[str, Any]:
+    parts: list[str] = []
+    chunk = first
+    while not isinstance(chunk, FinalChunk):
+        if isinstance(chunk, DeltaChunk):
+            parts.append(chunk.text)
+        chunk = await stream.next()
+    return shape.complete("".join(parts), public_finish_reason(chunk.finish_reason), chunk.usage)
+
+
+async def _sse(stream: RequestStream, shape: Shape, first: Any, include_usage: bool) -> AsyncIterator[str]:
+    """OpenAI's stream: a role chunk, content chunks, a finish chunk (with usage), then [DONE].
+    If the client goes away, sse-starlette cancels this generator and `close` cancels the request."""
+    try:
+        yield json.dumps(shape.chunk("", first=True))
+        chunk = first
+        while True:
+            if isinstance(chunk, DeltaChunk) and chunk.text:
+                yield json.dumps(shape.chunk(chunk.text))
+            elif isinstance(chunk, FinalChunk):
+                yield json.dumps(shape.finish_chunk(public_finish_reason(chunk.finish_reason), chunk.usage))
+                if include_usage:
+                    yield json.dumps(shape.usage_chunk(chunk.usage))
+                break
+            chunk = await stream.next()
+    except ModalMeshError as exc:
+        # Headers are gone already: the error travels as an event, which the openai client raises.
+        yield json.dumps(error_body(STATUS.get(exc.code, 500), exc.message, exc.code.value))
+    finally:
+        await stream.close()
+    yield "[DONE]"
+
+
+async def _until_disconnected(request: Request, work: Any) -> Any:
+    """Run `work`, but give up (and let the caller cancel the request) if the client disconnects."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        raise asyncio.CancelledError("client disconnected")
+    finally:
+        watcher.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.25)

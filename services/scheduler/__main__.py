@@ -1,0 +1,26 @@
+"""`python -m services.scheduler`: run the scheduler process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common.bus import connect
+from services.common.logs import setup_logging
+from services.common.shutdown import stop_event_on_signals
+from services.scheduler.handlers import Scheduler
+from services.scheduler.settings import SchedulerSettings
+
+
+async def main() -> None:
+    settings = SchedulerSettings()
+    setup_logging("scheduler", settings.log_level)
+    stop = stop_event_on_signals()
+    bus = await connect(settings.nats_url, "scheduler")
+    try:
+        await Scheduler(settings, bus).run(stop)
+    finally:
+        await bus.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Modality workers: one process per engine instance, consuming assignments and streaming results."""

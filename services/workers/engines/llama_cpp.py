@@ -1,0 +1,188 @@
+"""llama.cpp through llama-cpp-python: any GGUF model, streamed token by token on CPU or GPU.
+
+llama-cpp-python's `Llama` runs one generation at a time, so the engine keeps one `Llama` per slot.
+Chat messages are rendered with the model's own chat template (GGUF `tokenizer.chat_template`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from contracts.errors import EngineError
+from contracts.requests import ChatRequest, Modality, TextRequest
+from contracts.results import Timings, Usage
+from services.workers.engine import Engine, EngineEvent, Finished, TextDelta, iterate_in_thread
+
+log = logging.getLogger(__name__)
+
+_FALLBACK_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class LlamaCppConfig:
+    model_id: str
+    model_path: Path
+    slots: int = 1
+    n_ctx: int = 2048
+    n_threads: int | None = None
+    n_gpu_layers: int = 0
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    tokens: list[int]
+    stop: tuple[str, ...]
+
+
+class LlamaCppEngine(Engine):
+    kind = "llama_cpp"
+
+    def __init__(self, config: LlamaCppConfig) -> None:
+        self.config = config
+        self._instances: list[Any] = []
+        self._free: asyncio.Queue[Any] = asyncio.Queue()
+        self._cancel: dict[str, threading.Event] = {}
+        self._formatter: Any = None
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.config.model_id,)
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        return (Modality.chat, Modality.completion)
+
+    @property
+    def slots(self) -> int:
+        return self.config.slots
+
+    async def start(self) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        if not self.config.model_path.is_file():
+            raise EngineError(f"model file not found: {self.config.model_path}")
+        for _ in range(self.config.slots):
+            llm = await asyncio.to_thread(
+                Llama,
+                model_path=str(self.config.model_path),
+                n_ctx=self.config.n_ctx,
+                n_threads=self.config.n_threads,
+                n_gpu_layers=self.config.n_gpu_layers,
+                verbose=False,
+            )
+            self._instances.append(llm)
+            self._free.put_nowait(llm)
+        first = self._instances[0]
+        template = first.metadata.get("tokenizer.chat_template") or _FALLBACK_TEMPLATE
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=first.detokenize([first.token_eos()], special=True).decode(errors="ignore"),
+            bos_token=first.detokenize([first.token_bos()], special=True).decode(errors="ignore"),
+            stop_token_ids=[first.token_eos()],
+        )
+        log.info("loaded %s from %s in %d slot(s)", self.config.model_id, self.config.model_path, self.slots)
+
+    def _prompt(self, llm: Any, request: TextRequest, resume_text: str) -> _Prompt:
+        if isinstance(request, ChatRequest):
+            rendered = self._formatter(messages=[m.model_dump(exclude_none=True) for m in request.messages])
+            text, stop = rendered.prompt, tuple(_as_list(rendered.stop))
+        else:
+            text, stop = request.prompt, ()
+        tokens = llm.tokenize((text + resume_text).encode(), add_bos=True, special=True)
+        if len(tokens) >= self.config.n_ctx:
+            raise EngineError(f"prompt of {len(tokens)} tokens exceeds the context of {self.config.n_ctx}")
+        return _Prompt(tokens=tokens, stop=tuple(request.sampling.stop) + stop)
+
+    async def generate(self, request: TextRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
+        cancel = self._cancel.setdefault(request.request_id, threading.Event())
+        llm = await self._free.get()
+        try:
+            prompt = self._prompt(llm, request, resume_text)
+            async for event in iterate_in_thread(lambda: self._run(llm, request, prompt, cancel)):
+                yield event
+        finally:
+            self._cancel.pop(request.request_id, None)
+            self._free.put_nowait(llm)
+
+    def _run(self, llm: Any, request: TextRequest, prompt: _Prompt, cancel: threading.Event) -> Iterator[EngineEvent]:
+        s = request.sampling
+        sampled = 0
+
+        def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
+            nonlocal sampled
+            sampled += 1
+            return cancel.is_set()
+
+        started = time.perf_counter()
+        first_token_at: float | None = None
+        finish_reason = "stop"
+        stream = llm.create_completion(
+            prompt=prompt.tokens,
+            max_tokens=s.max_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            # Without a seed, llama.cpp would repeat the same sample every time; OpenAI's is random.
+            seed=s.seed if s.seed is not None else secrets.randbelow(2**31),
+            stop=list(prompt.stop) or None,
+            logit_bias=dict(s.logit_bias) or None,
+            stopping_criteria=self._criteria([stop_when_cancelled]),
+            stream=True,
+        )
+        for chunk in stream:
+            choice = chunk["choices"][0]
+            if choice["text"]:
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                yield TextDelta(choice["text"])
+            if choice.get("finish_reason"):
+                finish_reason = choice["finish_reason"]
+        ended = time.perf_counter()
+        if cancel.is_set():
+            finish_reason = "cancelled"
+        yield Finished(
+            finish_reason=finish_reason,
+            usage=Usage(prompt_tokens=len(prompt.tokens), completion_tokens=min(sampled, s.max_tokens)),
+            timings=Timings(
+                engine_ttft_ms=((first_token_at or ended) - started) * 1000,
+                engine_total_ms=(ended - started) * 1000,
+            ),
+        )
+
+    @staticmethod
+    def _criteria(functions: list[Any]) -> Any:
+        from llama_cpp import StoppingCriteriaList
+
+        return StoppingCriteriaList(functions)
+
+    async def abort(self, request_id: str) -> None:
+        event = self._cancel.get(request_id)
+        if event is not None:
+            event.set()
+
+    async def cleanup(self) -> None:
+        for event in self._cancel.values():
+            event.set()
+        instances, self._instances = self._instances, []
+        for llm in instances:
+            close = getattr(llm, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+        self._free = asyncio.Queue()
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)

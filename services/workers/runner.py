@@ -1,0 +1,183 @@
+"""Worker lifecycle: load the engine, announce it, run assignments, honour cancels, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contracts import streams, subjects
+from contracts.assignments import Assignment
+from contracts.base import now_ms
+from contracts.control import Cancel
+from contracts.errors import ErrorCode, ModalMeshError
+from contracts.workers import ModelEntry, WorkerState, WorkerStatus
+from services.common.bus import Bus
+from services.common.results import ResultPublisher
+from services.workers.engine import Engine, Finished, TextDelta
+from services.workers.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _InFlight:
+    assignment: Assignment
+    task: asyncio.Task[None]
+    deadline_passed: bool = False
+
+
+@dataclass
+class Worker:
+    settings: WorkerSettings
+    engine: Engine
+    bus: Bus
+    state: WorkerState = WorkerState.ready
+    _in_flight: dict[str, _InFlight] = field(default_factory=dict)
+
+    @property
+    def worker_id(self) -> str:
+        return self.settings.worker_id
+
+    def status(self) -> WorkerStatus:
+        busy = len(self._in_flight)
+        return WorkerStatus(
+            worker_id=self.worker_id,
+            node=self.settings.node,
+            engine=self.engine.kind,
+            models=self.engine.models,
+            slots_total=self.engine.slots,
+            slots_free=max(0, self.engine.slots - busy),
+            outstanding=busy,
+            state=self.state,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._register_models()
+        cancel_sub = await self.bus.nc.subscribe(subjects.CANCEL_ALL, cb=self._on_cancel)
+        heartbeat = asyncio.create_task(self._heartbeat(stop))
+        assign_sub = await self.bus.js.subscribe(
+            subjects.assign(self.worker_id),
+            durable=streams.worker_consumer(self.worker_id),
+            stream=streams.ASSIGNMENTS,
+            manual_ack=True,
+            cb=self._on_assignment,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                max_ack_pending=self.engine.slots,
+                ack_wait=self.settings.ack_wait_s,
+            ),
+        )
+        await self._publish_status()
+        log.info("worker %s ready: %s", self.worker_id, ", ".join(self.engine.models))
+        await stop.wait()
+        await self._drain(assign_sub)
+        heartbeat.cancel()
+        await cancel_sub.unsubscribe()
+
+    async def _register_models(self) -> None:
+        kv = await self.bus.js.key_value(streams.KV_MODELS)
+        for model in self.engine.models:
+            entry = ModelEntry(id=model, modality=self.engine.modalities, engine=self.engine.kind,
+                               source=str(getattr(getattr(self.engine, "config", None), "model_path", "")))
+            await kv.put(model, entry.encode())
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._publish_status()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.heartbeat_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _publish_status(self) -> None:
+        if self.bus.nc.is_connected:
+            await self.bus.nc.publish(subjects.worker_status(self.worker_id), self.status().encode())
+
+    async def _on_assignment(self, msg: Msg) -> None:
+        try:
+            assignment = Assignment.decode(msg.data)
+        except ValueError:
+            log.exception("undecodable assignment dropped")
+            await msg.term()
+            return
+        rid = assignment.request_id
+        if rid in self._in_flight:  # a redelivery of work already running here
+            return
+        task = asyncio.create_task(self._execute(assignment, msg))
+        self._in_flight[rid] = _InFlight(assignment, task)
+        await self._publish_status()
+
+    async def _execute(self, assignment: Assignment, msg: Msg) -> None:
+        rid = assignment.request_id
+        out = ResultPublisher(self.bus, rid, self.worker_id, assignment.attempt)
+        keepalive = asyncio.create_task(self._keep_alive(msg))
+        watchdog = asyncio.create_task(self._abort_at_deadline(assignment))
+        try:
+            await self._generate(assignment, out)
+            await msg.ack()
+        except ModalMeshError as exc:
+            await out.error(exc.code, exc.message)
+            await msg.ack()
+        except Exception as exc:
+            log.exception("request %s failed", rid)
+            await out.error(ErrorCode.engine_error, f"{type(exc).__name__}: {exc}")
+            await msg.ack()
+        finally:
+            keepalive.cancel()
+            watchdog.cancel()
+            self._in_flight.pop(rid, None)
+            await self._publish_status()
+
+    async def _generate(self, assignment: Assignment, out: ResultPublisher) -> None:
+        request = assignment.request
+        async for event in self.engine.generate(request, assignment.resume_text):
+            if isinstance(event, TextDelta):
+                await out.delta(event.text, event.tokens)
+            elif isinstance(event, Finished):
+                inflight = self._in_flight.get(request.request_id)
+                if inflight is not None and inflight.deadline_passed:
+                    await out.error(ErrorCode.deadline_exceeded, "the request's deadline passed while generating")
+                else:
+                    await out.final(event.finish_reason, event.usage, event.timings)
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        """Tell JetStream the assignment is being worked on, so it is not redelivered meanwhile."""
+        while True:
+            await asyncio.sleep(self.settings.ack_wait_s / 3)
+            await msg.in_progress()
+
+    async def _abort_at_deadline(self, assignment: Assignment) -> None:
+        await asyncio.sleep(max(0.0, (assignment.request.deadline_ms - now_ms()) / 1000))
+        inflight = self._in_flight.get(assignment.request_id)
+        if inflight is not None:
+            inflight.deadline_passed = True
+        await self.engine.abort(assignment.request_id)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            cancel = Cancel.decode(msg.data)
+        except ValueError:
+            return
+        if cancel.request_id in self._in_flight:
+            log.info("cancel %s (%s)", cancel.request_id, cancel.reason)
+            await self.engine.abort(cancel.request_id)
+
+    async def _drain(self, assign_sub: object) -> None:
+        """Announce draining, stop taking work, let in-flight work finish, abort what is left."""
+        self.state = WorkerState.draining
+        await self._publish_status()
+        await assign_sub.unsubscribe()  # type: ignore[attr-defined]
+        tasks = [f.task for f in self._in_flight.values()]
+        if tasks:
+            log.info("draining %d request(s)", len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.drain_timeout_s)
+            for rid in list(self._in_flight):
+                await self.engine.abort(rid)
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+

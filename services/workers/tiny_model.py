@@ -1,0 +1,149 @@
+"""A tiny, deterministic, random-weight LLaMA-architecture GGUF that llama.cpp loads for real.
+
+It lets every machine, with no model hub and no GPU, run the real llama.cpp engine end to end. The
+weights are random, so the text is nonsense, but tokenizer, chat template, sampling, stop sequences
+and streaming are all the real code paths. The file is written once into a cache; the same
+`TinySpec` always produces the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_SPECIALS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+_CONSONANTS = "bdfgklmnprstvz"
+_VOWELS = "aeiou"
+_PUNCT = list(".,!?;:'\"-()[]{}/\\@#$%^&*+=<>_`~|0123456789")
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Shape of the generated model. The defaults make a ~2 MB model fast enough for tests."""
+
+    n_embd: int = 64
+    n_layer: int = 2
+    n_head: int = 4
+    n_ff: int = 128
+    n_ctx: int = 2048
+    n_words: int = 2000
+    seed: int = 1234
+
+    def digest(self) -> str:
+        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:12]
+
+
+# A larger shape, slow enough per token to look like a real model on a CPU; used by the benchmark.
+BENCH_SPEC = TinySpec(n_embd=512, n_layer=8, n_head=8, n_ff=1408, n_words=8000)
+
+
+def _pseudo_words(n: int) -> list[str]:
+    """Pronounceable made-up words, so random output reads like text rather than byte soup."""
+    syllables = [c + v for c, v in itertools.product(_CONSONANTS, _VOWELS)]
+    words: list[str] = []
+    for length in itertools.count(1):
+        for combo in itertools.product(syllables, repeat=length):
+            words.append("".join(combo))
+            if len(words) == n:
+                return words
+    raise AssertionError("unreachable")
+
+
+def _vocab(spec: TinySpec) -> tuple[list[str], list[float], list[int]]:
+    import gguf
+
+    tokens = list(_SPECIALS)
+    types = [gguf.TokenType.UNKNOWN] + [gguf.TokenType.CONTROL] * (len(_SPECIALS) - 1)
+    tokens += [f"<0x{b:02X}>" for b in range(256)]
+    types += [gguf.TokenType.BYTE] * 256
+    pieces = ["▁"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    pieces += [chr(c) for c in range(ord("A"), ord("Z") + 1)] + _PUNCT
+    pieces += ["▁" + w for w in _pseudo_words(spec.n_words)]
+    tokens += pieces
+    types += [gguf.TokenType.NORMAL] * len(pieces)
+    # SentencePiece prefers higher scores when merging; longer pieces win, bytes are the fallback.
+    scores = [0.0] * (len(_SPECIALS) + 256) + [float(len(p)) for p in pieces]
+    return tokens, scores, [int(t) for t in types]
+
+
+def write_tiny_gguf(path: Path, spec: TinySpec) -> None:
+    """Write the model described by `spec` to `path` (atomically)."""
+    import gguf
+
+    tokens, scores, types = _vocab(spec)
+    rng = np.random.default_rng(spec.seed)
+
+    def rand(*shape: int, scale: float = 0.08) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    tmp = path.with_suffix(".tmp")
+    writer = gguf.GGUFWriter(str(tmp), "llama")
+    writer.add_name(f"modalmesh-tiny-{spec.digest()}")
+    writer.add_context_length(spec.n_ctx)
+    writer.add_embedding_length(spec.n_embd)
+    writer.add_block_count(spec.n_layer)
+    writer.add_feed_forward_length(spec.n_ff)
+    writer.add_head_count(spec.n_head)
+    writer.add_head_count_kv(spec.n_head)
+    writer.add_rope_dimension_count(spec.n_embd // spec.n_head)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+    writer.add_chat_template(CHATML_TEMPLATE)
+
+    n_vocab, d = len(tokens), spec.n_embd
+    writer.add_tensor("token_embd.weight", rand(n_vocab, d, scale=1.0))
+    for i in range(spec.n_layer):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(d, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            writer.add_tensor(f"blk.{i}.{name}.weight", rand(d, d))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(d, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", rand(spec.n_ff, d))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", rand(spec.n_ff, d))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", rand(d, spec.n_ff))
+    writer.add_tensor("output_norm.weight", np.ones(d, dtype=np.float32))
+    writer.add_tensor("output.weight", rand(n_vocab, d, scale=0.5))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, path)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("MODALMESH_CACHE") or Path.home() / ".cache" / "modalmesh"
+    return Path(root) / "models"
+
+
+def ensure_tiny_gguf(spec: TinySpec | None = None) -> Path:
+    """Path of the tiny model for `spec`, writing it into the cache on first use."""
+    spec = spec or TinySpec()
+    path = cache_dir() / f"tiny-llama-{spec.digest()}.gguf"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_tiny_gguf(path, spec)
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    chosen = BENCH_SPEC if sys.argv[1:] == ["bench"] else TinySpec()
+    print(ensure_tiny_gguf(chosen))

@@ -1,0 +1,37 @@
+"""Shared fixtures: a real NATS server per session (or --nats-url to use a running one)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.bus import Bus, connect
+from tests.natsserver import NatsServer
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--nats-url", default=None, help="Use this running NATS server instead of starting one.")
+
+
+@pytest.fixture(scope="session")
+def nats_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = request.config.getoption("--nats-url")
+    if given:
+        yield given
+        return
+    server = NatsServer(store=Path(tmp_path_factory.mktemp("nats"))).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    connection = await connect(nats_url, "test")
+    try:
+        yield connection
+    finally:
+        await connection.close()

@@ -1,0 +1,36 @@
+"""The download-free model: deterministic bytes, and llama.cpp loads and runs it for real."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from services.workers.tiny_model import TinySpec, write_tiny_gguf
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_same_spec_writes_the_same_bytes(tmp_path: Path) -> None:
+    spec = TinySpec(n_words=300)
+    write_tiny_gguf(tmp_path / "a.gguf", spec)
+    write_tiny_gguf(tmp_path / "b.gguf", spec)
+    write_tiny_gguf(tmp_path / "c.gguf", TinySpec(n_words=300, seed=9))
+    assert digest(tmp_path / "a.gguf") == digest(tmp_path / "b.gguf") != digest(tmp_path / "c.gguf")
+
+
+def test_llama_cpp_loads_it_with_tokenizer_and_template(tmp_path: Path) -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    path = tmp_path / "m.gguf"
+    write_tiny_gguf(path, TinySpec(n_words=300))
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, verbose=False)
+    assert "im_start" in llm.metadata["tokenizer.chat_template"]
+    tokens = llm.tokenize(b" baba kebi", add_bos=False)
+    assert llm.detokenize(tokens).decode() == " baba kebi"
+    # Characters outside the word list fall back to bytes instead of failing.
+    assert llm.detokenize(llm.tokenize("héllo 你好".encode(), add_bos=False)).decode() == "héllo 你好"
+    out = llm.create_completion(" baba", max_tokens=5, seed=1, temperature=0.8)
+    assert out["usage"]["completion_tokens"] >= 1
