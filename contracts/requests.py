@@ -7,7 +7,7 @@ service learns of it from this module alone.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -61,8 +61,8 @@ class CompletionRequest(_RequestBase):
     prompt: str
 
 
-InferenceRequest = Annotated[Union[ChatRequest, CompletionRequest], Field(discriminator="modality")]
-TextRequest = Union[ChatRequest, CompletionRequest]
+InferenceRequest = Annotated[ChatRequest | CompletionRequest, Field(discriminator="modality")]
+TextRequest = ChatRequest | CompletionRequest
 
 _request_adapter: TypeAdapter[InferenceRequest] = TypeAdapter(InferenceRequest)
 

@@ -6,7 +6,7 @@ them in order, drop duplicates from redeliveries and notice gaps.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -66,10 +66,8 @@ class ErrorChunk(_ChunkBase):
     message: str
 
 
-ResultChunk = Annotated[
-    Union[DeltaChunk, ProgressChunk, FinalChunk, ErrorChunk], Field(discriminator="kind")
-]
-AnyChunk = Union[DeltaChunk, ProgressChunk, FinalChunk, ErrorChunk]
+AnyChunk = DeltaChunk | ProgressChunk | FinalChunk | ErrorChunk
+ResultChunk = Annotated[AnyChunk, Field(discriminator="kind")]
 TERMINAL_KINDS = frozenset({"final", "error"})
 
 _chunk_adapter: TypeAdapter[ResultChunk] = TypeAdapter(ResultChunk)

@@ -31,7 +31,7 @@ async def _log_error(exc: Exception) -> None:
 
 
 async def _log_disconnected() -> None:
-    log.warning("nats: disconnected, reconnecting")
+    log.info("nats: disconnected (reconnecting unless closing)")
 
 
 async def _log_reconnected() -> None:

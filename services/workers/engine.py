@@ -11,7 +11,6 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Union
 
 from contracts.requests import Modality, TextRequest
 from contracts.results import Timings, Usage
@@ -30,7 +29,7 @@ class Finished:
     timings: Timings = field(default_factory=Timings)
 
 
-EngineEvent = Union[TextDelta, Finished]
+EngineEvent = TextDelta | Finished
 
 
 class Engine(abc.ABC):

@@ -21,6 +21,8 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 _SPECIALS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+# Bump when the writer changes what it writes, so cached files of the old layout are not reused.
+FORMAT_VERSION = 2
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 _PUNCT = list(".,!?;:'\"-()[]{}/\\@#$%^&*+=<>_`~|0123456789")
@@ -39,7 +41,8 @@ class TinySpec:
     seed: int = 1234
 
     def digest(self) -> str:
-        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:12]
+        key = repr((FORMAT_VERSION, sorted(asdict(self).items())))
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 # A larger shape, slow enough per token to look like a real model on a CPU; used by the benchmark.
@@ -106,6 +109,8 @@ def write_tiny_gguf(path: Path, spec: TinySpec) -> None:
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
+    # Text goes in as written: no SentencePiece space in front of a prompt.
+    writer.add_add_space_prefix(False)
     writer.add_chat_template(CHATML_TEMPLATE)
 
     n_vocab, d = len(tokens), spec.n_embd

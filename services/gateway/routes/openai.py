@@ -145,5 +145,6 @@ async def _until_disconnected(request: Request, work: Any) -> Any:
 
 
 async def _disconnected(request: Request) -> None:
-    while not await request.is_disconnected():
+    # Starlette offers no disconnect event to wait on before the response starts: poll it.
+    while not await request.is_disconnected():  # noqa: ASYNC110
         await asyncio.sleep(0.25)

@@ -118,7 +118,7 @@ class LlamaCppEngine(Engine):
 
     def _run(self, llm: Any, request: TextRequest, prompt: _Prompt, cancel: threading.Event) -> Iterator[EngineEvent]:
         s = request.sampling
-        sampled = 0
+        sampled = reported = 0
 
         def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
             nonlocal sampled
@@ -145,7 +145,10 @@ class LlamaCppEngine(Engine):
             if choice["text"]:
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
-                yield TextDelta(choice["text"])
+                # Text held back (a possible stop string, a split UTF-8 character) comes out with a
+                # later token: count tokens by how many were sampled since the last delta.
+                yield TextDelta(choice["text"], tokens=max(0, min(sampled, s.max_tokens) - reported))
+                reported = min(sampled, s.max_tokens)
             if choice.get("finish_reason"):
                 finish_reason = choice["finish_reason"]
         ended = time.perf_counter()
