@@ -8,7 +8,7 @@ from pydantic import Field
 
 from contracts.base import Message, now_ms
 from contracts.errors import ErrorCode
-from contracts.results import Usage
+from contracts.results import Timings, Usage
 
 
 class TaskStatus(str, Enum):
@@ -26,6 +26,7 @@ class TaskState(Message):
     text: str = Field(default="", description="The merged output, for text modalities.")
     usage: Usage | None = None
     finish_reason: str | None = None
+    timings: Timings | None = Field(default=None, description="What the engine measured of its own run.")
     error_code: ErrorCode | None = None
     error: str | None = None
     attempts: int = 1

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.aggregator.app import Aggregator
 from services.common.bus import connect
 from services.common.logs import setup_logging
+from services.common.runtime import run
 from services.common.settings import ServiceSettings
 from services.common.shutdown import stop_event_on_signals
 
@@ -23,4 +22,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main)

@@ -17,7 +17,7 @@ def final_state(request_id: str, text: str, terminal: FinalChunk | ErrorChunk) -
     status = TaskStatus.cancelled if terminal.finish_reason == "cancelled" else TaskStatus.completed
     return TaskState(
         request_id=request_id, status=status, text=text, usage=terminal.usage,
-        finish_reason=terminal.finish_reason, attempts=terminal.attempt,
+        finish_reason=terminal.finish_reason, attempts=terminal.attempt, timings=terminal.timings,
     )
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.common.bus import connect
 from services.common.logs import setup_logging
+from services.common.runtime import run
 from services.common.shutdown import stop_event_on_signals
 from services.scheduler.handlers import Scheduler
 from services.scheduler.settings import SchedulerSettings
@@ -23,4 +22,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main)

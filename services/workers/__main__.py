@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from services.common.bus import connect
 from services.common.logs import setup_logging
+from services.common.runtime import run
 from services.common.shutdown import stop_event_on_signals
 from services.workers.engine import Engine
 from services.workers.runner import Worker
@@ -50,4 +50,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main)

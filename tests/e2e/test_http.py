@@ -16,7 +16,7 @@ from contracts import streams
 from contracts.tasks import TaskState, TaskStatus
 from contracts.workers import ModelEntry
 from services.common.bus import connect
-from tests.e2e.conftest import RunningStack
+from services.devstack import LocalStack as RunningStack
 
 pytestmark = pytest.mark.e2e
 MODEL = "tiny-llama"

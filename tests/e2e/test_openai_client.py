@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.e2e.conftest import RunningStack
+from services.devstack import LocalStack as RunningStack
 
 pytestmark = pytest.mark.e2e
 MODEL = "tiny-llama"

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): measured figures written as JSON under .data/bench/."""

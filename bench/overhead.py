@@ -1,0 +1,171 @@
+"""Control-plane overhead and streaming throughput of the whole pipeline.
+
+- `ttft_overhead_ms_*`: time to first token seen by an HTTP client through gateway -> scheduler ->
+  worker -> aggregator -> gateway, minus the engine's own time to first token for that same request
+  (which the worker measures and the aggregator records in the `tasks` bucket).
+- `pipeline_tokens_per_s` vs `direct_tokens_per_s`: the same llama.cpp engine and model streaming the
+  same requests, through the pipeline and called in-process.
+
+Writes .data/bench/overhead.json and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from contracts import streams
+from contracts.base import now_ms
+from contracts.requests import ChatMessage, ChatRequest, Sampling
+from contracts.tasks import TaskState
+from services.common.bus import connect
+from services.devstack import LocalStack
+from services.workers.engine import Finished
+from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
+from services.workers.tiny_model import BENCH_SPEC, TinySpec, ensure_tiny_gguf
+
+MODEL = "bench-llama"
+NO_EOS = {2: -100.0, 4: -100.0}
+MESSAGES = [{"role": "user", "content": "Tell me a long story about the sea."}]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def progress(label: str, done: int, total: int) -> None:
+    width = 30
+    if done != total and done % max(1, total // width):
+        return
+    filled = width * done // total
+    sys.stderr.write(f"\r{label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+async def direct_tokens_per_s(model_path: Path, n_threads: int, runs: int, max_tokens: int) -> float:
+    engine = LlamaCppEngine(LlamaCppConfig(MODEL, model_path, slots=1, n_threads=n_threads))
+    await engine.start()
+    rates = []
+    try:
+        for i in range(runs):
+            request = ChatRequest(
+                request_id=f"direct-{i}", model=MODEL, deadline_ms=now_ms() + 600_000,
+                messages=tuple(ChatMessage(**m) for m in MESSAGES),  # type: ignore[arg-type]
+                sampling=Sampling(max_tokens=max_tokens, seed=i, logit_bias=NO_EOS),
+            )
+            started = time.perf_counter()
+            async for event in engine.generate(request):
+                if isinstance(event, Finished):
+                    rates.append(event.usage.completion_tokens / (time.perf_counter() - started))
+            progress("direct engine", i + 1, runs)
+    finally:
+        await engine.cleanup()
+    return statistics.median(rates)
+
+
+async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int) -> tuple[str, float, float, int]:
+    """One streamed chat: (request id, seconds to first content, seconds to [DONE], completion tokens)."""
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True, "max_tokens": max_tokens, "seed": seed,
+            "logit_bias": {str(k): v for k, v in NO_EOS.items()}, "stream_options": {"include_usage": True}}
+    started = time.perf_counter()
+    first = None
+    rid, tokens = "", 0
+    async with client.stream("POST", "/v1/chat/completions", json=body) as res:
+        res.raise_for_status()
+        async for line in res.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            rid = chunk["id"]
+            if chunk["choices"] and chunk["choices"][0]["delta"].get("content") and first is None:
+                first = time.perf_counter() - started
+            if chunk.get("usage") and not chunk["choices"]:
+                tokens = chunk["usage"]["completion_tokens"]
+    return rid, first or 0.0, time.perf_counter() - started, tokens
+
+
+async def pipeline(stack: LocalStack, ttft_runs: int, tput_runs: int, max_tokens: int) -> dict[str, Any]:
+    bus = await connect(stack.nats_url, "bench")
+    kv = await bus.js.key_value(streams.KV_TASKS)
+    overheads: list[float] = []
+    rates: list[float] = []
+    async with httpx.AsyncClient(base_url=stack.url, timeout=120) as client:
+        for i in range(5):  # warm-up: connections, caches, first-request paths
+            await stream_once(client, 2, seed=i)
+        for i in range(ttft_runs):
+            rid, ttft, _, _ = await stream_once(client, 2, seed=i)
+            state = await _task_state(kv, rid)
+            assert state.timings is not None
+            overheads.append(ttft * 1000 - state.timings.engine_ttft_ms)
+            progress("pipeline TTFT", i + 1, ttft_runs)
+        for i in range(tput_runs):
+            _, _, total, tokens = await stream_once(client, max_tokens, seed=i)
+            rates.append(tokens / total)
+            progress("pipeline throughput", i + 1, tput_runs)
+    await bus.close()
+    return {
+        "ttft_overhead_ms_p50": round(percentile(overheads, 50), 3),
+        "ttft_overhead_ms_p99": round(percentile(overheads, 99), 3),
+        "ttft_overhead_ms_mean": round(statistics.fmean(overheads), 3),
+        "pipeline_tokens_per_s": round(statistics.median(rates), 2),
+    }
+
+
+async def _task_state(kv: Any, rid: str) -> TaskState:
+    for _ in range(500):
+        try:
+            return TaskState.decode((await kv.get(rid)).value or b"")
+        except Exception:
+            await asyncio.sleep(0.005)
+    raise RuntimeError(f"no task state for {rid}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ttft-runs", type=int, default=300)
+    parser.add_argument("--tput-runs", type=int, default=5)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads, the same in both setups")
+    parser.add_argument("--tiny", action="store_true", help="use the small test model instead of the bench one")
+    parser.add_argument("--out", type=Path, default=Path(".data/bench/overhead.json"))
+    args = parser.parse_args()
+
+    spec = TinySpec() if args.tiny else BENCH_SPEC
+    model_path = ensure_tiny_gguf(spec)
+    direct = asyncio.run(direct_tokens_per_s(model_path, args.threads, args.tput_runs, args.max_tokens))
+    env = {"MODALMESH_WORKER_MODEL_ID": MODEL, "MODALMESH_WORKER_MODEL_PATH": str(model_path),
+           "MODALMESH_WORKER_SLOTS": "1", "MODALMESH_WORKER_N_THREADS": str(args.threads),
+           "MODALMESH_LOG_LEVEL": "WARNING"}
+    with tempfile.TemporaryDirectory() as data, LocalStack(data=Path(data), env=env) as stack:
+        figures = asyncio.run(pipeline(stack, args.ttft_runs, args.tput_runs, args.max_tokens))
+    result = {
+        **figures,
+        "direct_tokens_per_s": round(direct, 2),
+        "pipeline_vs_direct": round(figures["pipeline_tokens_per_s"] / direct, 4),
+        "targets": {"ttft_overhead_ms_p50": 2.0, "ttft_overhead_ms_p99": 8.0, "pipeline_vs_direct": 0.95},
+        "setup": {"model": spec.digest(), "n_embd": spec.n_embd, "n_layer": spec.n_layer,
+                  "max_tokens": args.max_tokens, "ttft_runs": args.ttft_runs, "tput_runs": args.tput_runs,
+                  "threads": args.threads, "machine": platform.machine(), "python": platform.python_version(),
+                  "run_id": uuid.uuid4().hex[:8]},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The whole embedded stack (`python -m services.run`) as a context manager, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class StackDidNotStart(RuntimeError):
+    pass
+
+
+@dataclass
+class LocalStack:
+    """Starts the launcher on free ports under `data`, waits for its "ModalMesh is up" line, and on
+    exit sends SIGINT as Ctrl-C would."""
+
+    data: Path
+    env: dict[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 150.0
+    port: int = field(default_factory=free_port)
+    nats_port: int = field(default_factory=free_port)
+    output: list[str] = field(default_factory=list)
+    _launcher: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    def __enter__(self) -> LocalStack:
+        self._launcher = subprocess.Popen(
+            [sys.executable, "-m", "services.run", "--port", str(self.port), "--nats-port", str(self.nats_port),
+             "--data-dir", str(self.data), "--ready-timeout", str(self.ready_timeout_s)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **self.env},
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        stdout = self._launcher.stdout
+        assert stdout is not None
+        def pump() -> None:
+            for line in stdout:
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + self.ready_timeout_s + 10
+        while time.monotonic() < deadline:
+            try:
+                self.output.append(lines.get(timeout=1.0))
+            except queue.Empty:
+                if self._launcher.poll() is not None:
+                    break
+                continue
+            if f"open {self.url}" in self.output[-1]:
+                return self
+        self.__exit__(None, None, None)
+        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in (self.data / "logs").glob("*.log"))
+        raise StackDidNotStart("".join(self.output) + logs)
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        if self._launcher is None:
+            return
+        self._launcher.send_signal(signal.SIGINT)
+        try:
+            self._launcher.wait(60)
+        except subprocess.TimeoutExpired:
+            self._launcher.kill()
+
+    def service_pids(self, module: str) -> list[int]:
+        """PIDs of this stack's processes running `python -m <module>` (children of its supervisord)."""
+        sup = int((self.data / "supervisord.pid").read_text())
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if parent == sup and f"-m {module}" in cmd:
+                pids.append(int(proc.name))
+        return pids
