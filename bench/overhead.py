@@ -30,6 +30,7 @@ from contracts.base import now_ms
 from contracts.requests import ChatMessage, ChatRequest, Sampling
 from contracts.tasks import TaskState
 from services.common.bus import connect
+from services.common.runtime import run
 from services.devstack import LocalStack
 from services.workers.engine import Finished
 from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
@@ -146,7 +147,14 @@ def main() -> None:
 
     spec = TinySpec() if args.tiny else BENCH_SPEC
     model_path = ensure_tiny_gguf(spec)
-    direct = asyncio.run(direct_tokens_per_s(model_path, args.threads, args.tput_runs, args.max_tokens))
+    # The same event loop as the worker process, so the comparison is the pipeline and nothing else.
+    direct_rates: list[float] = []
+
+    async def measure_direct() -> None:
+        direct_rates.append(await direct_tokens_per_s(model_path, args.threads, args.tput_runs, args.max_tokens))
+
+    run(measure_direct)
+    direct = direct_rates[0]
     env = {"MODALMESH_WORKER_MODEL_ID": MODEL, "MODALMESH_WORKER_MODEL_PATH": str(model_path),
            "MODALMESH_WORKER_SLOTS": "1", "MODALMESH_WORKER_N_THREADS": str(args.threads),
            "MODALMESH_LOG_LEVEL": "WARNING"}

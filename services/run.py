@@ -72,6 +72,16 @@ def supervisord_conf(data: Path, progs: list[Program]) -> str:
     return "\n".join(lines)
 
 
+def _stop_with_parent() -> None:
+    """In the child: have the kernel SIGTERM it if this launcher dies, even by SIGKILL (Linux only),
+    so a killed launcher never leaves the stack running."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _user() -> str:
     import getpass
 
@@ -111,7 +121,8 @@ def main() -> None:
     conf.write_text(supervisord_conf(data, programs(data, args.port, args.nats_port, args.host)))
     # Own session: Ctrl-C reaches this launcher only, which stops supervisord, which stops the rest in order.
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], start_new_session=True
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
+        start_new_session=True, preexec_fn=_stop_with_parent,
     )
 
     def stop(*_: object) -> None:

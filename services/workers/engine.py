@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from contracts.requests import Modality, TextRequest
@@ -72,8 +72,10 @@ class Engine(abc.ABC):
 _END = object()
 
 
-async def iterate_in_thread(produce: Callable[[], Iterator[EngineEvent]]) -> AsyncIterator[EngineEvent]:
-    """Run a blocking generator in a thread and yield its events on the event loop.
+async def iterate_in_thread(
+    produce: Callable[[], Iterator[EngineEvent]], executor: Executor
+) -> AsyncIterator[EngineEvent]:
+    """Run a blocking generator on one of `executor`'s threads and yield its events on the event loop.
 
     Consecutive text deltas that pile up while the loop is busy are merged into one, so a slow
     consumer costs fewer, larger chunks rather than a growing backlog.
@@ -90,8 +92,7 @@ async def iterate_in_thread(produce: Callable[[], Iterator[EngineEvent]]) -> Asy
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-    thread = threading.Thread(target=run, name="engine-generate", daemon=True)
-    thread.start()
+    done = loop.run_in_executor(executor, run)
     try:
         while True:
             item = await queue.get()
@@ -109,4 +110,4 @@ async def iterate_in_thread(produce: Callable[[], Iterator[EngineEvent]]) -> Asy
             yield item  # type: ignore[misc]
     finally:
         # The producer stops by itself once aborted; never leave it writing into a dead loop.
-        await asyncio.to_thread(thread.join)
+        await done

@@ -166,3 +166,17 @@ async def test_deadline_while_generating_is_an_error(stack: Stack) -> None:
     with pytest.raises(DeadlineExceeded):
         await drain(stream)
     await stream.close()
+
+
+async def test_request_nobody_can_take_fails_at_its_deadline(stack: Stack) -> None:
+    # Published behind the gateway's back (it would answer 503): the scheduler retries, then gives up.
+    request = chat(deadline_s=0.6).model_copy(update={"model": "nobody-serves-this"})
+    stream = RequestStream(stack.bus, request)
+    await stream.open()
+    await stack.bus.js.publish("req.chat", request.encode())
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        await drain(stream)
+    assert time.monotonic() - started < 5
+    state = await task_state(stack.bus, request.request_id)
+    assert state.status is TaskStatus.failed and state.error_code is not None
