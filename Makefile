@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp once (cached by pip afterwards): use every core for it.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-fast bench lint format clean install install-test
+.PHONY: run test test-fast bench lint format clean install install-test browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,14 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(PY) -m services.run
 
-## test: install what the tests need, lint, then run unit, integration and end-to-end tests
-test: install-test lint
+# The browser test drives Debian's Chromium; install it where we may (root with apt), else it skips.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "note: no Chromium; the browser test will be skipped (apt-get install chromium)"; }
+
+## test: install what the tests need, lint, then run unit, integration, end-to-end and browser tests
+test: install-test lint browser
 	$(PY) -m pytest -q
 
 test-fast: install-test

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real NATS server per session (or --nats-url to use a running one)."""
+"""Shared fixtures: a real NATS server per session (or --nats-url to use a running one), and the whole
+stack as processes, started by the same launcher as `make run`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.common.bus import Bus, connect
+from services.devstack import LocalStack, StackDidNotStart
 from tests.natsserver import NatsServer
 
 
@@ -35,3 +37,13 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture(scope="session")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    stack = LocalStack(data=Path(tmp_path_factory.mktemp("stack")), env={"MODALMESH_DEAD_AFTER_S": "2"})
+    try:
+        with stack:
+            yield stack
+    except StackDidNotStart as exc:
+        pytest.fail(f"stack did not start:\n{exc}")

@@ -1,0 +1,43 @@
+"""The chat page in a real headless Chromium: type a message, see a streamed answer appear."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from services.devstack import LocalStack
+
+SHOTS = Path(".data/test-artifacts")
+SHOTS.mkdir(parents=True, exist_ok=True)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium)"),
+]
+# Flags that keep Chromium off the network and quiet on a machine without one.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_chat_page_streams_an_answer(running_stack: LocalStack) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(running_stack.url)
+            page.wait_for_selector("#model option[value='tiny-llama']", state="attached")
+            page.fill("#prompt", "Hello from a browser")
+            page.click("#send")
+            page.wait_for_function("document.getElementById('status').textContent.includes('chunks')")
+            question = page.text_content("#log .user")
+            answer = page.text_content("#log .assistant") or ""
+            status = page.text_content("#status") or ""
+            page.screenshot(path=str(SHOTS / "chat.png"))
+        finally:
+            browser.close()
+    assert question == "you: Hello from a browser"
+    assert answer.startswith("model:") and len(answer) > len("model:")
+    assert int(status.split()[0]) >= 2  # the answer arrived in several streamed chunks
