@@ -29,15 +29,22 @@ def test_chat_page_streams_an_answer(running_stack: LocalStack) -> None:
             page = browser.new_page()
             page.goto(running_stack.url)
             page.wait_for_selector("#model option[value='tiny-llama']", state="attached")
+            page.select_option("#model", "tiny-llama")
             page.fill("#prompt", "Hello from a browser")
             page.click("#send")
-            page.wait_for_function("document.getElementById('status').textContent.includes('chunks')")
-            question = page.text_content("#log .user")
-            answer = page.text_content("#log .assistant") or ""
+            # Done when the page reports its chunk count, or shows an error (asserted on below).
+            page.wait_for_function(
+                "document.getElementById('status').textContent.includes('chunks')"
+                " || document.querySelector('#log .error') !== null"
+            )
+            texts = {cls: [e.text_content() for e in page.query_selector_all(f"#log .{cls}")]
+                     for cls in ("user", "assistant", "error")}
             status = page.text_content("#status") or ""
             page.screenshot(path=str(SHOTS / "chat.png"))
         finally:
             browser.close()
-    assert question == "you: Hello from a browser"
-    assert answer.startswith("model:") and len(answer) > len("model:")
+    assert texts["error"] == [], f"the page showed an error: {texts['error']}"
+    assert texts["user"] == ["you: Hello from a browser"]
+    [answer] = texts["assistant"]
+    assert answer is not None and answer.startswith("model: ") and len(answer) > len("model: ")
     assert int(status.split()[0]) >= 2  # the answer arrived in several streamed chunks
