@@ -22,6 +22,7 @@ REQUESTS = "REQUESTS"
 ASSIGNMENTS = "ASSIGNMENTS"
 RESULTS = "RESULTS"
 TELEMETRY = "TELEMETRY"
+ALERTS = "ALERTS"
 
 KV_NODES = "nodes"
 KV_MODELS = "models"
@@ -68,11 +69,19 @@ STREAMS: tuple[StreamConfig, ...] = (
     ),
     StreamConfig(
         name=TELEMETRY,
-        subjects=["telemetry.>"],
+        subjects=[subjects.TELEMETRY_ALL],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_msgs_per_subject=60,
         max_age=3600.0,
+    ),
+    StreamConfig(
+        name=ALERTS,
+        subjects=[subjects.ALERTS_ALL],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_msgs_per_subject=500,
+        max_age=7 * 24 * 3600.0,
     ),
 )
 

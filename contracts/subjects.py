@@ -9,6 +9,8 @@ ASSIGN_ALL = "assign.>"
 RESULTS_ALL = "result.>"
 WORKER_STATUS_ALL = "worker.status.>"
 CANCEL_ALL = "cancel.>"
+TELEMETRY_ALL = "telemetry.>"
+ALERTS_ALL = "alert.>"
 
 
 def _token(value: str) -> str:
@@ -48,6 +50,10 @@ def control(worker_id: str) -> str:
 
 def telemetry(node: str) -> str:
     return f"telemetry.{_token(node)}"
+
+
+def alert(severity: str, node: str) -> str:
+    return f"alert.{_token(severity)}.{_token(node)}"
 
 
 def last_token(subject: str) -> str:

@@ -26,6 +26,7 @@ class WorkerStatus(Message):
     slots_free: int = Field(ge=0)
     outstanding: int = Field(ge=0, description="Assignments received and not yet finished.")
     state: WorkerState = WorkerState.ready
+    started_ms: int = Field(default_factory=now_ms, description="When this worker process started.")
     ts_ms: int = Field(default_factory=now_ms)
 
 

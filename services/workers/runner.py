@@ -36,6 +36,7 @@ class Worker:
     engine: Engine
     bus: Bus
     state: WorkerState = WorkerState.ready
+    started_ms: int = field(default_factory=now_ms)
     _in_flight: dict[str, _InFlight] = field(default_factory=dict)
 
     @property
@@ -53,6 +54,7 @@ class Worker:
             slots_free=max(0, self.engine.slots - busy),
             outstanding=busy,
             state=self.state,
+            started_ms=self.started_ms,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

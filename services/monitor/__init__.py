@@ -1,0 +1,1 @@
+"""The monitor agent: one per node, publishing telemetry, capabilities and alerts."""
