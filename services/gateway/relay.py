@@ -64,7 +64,7 @@ class Relay:
 
     async def _on_status(self, msg: Msg) -> None:
         try:
-            self.fleet.table.observe(WorkerStatus.decode(msg.data), time.monotonic())
+            self.fleet.table.observe_status(WorkerStatus.decode(msg.data), time.monotonic())
         except ValueError:
             log.warning("undecodable worker status on %s", msg.subject)
 

@@ -1,4 +1,4 @@
-"""The scheduler's handlers: thin I/O around `policy`. A request is acknowledged only once its
+"""The scheduler's handlers: thin I/O around the pure policy. A request is acknowledged only once its
 assignment is stored in ASSIGNMENTS, so a scheduler that dies mid-way loses nothing."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
@@ -17,12 +16,15 @@ from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import ErrorCode
 from contracts.requests import TextRequest, decode_request
+from contracts.telemetry import NodeCapabilities, NodeTelemetry
 from contracts.workers import WorkerStatus
+from services.common.alerts import publish_alert
 from services.common.bus import Bus
-from services.common.liveness import WorkerTable
 from services.common.results import ResultPublisher
-from services.scheduler.policy import least_outstanding
+from services.monitor.alerts import AlertKey, CrashLoop, evaluate_offline
+from services.scheduler.policy import choose
 from services.scheduler.settings import SchedulerSettings
+from services.scheduler.state import FleetState
 
 log = logging.getLogger(__name__)
 SCHEDULER_ID = "scheduler"
@@ -32,15 +34,23 @@ SCHEDULER_ID = "scheduler"
 class Scheduler:
     settings: SchedulerSettings
     bus: Bus
-    table: WorkerTable = field(init=False)
-    # Assignments sent to each worker since its last heartbeat, which does not count them yet.
-    recent: Counter[str] = field(default_factory=Counter)
+    fleet: FleetState = field(init=False)
+    decisions: int = 0
+    decision_seconds: list[float] = field(default_factory=list)  # recent decision times, for metrics
+    _offline_firing: frozenset[AlertKey] = frozenset()
+    _crash_loop: CrashLoop = field(init=False)
 
     def __post_init__(self) -> None:
-        self.table = WorkerTable(dead_after_s=self.settings.dead_after_s)
+        self.fleet = FleetState(self.settings.dead_after_s)
+        self._crash_loop = CrashLoop(self.settings.crash_loop_restarts, int(self.settings.crash_loop_window_s * 1000))
 
     async def run(self, stop: asyncio.Event) -> None:
-        status_sub = await self.bus.nc.subscribe(subjects.WORKER_STATUS_ALL, cb=self._on_status)
+        subs = [
+            await self.bus.nc.subscribe(subjects.WORKER_STATUS_ALL, cb=self._on_status),
+            await self.bus.nc.subscribe(subjects.TELEMETRY_ALL, cb=self._on_telemetry),
+        ]
+        watcher = asyncio.create_task(self._watch_nodes())
+        alerts = asyncio.create_task(self._fleet_alerts(stop))
         # One durable consumer shared by every scheduler (a queue group): each request reaches one.
         req_sub = await self.bus.js.subscribe(
             subjects.REQUESTS_ALL,
@@ -51,18 +61,64 @@ class Scheduler:
             cb=self._on_request,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.settings.ack_wait_s),
         )
-        log.info("scheduler ready")
+        log.info("scheduler ready, policy %s", self.settings.policy.value)
         await stop.wait()
         await req_sub.unsubscribe()
-        await status_sub.unsubscribe()
+        watcher.cancel()
+        await alerts
+        for sub in subs:
+            await sub.unsubscribe()
 
     async def _on_status(self, msg: Msg) -> None:
         try:
             status = WorkerStatus.decode(msg.data)
         except ValueError:
             return
-        self.table.observe(status, time.monotonic())
-        self.recent.pop(status.worker_id, None)
+        self.fleet.workers.observe_status(status, time.monotonic())
+        self.fleet.recent.pop(status.worker_id, None)
+        for alert in self._crash_loop.observe(status.worker_id, status.node, status.started_ms, now_ms()):
+            await publish_alert(self.bus, alert, self.settings.webhook_url)
+
+    async def _on_telemetry(self, msg: Msg) -> None:
+        try:
+            telemetry = NodeTelemetry.decode(msg.data)
+        except ValueError:
+            return
+        self.fleet.nodes.observe(telemetry.node, telemetry, time.monotonic())
+
+    async def _watch_nodes(self) -> None:
+        kv = await self.bus.js.key_value(streams.KV_NODES)
+        async for entry in await kv.watchall():
+            if entry is None or not entry.value:
+                continue
+            try:
+                self.fleet.capabilities[entry.key] = NodeCapabilities.decode(entry.value)
+            except ValueError:
+                log.warning("undecodable capabilities of %s", entry.key)
+
+    async def _fleet_alerts(self, stop: asyncio.Event) -> None:
+        """Node offline: a node whose telemetry stopped. Checked every heartbeat interval."""
+        while not stop.is_set():
+            now = time.monotonic()
+            seen = {node: now_ms() - int((now - t) * 1000) for node, t in self.fleet.nodes.last_seen().items()}
+            alerts, self._offline_firing = evaluate_offline(
+                seen, now_ms(), int(self.settings.dead_after_s * 1000), self._offline_firing
+            )
+            for alert in alerts:
+                await publish_alert(self.bus, alert, self.settings.webhook_url)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.heartbeat_s)
+            except asyncio.TimeoutError:
+                pass
+
+    def decide(self, request: TextRequest) -> str | None:
+        started = time.perf_counter()
+        snapshot = self.fleet.snapshot(request.model, time.monotonic(), self.settings.weights, self.settings.limits)
+        worker = choose(self.settings.policy, snapshot, request_id=request.request_id, counter=self.decisions)
+        self.decisions += 1
+        self.decision_seconds.append(time.perf_counter() - started)
+        del self.decision_seconds[:-1000]
+        return worker
 
     async def _on_request(self, msg: Msg) -> None:
         try:
@@ -75,7 +131,7 @@ class Scheduler:
             await self._fail(request, ErrorCode.deadline_exceeded, "deadline passed before a worker was free")
             await msg.ack()
             return
-        worker = least_outstanding(self.table.serving(request.model, time.monotonic()), self.recent)
+        worker = self.decide(request)
         if worker is None:
             # Not an error yet: a worker may be starting. Redelivered until the deadline.
             await msg.nak(delay=self.settings.retry_no_worker_s)
@@ -84,7 +140,7 @@ class Scheduler:
         await self.bus.js.publish(
             subjects.assign(worker), assignment.encode(), headers={"Nats-Msg-Id": assignment.dedup_id}
         )
-        self.recent[worker] += 1
+        self.fleet.recent[worker] += 1
         await msg.ack()
 
     async def _fail(self, request: TextRequest, code: ErrorCode, message: str) -> None:

@@ -6,10 +6,17 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
+from services.scheduler.policy import Limits, Policy, Weights
 
 
 class SchedulerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MODALMESH_SCHEDULER_", extra="ignore")
 
+    policy: Policy = Field(default=Policy.weighted, description="weighted, least_outstanding, round_robin, random.")
+    weights: Weights = Field(default_factory=Weights, description='JSON, e.g. {"utilization": 0.5}.')
+    limits: Limits = Field(default_factory=Limits)
     retry_no_worker_s: float = Field(default=0.25, gt=0, description="Wait before retrying when no worker fits.")
     ack_wait_s: float = Field(default=10.0, gt=0)
+    crash_loop_restarts: int = Field(default=3, ge=1, description="Restarts within the window = crash loop.")
+    crash_loop_window_s: float = Field(default=300.0, gt=0)
+    webhook_url: str | None = Field(default=None, description="POST fleet alerts here as JSON.")

@@ -39,16 +39,16 @@ def test_choice_is_deterministic_and_minimal(specs: list[tuple[int, int]], rnd: 
 
 def test_liveness_drops_silent_workers_and_takes_them_back() -> None:
     table = WorkerTable(dead_after_s=3.0)
-    table.observe(worker("a"), now=0.0)
-    table.observe(worker("b", models=("other",)), now=0.0)
+    table.observe_status(worker("a"), now=0.0)
+    table.observe_status(worker("b", models=("other",)), now=0.0)
     assert [w.worker_id for w in table.serving("m", now=2.9)] == ["a"]
     assert table.serving("m", now=3.1) == []
-    table.observe(worker("a"), now=5.0)
+    table.observe_status(worker("a"), now=5.0)
     assert [w.worker_id for w in table.serving("m", now=5.5)] == ["a"]
     assert table.forget_dead(now=7.0) == ["b"]
 
 
 def test_draining_workers_get_no_new_work() -> None:
     table = WorkerTable(dead_after_s=3.0)
-    table.observe(worker("a").model_copy(update={"state": WorkerState.draining}), now=0.0)
+    table.observe_status(worker("a").model_copy(update={"state": WorkerState.draining}), now=0.0)
     assert table.serving("m", now=0.1) == []
