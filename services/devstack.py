@@ -35,6 +35,7 @@ class LocalStack:
     ready_timeout_s: float = 150.0
     port: int = field(default_factory=free_port)
     nats_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     output: list[str] = field(default_factory=list)
     _launcher: subprocess.Popen[str] | None = None
 
@@ -49,7 +50,8 @@ class LocalStack:
     def __enter__(self) -> LocalStack:
         self._launcher = subprocess.Popen(
             [sys.executable, "-m", "services.run", "--port", str(self.port), "--nats-port", str(self.nats_port),
-             "--data-dir", str(self.data), "--ready-timeout", str(self.ready_timeout_s)],
+             "--metrics-port", str(self.metrics_port), "--data-dir", str(self.data),
+             "--ready-timeout", str(self.ready_timeout_s)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **self.env},
         )
         lines: queue.Queue[str] = queue.Queue()

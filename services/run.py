@@ -35,7 +35,7 @@ def nats_server_binary() -> str:
     return found
 
 
-def programs(data: Path, port: int, nats_port: int, host: str) -> list[Program]:
+def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int) -> list[Program]:
     py = sys.executable
     nats_url = f"nats://127.0.0.1:{nats_port}"
     common = {"MODALMESH_NATS_URL": nats_url, "PYTHONUNBUFFERED": "1"}
@@ -46,6 +46,8 @@ def programs(data: Path, port: int, nats_port: int, host: str) -> list[Program]:
     return [
         Program("nats", f"{nats_server_binary()} -js -sd {data / 'nats'} -a 127.0.0.1 -p {nats_port}",
                 1, {}),
+        Program("monitor", f"{py} -m services.monitor", 5,
+                {**common, "MODALMESH_MONITOR_METRICS_PORT": str(metrics_port)}),
         Program("scheduler", f"{py} -m services.scheduler", 10, common),
         Program("aggregator", f"{py} -m services.aggregator", 10, common),
         Program("worker-llm", f"{py} -m services.workers", 20, {**common, **worker_env}),
@@ -110,6 +112,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("MODALMESH_PORT", 8000)))
     parser.add_argument("--nats-port", type=int, default=int(os.environ.get("MODALMESH_NATS_PORT", 4222)))
     parser.add_argument("--host", default=os.environ.get("MODALMESH_HOST", "127.0.0.1"))
+    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("MODALMESH_METRICS_PORT", 9101)),
+                        help="the monitor agent's Prometheus port")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MODALMESH_DATA", ".data")))
     parser.add_argument("--ready-timeout", type=float, default=180.0)
     args = parser.parse_args()
@@ -118,7 +122,7 @@ def main() -> None:
     (data / "logs").mkdir(parents=True, exist_ok=True)
     ensure_tiny_gguf()  # before the worker starts, so its first start is not a race with the download-free write
     conf = data / "supervisord.conf"
-    conf.write_text(supervisord_conf(data, programs(data, args.port, args.nats_port, args.host)))
+    conf.write_text(supervisord_conf(data, programs(data, args.port, args.nats_port, args.host, args.metrics_port)))
     # Own session: Ctrl-C reaches this launcher only, which stops supervisord, which stops the rest in order.
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
@@ -141,6 +145,7 @@ def main() -> None:
         raise
     print(f"\nModalMesh is up: open {url}  (models: {', '.join(live)})", flush=True)
     print(f"OpenAI API: {url}/v1   NATS: nats://127.0.0.1:{args.nats_port}   logs: {data / 'logs'}", flush=True)
+    print(f"Node metrics (Prometheus): http://127.0.0.1:{args.metrics_port}/metrics", flush=True)
     print("Ctrl-C stops everything.", flush=True)
     supervisor.wait()
 

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from services.common.bus import connect
 from services.gateway import errors
 from services.gateway.relay import Relay
-from services.gateway.routes import health, openai
+from services.gateway.routes import fleet, health, openai
 from services.gateway.settings import GatewaySettings
 
 UI_DIR = Path(__file__).parent / "ui"
@@ -39,6 +39,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     errors.install(app, retry_after_s=settings.dead_after_s)
     app.include_router(health.router)
     app.include_router(openai.router)
+    app.include_router(fleet.router)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

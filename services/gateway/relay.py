@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import DeliverPolicy
 
 from contracts import streams, subjects
 from contracts.base import now_ms
@@ -17,19 +20,36 @@ from contracts.control import Cancel
 from contracts.errors import DeadlineExceeded, ModelNotFound, NoLiveWorker, error_for
 from contracts.requests import TextRequest
 from contracts.results import AnyChunk, ErrorChunk, FinalChunk, decode_chunk
+from contracts.telemetry import Alert, AlertState, NodeCapabilities, NodeTelemetry
 from contracts.workers import ModelEntry, WorkerStatus
 from services.common.bus import Bus
-from services.common.liveness import WorkerTable
+from services.common.liveness import LiveTable, WorkerTable
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Fleet:
-    """What the gateway knows of the fleet: the catalog (from the `models` bucket) and live workers."""
+    """What the gateway knows of the fleet: the catalog (`models` bucket), live workers, node
+    telemetry and capabilities (`nodes` bucket), and alerts (stream ALERTS)."""
 
     table: WorkerTable
     catalog: dict[str, ModelEntry] = field(default_factory=dict)
+    nodes: LiveTable[NodeTelemetry] = field(init=False)
+    capabilities: dict[str, NodeCapabilities] = field(default_factory=dict)
+    alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=1000))
+    active_alerts: dict[tuple[str, str, str], Alert] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.nodes = LiveTable(self.table.dead_after_s)
+
+    def record_alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+        key = (alert.name, alert.node, alert.subject_key)
+        if alert.state is AlertState.firing:
+            self.active_alerts[key] = alert
+        else:
+            self.active_alerts.pop(key, None)
 
     def require_live(self, model: str) -> None:
         if model not in self.catalog:
@@ -47,18 +67,23 @@ class Relay:
     def __init__(self, bus: Bus, dead_after_s: float) -> None:
         self.bus = bus
         self.fleet = Fleet(WorkerTable(dead_after_s=dead_after_s))
-        self._subs: list[Subscription] = []
-        self._watch_task: asyncio.Task[None] | None = None
+        self._subs: list[Any] = []
+        self._watch_tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self._subs.append(await self.bus.nc.subscribe(subjects.WORKER_STATUS_ALL, cb=self._on_status))
-        kv = await self.bus.js.key_value(streams.KV_MODELS)
-        watcher = await kv.watchall()
-        self._watch_task = asyncio.create_task(self._watch_models(watcher))
+        self._subs.append(await self.bus.nc.subscribe(subjects.TELEMETRY_ALL, cb=self._on_telemetry))
+        # Every alert still in the stream, then new ones; an ordered consumer needs no cleanup.
+        self._subs.append(await self.bus.js.subscribe(subjects.ALERTS_ALL, cb=self._on_alert, ordered_consumer=True,
+                                                      deliver_policy=DeliverPolicy.ALL))
+        models = await (await self.bus.js.key_value(streams.KV_MODELS)).watchall()
+        nodes = await (await self.bus.js.key_value(streams.KV_NODES)).watchall()
+        self._watch_tasks = [asyncio.create_task(self._watch(models, self._on_model)),
+                             asyncio.create_task(self._watch(nodes, self._on_node))]
 
     async def stop(self) -> None:
-        if self._watch_task:
-            self._watch_task.cancel()
+        for task in self._watch_tasks:
+            task.cancel()
         for sub in self._subs:
             await sub.unsubscribe()
 
@@ -68,17 +93,42 @@ class Relay:
         except ValueError:
             log.warning("undecodable worker status on %s", msg.subject)
 
-    async def _watch_models(self, watcher: object) -> None:
-        async for entry in watcher:  # type: ignore[attr-defined]
+    async def _on_telemetry(self, msg: Msg) -> None:
+        try:
+            telemetry = NodeTelemetry.decode(msg.data)
+        except ValueError:
+            return
+        self.fleet.nodes.observe(telemetry.node, telemetry, time.monotonic())
+
+    async def _on_alert(self, msg: Msg) -> None:
+        try:
+            self.fleet.record_alert(Alert.decode(msg.data))
+        except ValueError:
+            log.warning("undecodable alert on %s", msg.subject)
+
+    def _on_model(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.fleet.catalog.pop(key, None)
+        else:
+            self.fleet.catalog[key] = ModelEntry.decode(value)
+
+    def _on_node(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.fleet.capabilities.pop(key, None)
+        else:
+            self.fleet.capabilities[key] = NodeCapabilities.decode(value)
+
+    @staticmethod
+    async def _watch(watcher: Any, apply: Callable[[str, bytes | None], None]) -> None:
+        """Apply every update of a KV bucket (deletes as None) as it happens."""
+        async for entry in watcher:
             if entry is None:  # end of the initial values
                 continue
-            if entry.operation in ("DEL", "PURGE") or not entry.value:
-                self.fleet.catalog.pop(entry.key, None)
-                continue
+            deleted = entry.operation in ("DEL", "PURGE") or not entry.value
             try:
-                self.fleet.catalog[entry.key] = ModelEntry.decode(entry.value)
+                apply(entry.key, None if deleted else entry.value)
             except ValueError:
-                log.warning("undecodable catalog entry %s", entry.key)
+                log.warning("undecodable entry %s", entry.key)
 
     async def submit(self, request: TextRequest) -> RequestStream:
         """Publish `request` durably and return the stream of its merged output."""

@@ -23,10 +23,13 @@ class MonitorSettings(ServiceSettings):
     gpu_temp_clear_c: float = 80.0
     vram_fire_pct: float = 95.0
     vram_clear_pct: float = 90.0
+    ram_fire_pct: float = 95.0
+    ram_clear_pct: float = 90.0
 
     def rules(self) -> list[ThresholdRule]:
         return [
             ThresholdRule("gpu_temperature", "gpu_temp_c", self.gpu_temp_fire_c, self.gpu_temp_clear_c,
                           Severity.critical),
             ThresholdRule("vram_pressure", "gpu_mem_pct", self.vram_fire_pct, self.vram_clear_pct, Severity.warning),
+            ThresholdRule("ram_pressure", "mem_pct", self.ram_fire_pct, self.ram_clear_pct, Severity.warning),
         ]
