@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp once (cached by pip afterwards): use every core for it.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-fast bench lint format clean install install-test browser
+.PHONY: run test test-fast bench bench-policies lint format clean install install-test browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ test-fast: install-test
 ## bench: control-plane overhead and streaming throughput -> .data/bench/overhead.json
 bench: install-test
 	$(PY) -m bench.overhead
+
+## bench-policies: the four scheduling policies on a SIMULATED fleet -> .data/bench/policies.{json,png}
+bench-policies: install-test
+	$(PY) -m bench.policies
 
 lint: install-test
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,5 @@
-"""The whole embedded stack (`python -m services.run`) as a context manager, for tests and benchmarks."""
+"""For tests and benchmarks: the whole embedded stack (`python -m services.run`) as a context manager,
+and a bare nats-server with JetStream on a free port."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from services.run import nats_server_binary
 
 
 def free_port() -> int:
@@ -100,3 +103,35 @@ class LocalStack:
             if parent == sup and f"-m {module}" in cmd:
                 pids.append(int(proc.name))
         return pids
+
+@dataclass
+class NatsServer:
+    store: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 15.0) -> NatsServer:
+        self.port = self.port or free_port()
+        log = self.store / "nats.log"
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [nats_server_binary(), "-js", "-sd", str(self.store), "-a", "127.0.0.1", "-p", str(self.port),
+             "-l", str(log)],
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:  # wait for its own word, not a fixed sleep
+            if log.exists() and "Server is ready" in log.read_text(errors="ignore"):
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nats-server exited: {log.read_text(errors='ignore')}")
+            time.sleep(0.02)
+        raise TimeoutError("nats-server did not become ready")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
