@@ -116,6 +116,16 @@ class SimFleet:
             task.cancel()
         await node.bus.nc.close()
 
+    async def kill_and_time_exit(self, node: SimNode) -> float:
+        """Kill `node`; return the seconds until the scheduler stops offering it work."""
+        assert self.scheduler is not None
+        killed = time.monotonic()
+        await self.kill(node)
+        # The scheduler's table is plain state, not an event source: poll it finely.
+        while self.scheduler.fleet.workers.get(node.name, time.monotonic()) is not None:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        return time.monotonic() - killed
+
     async def stop(self) -> None:
         for node in self.nodes:
             node.stop.set()

@@ -130,14 +130,7 @@ async def dead_node_leaves_pool(args: argparse.Namespace) -> float:
         fleet = SimFleet(server.url, Policy.weighted, LAYOUT)
         try:
             await fleet.start()
-            victim = fleet.nodes[0]
-            assert fleet.scheduler is not None
-            killed = time.monotonic()
-            await fleet.kill(victim)
-            # The scheduler's table is plain state, not an event source: poll it finely.
-            while fleet.scheduler.fleet.workers.get(victim.name, time.monotonic()) is not None:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-            return time.monotonic() - killed
+            return await fleet.kill_and_time_exit(fleet.nodes[0])
         finally:
             await fleet.stop()
             server.stop()
