@@ -12,6 +12,7 @@ from contracts import streams, subjects
 from contracts.telemetry import GpuInfo, GpuSample, NodeCapabilities, NodeTelemetry
 from services.aggregator.app import Aggregator
 from services.common.bus import Bus, connect
+from services.common.shutdown import wait_or_stop
 from services.gateway.relay import Relay
 from services.monitor.gpus import estimate_fp16_tflops
 from services.scheduler.handlers import Scheduler
@@ -57,10 +58,7 @@ class SimNode:
         await kv.put(self.name, self.capabilities().encode())
         while not self.stop.is_set():
             await self.bus.nc.publish(subjects.telemetry(self.name), self.telemetry().encode())
-            try:
-                await asyncio.wait_for(self.stop.wait(), HEARTBEAT_S)
-            except asyncio.TimeoutError:
-                pass
+            await wait_or_stop(self.stop, HEARTBEAT_S)
 
 
 @dataclass
@@ -103,7 +101,7 @@ class SimFleet:
         self.relay = Relay(await self._bus("client"), dead_after_s=self.dead_after_s)
         await self.relay.start()
         deadline = time.monotonic() + 20
-        while len(self.relay.fleet.table.serving(MODEL, time.monotonic())) < len(self.nodes):
+        while len(self.relay.fleet.workers.serving(MODEL, time.monotonic())) < len(self.nodes):
             if time.monotonic() > deadline:
                 raise TimeoutError("simulated workers did not all come up")
             await asyncio.sleep(0.1)

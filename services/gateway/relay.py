@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,28 +20,28 @@ from contracts.control import Cancel
 from contracts.errors import DeadlineExceeded, ModelNotFound, NoLiveWorker, error_for
 from contracts.requests import TextRequest
 from contracts.results import AnyChunk, ErrorChunk, FinalChunk, decode_chunk
-from contracts.telemetry import Alert, AlertState, NodeCapabilities, NodeTelemetry
-from contracts.workers import ModelEntry, WorkerStatus
+from contracts.telemetry import Alert, AlertState
+from contracts.workers import ModelEntry
 from services.common.bus import Bus
-from services.common.liveness import LiveTable, WorkerTable
+from services.common.fleet import FleetView
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Fleet:
-    """What the gateway knows of the fleet: the catalog (`models` bucket), live workers, node
-    telemetry and capabilities (`nodes` bucket), and alerts (stream ALERTS)."""
+class GatewayFleet(FleetView):
+    """The fleet as the gateway needs it: besides workers and nodes, the catalog (`models` bucket)
+    and alerts (stream ALERTS)."""
 
-    table: WorkerTable
     catalog: dict[str, ModelEntry] = field(default_factory=dict)
-    nodes: LiveTable[NodeTelemetry] = field(init=False)
-    capabilities: dict[str, NodeCapabilities] = field(default_factory=dict)
     alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=1000))
     active_alerts: dict[tuple[str, str, str], Alert] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.nodes = LiveTable(self.table.dead_after_s)
+    def require_live(self, model: str) -> None:
+        if model not in self.catalog:
+            raise ModelNotFound(f"The model `{model}` does not exist")
+        if not self.workers.serving(model, time.monotonic()):
+            raise NoLiveWorker(f"No live worker serves `{model}` right now; retry shortly")
 
     def record_alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
@@ -51,14 +51,11 @@ class Fleet:
         else:
             self.active_alerts.pop(key, None)
 
-    def require_live(self, model: str) -> None:
-        if model not in self.catalog:
-            raise ModelNotFound(f"The model `{model}` does not exist")
-        if not self.table.serving(model, time.monotonic()):
-            raise NoLiveWorker(f"No live worker serves `{model}` right now; retry shortly")
-
-    def live_workers(self) -> list[WorkerStatus]:
-        return self.table.live(time.monotonic())
+    def on_model(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.catalog.pop(key, None)
+        else:
+            self.catalog[key] = ModelEntry.decode(value)
 
 
 class Relay:
@@ -66,69 +63,26 @@ class Relay:
 
     def __init__(self, bus: Bus, dead_after_s: float) -> None:
         self.bus = bus
-        self.fleet = Fleet(WorkerTable(dead_after_s=dead_after_s))
-        self._subs: list[Any] = []
-        self._watch_tasks: list[asyncio.Task[None]] = []
+        self.fleet = GatewayFleet(dead_after_s=dead_after_s)
+        self._alerts_sub: Any = None
 
     async def start(self) -> None:
-        self._subs.append(await self.bus.nc.subscribe(subjects.WORKER_STATUS_ALL, cb=self._on_status))
-        self._subs.append(await self.bus.nc.subscribe(subjects.TELEMETRY_ALL, cb=self._on_telemetry))
+        await self.fleet.follow(self.bus)
+        self.fleet.watch(await (await self.bus.js.key_value(streams.KV_MODELS)).watchall(), self.fleet.on_model)
         # Every alert still in the stream, then new ones; an ordered consumer needs no cleanup.
-        self._subs.append(await self.bus.js.subscribe(subjects.ALERTS_ALL, cb=self._on_alert, ordered_consumer=True,
-                                                      deliver_policy=DeliverPolicy.ALL))
-        models = await (await self.bus.js.key_value(streams.KV_MODELS)).watchall()
-        nodes = await (await self.bus.js.key_value(streams.KV_NODES)).watchall()
-        self._watch_tasks = [asyncio.create_task(self._watch(models, self._on_model)),
-                             asyncio.create_task(self._watch(nodes, self._on_node))]
+        self._alerts_sub = await self.bus.js.subscribe(subjects.ALERTS_ALL, cb=self._on_alert, ordered_consumer=True,
+                                                       deliver_policy=DeliverPolicy.ALL)
 
     async def stop(self) -> None:
-        for task in self._watch_tasks:
-            task.cancel()
-        for sub in self._subs:
-            await sub.unsubscribe()
-
-    async def _on_status(self, msg: Msg) -> None:
-        try:
-            self.fleet.table.observe_status(WorkerStatus.decode(msg.data), time.monotonic())
-        except ValueError:
-            log.warning("undecodable worker status on %s", msg.subject)
-
-    async def _on_telemetry(self, msg: Msg) -> None:
-        try:
-            telemetry = NodeTelemetry.decode(msg.data)
-        except ValueError:
-            return
-        self.fleet.nodes.observe(telemetry.node, telemetry, time.monotonic())
+        if self._alerts_sub is not None:
+            await self._alerts_sub.unsubscribe()
+        await self.fleet.unfollow()
 
     async def _on_alert(self, msg: Msg) -> None:
         try:
             self.fleet.record_alert(Alert.decode(msg.data))
         except ValueError:
             log.warning("undecodable alert on %s", msg.subject)
-
-    def _on_model(self, key: str, value: bytes | None) -> None:
-        if value is None:
-            self.fleet.catalog.pop(key, None)
-        else:
-            self.fleet.catalog[key] = ModelEntry.decode(value)
-
-    def _on_node(self, key: str, value: bytes | None) -> None:
-        if value is None:
-            self.fleet.capabilities.pop(key, None)
-        else:
-            self.fleet.capabilities[key] = NodeCapabilities.decode(value)
-
-    @staticmethod
-    async def _watch(watcher: Any, apply: Callable[[str, bytes | None], None]) -> None:
-        """Apply every update of a KV bucket (deletes as None) as it happens."""
-        async for entry in watcher:
-            if entry is None:  # end of the initial values
-                continue
-            deleted = entry.operation in ("DEL", "PURGE") or not entry.value
-            try:
-                apply(entry.key, None if deleted else entry.value)
-            except ValueError:
-                log.warning("undecodable entry %s", entry.key)
 
     async def submit(self, request: TextRequest) -> RequestStream:
         """Publish `request` durably and return the stream of its merged output."""

@@ -12,6 +12,7 @@ from contracts import streams, subjects
 from contracts.telemetry import NodeCapabilities, NodeTelemetry
 from services.common.alerts import publish_alert
 from services.common.bus import Bus
+from services.common.shutdown import wait_or_stop
 from services.monitor.alerts import AlertKey, evaluate_thresholds
 from services.monitor.exporter import Exporter
 from services.monitor.settings import MonitorSettings
@@ -99,9 +100,6 @@ class MonitorAgent:
             alerts, self.firing = evaluate_thresholds(self.rules, telemetry, self.firing)
             for alert in alerts:
                 await publish_alert(self.bus, alert, self.settings.webhook_url)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.interval_s)
-            except asyncio.TimeoutError:
-                pass
+            await wait_or_stop(stop, self.settings.interval_s)
         for source in self.sources:
             source.close()

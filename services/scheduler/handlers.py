@@ -16,11 +16,11 @@ from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import ErrorCode
 from contracts.requests import TextRequest, decode_request
-from contracts.telemetry import NodeCapabilities, NodeTelemetry
 from contracts.workers import WorkerStatus
 from services.common.alerts import publish_alert
 from services.common.bus import Bus
 from services.common.results import ResultPublisher
+from services.common.shutdown import wait_or_stop
 from services.monitor.alerts import AlertKey, CrashLoop, evaluate_offline
 from services.scheduler.policy import choose
 from services.scheduler.settings import SchedulerSettings
@@ -41,15 +41,11 @@ class Scheduler:
     _crash_loop: CrashLoop = field(init=False)
 
     def __post_init__(self) -> None:
-        self.fleet = FleetState(self.settings.dead_after_s)
+        self.fleet = FleetState(dead_after_s=self.settings.dead_after_s)
         self._crash_loop = CrashLoop(self.settings.crash_loop_restarts, int(self.settings.crash_loop_window_s * 1000))
 
     async def run(self, stop: asyncio.Event) -> None:
-        subs = [
-            await self.bus.nc.subscribe(subjects.WORKER_STATUS_ALL, cb=self._on_status),
-            await self.bus.nc.subscribe(subjects.TELEMETRY_ALL, cb=self._on_telemetry),
-        ]
-        watcher = asyncio.create_task(self._watch_nodes())
+        await self.fleet.follow(self.bus, on_status=self._on_status)
         alerts = asyncio.create_task(self._fleet_alerts(stop))
         # One durable consumer shared by every scheduler (a queue group): each request reaches one.
         req_sub = await self.bus.js.subscribe(
@@ -64,37 +60,13 @@ class Scheduler:
         log.info("scheduler ready, policy %s", self.settings.policy.value)
         await stop.wait()
         await req_sub.unsubscribe()
-        watcher.cancel()
         await alerts
-        for sub in subs:
-            await sub.unsubscribe()
+        await self.fleet.unfollow()
 
-    async def _on_status(self, msg: Msg) -> None:
-        try:
-            status = WorkerStatus.decode(msg.data)
-        except ValueError:
-            return
-        self.fleet.workers.observe_status(status, time.monotonic())
+    async def _on_status(self, status: WorkerStatus) -> None:
         self.fleet.recent.pop(status.worker_id, None)
         for alert in self._crash_loop.observe(status.worker_id, status.node, status.started_ms, now_ms()):
             await publish_alert(self.bus, alert, self.settings.webhook_url)
-
-    async def _on_telemetry(self, msg: Msg) -> None:
-        try:
-            telemetry = NodeTelemetry.decode(msg.data)
-        except ValueError:
-            return
-        self.fleet.nodes.observe(telemetry.node, telemetry, time.monotonic())
-
-    async def _watch_nodes(self) -> None:
-        kv = await self.bus.js.key_value(streams.KV_NODES)
-        async for entry in await kv.watchall():
-            if entry is None or not entry.value:
-                continue
-            try:
-                self.fleet.capabilities[entry.key] = NodeCapabilities.decode(entry.value)
-            except ValueError:
-                log.warning("undecodable capabilities of %s", entry.key)
 
     async def _fleet_alerts(self, stop: asyncio.Event) -> None:
         """Node offline: a node whose telemetry stopped. Checked every heartbeat interval."""
@@ -106,10 +78,7 @@ class Scheduler:
             )
             for alert in alerts:
                 await publish_alert(self.bus, alert, self.settings.webhook_url)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.heartbeat_s)
-            except asyncio.TimeoutError:
-                pass
+            await wait_or_stop(stop, self.settings.heartbeat_s)
 
     def decide(self, request: TextRequest) -> str | None:
         started = time.perf_counter()

@@ -1,28 +1,18 @@
-"""What the scheduler knows of the fleet, fed by heartbeats, telemetry and the `nodes` bucket,
-and turned into the policy's snapshot."""
+"""What the scheduler knows of the fleet, turned into the policy's snapshot."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 
-from contracts.telemetry import NodeCapabilities, NodeTelemetry
-from services.common.liveness import LiveTable, WorkerTable
+from services.common.fleet import FleetView
 from services.scheduler.policy import Candidate, Limits, Snapshot, Weights
 
 
 @dataclass
-class FleetState:
-    dead_after_s: float
-    workers: WorkerTable = field(init=False)
-    nodes: LiveTable[NodeTelemetry] = field(init=False)
-    capabilities: dict[str, NodeCapabilities] = field(default_factory=dict)
+class FleetState(FleetView):
     # Assignments sent to each worker since its last heartbeat, which does not count them yet.
     recent: Counter[str] = field(default_factory=Counter)
-
-    def __post_init__(self) -> None:
-        self.workers = WorkerTable(self.dead_after_s)
-        self.nodes = LiveTable(self.dead_after_s)
 
     def snapshot(self, model: str, now: float, weights: Weights, limits: Limits, model_mem_mb: float = 0.0) -> Snapshot:
         """Candidates for `model`: live workers serving it on nodes not known to be down."""

@@ -17,6 +17,7 @@ from contracts.errors import ErrorCode, ModalMeshError
 from contracts.workers import ModelEntry, WorkerState, WorkerStatus
 from services.common.bus import Bus
 from services.common.results import ResultPublisher
+from services.common.shutdown import wait_or_stop
 from services.workers.engine import Engine, Finished, TextDelta
 from services.workers.settings import WorkerSettings
 
@@ -91,10 +92,7 @@ class Worker:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self._publish_status()
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.heartbeat_s)
-            except asyncio.TimeoutError:
-                pass
+            await wait_or_stop(stop, self.settings.heartbeat_s)
 
     async def _publish_status(self) -> None:
         if self.bus.nc.is_connected:

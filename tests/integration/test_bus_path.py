@@ -54,7 +54,7 @@ async def stack(nats_url: str) -> AsyncIterator[Stack]:
     relay = Relay(buses[3], dead_after_s=3.0)
     await relay.start()
     for _ in range(100):  # until the worker's first heartbeat and catalog entry arrive
-        if relay.fleet.table.serving(MODEL, time.monotonic()) and MODEL in relay.fleet.catalog:
+        if relay.fleet.workers.serving(MODEL, time.monotonic()) and MODEL in relay.fleet.catalog:
             break
         await asyncio.sleep(0.05)
     yield Stack(relay, buses[3])

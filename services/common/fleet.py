@@ -1,0 +1,93 @@
+"""The live fleet as any service sees it: worker heartbeats, node telemetry and node capabilities,
+followed from `worker.status.*`, `telemetry.*` and the `nodes` bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from contracts import streams, subjects
+from contracts.telemetry import NodeCapabilities, NodeTelemetry
+from contracts.workers import WorkerStatus
+from services.common.bus import Bus
+from services.common.liveness import LiveTable, WorkerTable
+
+log = logging.getLogger(__name__)
+StatusHook = Callable[[WorkerStatus], Awaitable[None]]
+
+
+async def watch_bucket(watcher: Any, apply: Callable[[str, bytes | None], None]) -> None:
+    """Apply every update of a KV bucket (a delete as None) as it happens."""
+    async for entry in watcher:
+        if entry is None:  # end of the initial values
+            continue
+        deleted = entry.operation in ("DEL", "PURGE") or not entry.value
+        try:
+            apply(entry.key, None if deleted else entry.value)
+        except ValueError:
+            log.warning("undecodable entry %s", entry.key)
+
+
+@dataclass
+class FleetView:
+    dead_after_s: float
+    workers: WorkerTable = field(init=False)
+    nodes: LiveTable[NodeTelemetry] = field(init=False)
+    capabilities: dict[str, NodeCapabilities] = field(default_factory=dict)
+    _subs: list[Any] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _on_status_hook: StatusHook | None = None
+
+    def __post_init__(self) -> None:
+        self.workers = WorkerTable(self.dead_after_s)
+        self.nodes = LiveTable(self.dead_after_s)
+
+    async def follow(self, bus: Bus, on_status: StatusHook | None = None) -> None:
+        """Start following the fleet; `on_status` runs after each heartbeat is recorded."""
+        self._on_status_hook = on_status
+        self._subs += [await bus.nc.subscribe(subjects.WORKER_STATUS_ALL, cb=self._on_status),
+                       await bus.nc.subscribe(subjects.TELEMETRY_ALL, cb=self._on_telemetry)]
+        nodes = await (await bus.js.key_value(streams.KV_NODES)).watchall()
+        self.watch(nodes, self._on_node)
+
+    def watch(self, watcher: Any, apply: Callable[[str, bytes | None], None]) -> None:
+        self._tasks.append(asyncio.create_task(watch_bucket(watcher, apply)))
+
+    async def unfollow(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for sub in self._subs:
+            await sub.unsubscribe()
+
+    def live_workers(self) -> list[WorkerStatus]:
+        return self.workers.live(time.monotonic())
+
+    async def _on_status(self, msg: Msg) -> None:
+        try:
+            status = WorkerStatus.decode(msg.data)
+        except ValueError:
+            log.warning("undecodable worker status on %s", msg.subject)
+            return
+        self.workers.observe_status(status, time.monotonic())
+        if self._on_status_hook is not None:
+            await self._on_status_hook(status)
+
+    async def _on_telemetry(self, msg: Msg) -> None:
+        try:
+            telemetry = NodeTelemetry.decode(msg.data)
+        except ValueError:
+            log.warning("undecodable telemetry on %s", msg.subject)
+            return
+        self.nodes.observe(telemetry.node, telemetry, time.monotonic())
+
+    def _on_node(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.capabilities.pop(key, None)
+        else:
+            self.capabilities[key] = NodeCapabilities.decode(value)
