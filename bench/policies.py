@@ -2,9 +2,10 @@
 fleet's capacity, mixed prompt and answer lengths) against each scheduling policy, on a fresh real
 nats-server each time. Writes .data/bench/policies.json and a plot of the latency distributions.
 
-Also measures how fast a killed node leaves the pool, and the scheduler's decision time with 64
-workers. Latencies are in simulated seconds (real seconds x time scale); a request that misses its
-deadline counts at its deadline in the percentiles and in `failed`.
+Also kills a node halfway through a weighted run (how fast it leaves the pool, what is lost), and
+measures the scheduler's decision time with 64 workers. Latencies are in simulated seconds (real
+seconds x time scale); a request that misses its deadline counts at its deadline in the percentiles
+and in `failed`.
 """
 
 from __future__ import annotations
@@ -123,17 +124,32 @@ async def run_policy(policy: Policy, jobs: list[Job], args: argparse.Namespace) 
     }, latencies
 
 
-async def dead_node_leaves_pool(args: argparse.Namespace) -> float:
-    """Seconds from a node going silent until the scheduler stops offering it work."""
+async def kill_mid_run(jobs: list[Job], args: argparse.Namespace) -> dict[str, Any]:
+    """Under the weighted policy and the same workload, kill an RTX 3060 node halfway through: how long
+    until the scheduler stops offering it work, and what the run loses (no failover yet: requests in
+    flight on the dead node end at their deadline)."""
+    half = jobs[-1].at_s / 2 if jobs else 0.0
     with tempfile.TemporaryDirectory() as store:
         server = NatsServer(Path(store)).start()
-        fleet = SimFleet(server.url, Policy.weighted, LAYOUT)
+        fleet = SimFleet(server.url, Policy.weighted, LAYOUT, time_scale=args.time_scale)
         try:
             await fleet.start()
-            return await fleet.kill_and_time_exit(fleet.nodes[0])
+            victim = next(n for n in fleet.nodes if n.profile.name == "rtx3060")
+            began = time.monotonic()
+            tasks: list[asyncio.Task[tuple[float, bool]]] = []
+            left_pool_s = None
+            for i, job in enumerate(jobs):
+                await asyncio.sleep(max(0.0, began + job.at_s / args.time_scale - time.monotonic()))
+                tasks.append(asyncio.create_task(one_request(fleet, job, args.deadline)))
+                if left_pool_s is None and job.at_s >= half:
+                    left_pool_s = await fleet.kill_and_time_exit(victim)
+                progress("kill mid-run", i + 1, len(jobs))
+            results = await asyncio.gather(*tasks)
         finally:
             await fleet.stop()
             server.stop()
+    return {"node": victim.name, "left_pool_s": round(left_pool_s or 0.0, 3),
+            "completed": sum(ok for _, ok in results), "failed": sum(not ok for _, ok in results)}
 
 
 def decision_ms_p99(workers: int = 64, decisions: int = 5000) -> float:
@@ -209,7 +225,8 @@ def main() -> None:
     async def everything() -> None:
         for policy in (Policy.weighted, Policy.least_outstanding, Policy.round_robin, Policy.random):
             result["policies"][policy.value], samples[policy.value] = await run_policy(policy, jobs, args)
-        result["dead_node_left_pool_s"] = round(await dead_node_leaves_pool(args), 3)
+        result["kill_mid_run"] = await kill_mid_run(jobs, args)
+        result["dead_node_left_pool_s"] = result["kill_mid_run"]["left_pool_s"]
 
     run(everything)
     result["decision_ms_p99_64_workers"] = round(decision_ms_p99(), 4)
