@@ -104,7 +104,7 @@ async def pipeline(stack: LocalStack, ttft_runs: int, tput_runs: int, max_tokens
     kv = await bus.js.key_value(streams.KV_TASKS)
     overheads: list[float] = []
     rates: list[float] = []
-    async with httpx.AsyncClient(base_url=stack.url, timeout=120) as client:
+    async with httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client:
         for i in range(5):  # warm-up: connections, caches, first-request paths
             await stream_once(client, 2, seed=i)
         for i in range(ttft_runs):

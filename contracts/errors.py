@@ -12,6 +12,10 @@ class ErrorCode(str, Enum):
     deadline_exceeded = "deadline_exceeded"
     cancelled = "cancelled"
     engine_error = "engine_error"
+    unauthenticated = "invalid_api_key"
+    permission_denied = "permission_denied"
+    payload_too_large = "payload_too_large"
+    overloaded = "overloaded"
 
 
 class ModalMeshError(Exception):
@@ -44,8 +48,26 @@ class EngineError(ModalMeshError):
     code = ErrorCode.engine_error
 
 
+class Unauthenticated(ModalMeshError):
+    code = ErrorCode.unauthenticated
+
+
+class PermissionDenied(ModalMeshError):
+    code = ErrorCode.permission_denied
+
+
+class PayloadTooLarge(ModalMeshError):
+    code = ErrorCode.payload_too_large
+
+
+class Overloaded(ModalMeshError):
+    code = ErrorCode.overloaded
+
+
 _BY_CODE: dict[ErrorCode, type[ModalMeshError]] = {
-    cls.code: cls for cls in (InvalidRequest, ModelNotFound, NoLiveWorker, DeadlineExceeded, EngineError)
+    cls.code: cls
+    for cls in (InvalidRequest, ModelNotFound, NoLiveWorker, DeadlineExceeded, EngineError, Unauthenticated,
+                PermissionDenied, PayloadTooLarge, Overloaded)
 }
 
 

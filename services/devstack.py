@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,12 +40,17 @@ class LocalStack:
     port: int = field(default_factory=free_port)
     nats_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
+    api_key: str = field(default_factory=lambda: "test-" + secrets.token_hex(16))
     output: list[str] = field(default_factory=list)
     _launcher: subprocess.Popen[str] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     @property
     def nats_url(self) -> str:
@@ -55,7 +61,8 @@ class LocalStack:
             [sys.executable, "-m", "services.run", "--port", str(self.port), "--nats-port", str(self.nats_port),
              "--metrics-port", str(self.metrics_port), "--data-dir", str(self.data),
              "--ready-timeout", str(self.ready_timeout_s)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **self.env},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "MODALMESH_API_KEY": self.api_key, **self.env},
         )
         lines: queue.Queue[str] = queue.Queue()
         stdout = self._launcher.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.gateway.auth import key_hash
 from services.workers.tiny_model import ensure_tiny_gguf
 
 
@@ -35,6 +37,25 @@ def nats_server_binary() -> str:
     return found
 
 
+def api_key(data: Path) -> str:
+    """MODALMESH_API_KEY when set; else the key this data folder was given before; else a new one.
+    The plain key stays in an owner-only file for the launcher to print; the gateway gets its hash."""
+    given = os.environ.get("MODALMESH_API_KEY", "").strip()
+    stored = data / "api_key"
+    if given:
+        key = given
+    elif stored.exists():
+        key = stored.read_text().strip()
+    else:
+        key = "mm-" + secrets.token_urlsafe(24)
+        stored.touch(mode=0o600)
+        stored.write_text(key + "\n")
+    keys_file = data / "api_keys"
+    keys_file.touch(mode=0o600)
+    keys_file.write_text(f"{key_hash(key)} make-run full\n")
+    return key
+
+
 def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int) -> list[Program]:
     py = sys.executable
     nats_url = f"nats://127.0.0.1:{nats_port}"
@@ -52,7 +73,8 @@ def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int
         Program("aggregator", f"{py} -m services.aggregator", 10, common),
         Program("worker-llm", f"{py} -m services.workers", 20, {**common, **worker_env}),
         Program("gateway", f"{py} -m services.gateway", 30,
-                {**common, "MODALMESH_GATEWAY_PORT": str(port), "MODALMESH_GATEWAY_HOST": host}),
+                {**common, "MODALMESH_GATEWAY_PORT": str(port), "MODALMESH_GATEWAY_HOST": host,
+                 "MODALMESH_GATEWAY_API_KEYS_FILE": str(data / "api_keys")}),
     ]
 
 
@@ -90,14 +112,15 @@ def _user() -> str:
     return getpass.getuser()
 
 
-def wait_until_serving(url: str, supervisor: subprocess.Popen[bytes], timeout_s: float) -> list[str]:
+def wait_until_serving(url: str, key: str, supervisor: subprocess.Popen[bytes], timeout_s: float) -> list[str]:
     """Poll /v1/models until a model is live; return the live model ids."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if supervisor.poll() is not None:
             raise SystemExit("supervisord exited; see .data/logs/")
         try:
-            with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as res:
+            ask = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+            with urllib.request.urlopen(ask, timeout=2) as res:
                 live = [m["id"] for m in json.load(res)["data"] if m["live"]]
             if live:
                 return live
@@ -121,6 +144,7 @@ def main() -> None:
     data = args.data_dir.resolve()
     (data / "logs").mkdir(parents=True, exist_ok=True)
     ensure_tiny_gguf()  # before the worker starts, so its first start is not a race with the download-free write
+    key = api_key(data)
     conf = data / "supervisord.conf"
     conf.write_text(supervisord_conf(data, programs(data, args.port, args.nats_port, args.host, args.metrics_port)))
     # Own session: Ctrl-C reaches this launcher only, which stops supervisord, which stops the rest in order.
@@ -138,12 +162,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     url = f"http://{args.host}:{args.port}"
     try:
-        live = wait_until_serving(url, supervisor, args.ready_timeout)
+        live = wait_until_serving(url, key, supervisor, args.ready_timeout)
     except SystemExit:
         stop()
         supervisor.wait()
         raise
-    print(f"\nModalMesh is up: open {url}  (models: {', '.join(live)})", flush=True)
+    print(f"\nModalMesh is up: open {url}/#key={key}  (models: {', '.join(live)})", flush=True)
+    print(f"API key: {key}   (curl -H 'Authorization: Bearer {key}' {url}/v1/models)", flush=True)
     print(f"OpenAI API: {url}/v1   NATS: nats://127.0.0.1:{args.nats_port}   logs: {data / 'logs'}", flush=True)
     print(f"Node metrics (Prometheus): http://127.0.0.1:{args.metrics_port}/metrics", flush=True)
     print("Ctrl-C stops everything.", flush=True)

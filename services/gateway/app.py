@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 
 from services.common.bus import connect
 from services.gateway import errors
+from services.gateway.auth import KeyRing, authenticate
+from services.gateway.limits import BodySizeLimit
 from services.gateway.relay import Relay
 from services.gateway.routes import fleet, health, openai
 from services.gateway.settings import GatewaySettings
@@ -24,7 +26,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bus = await connect(settings.nats_url, "gateway")
-        relay = Relay(bus, dead_after_s=settings.dead_after_s)
+        relay = Relay(bus, dead_after_s=settings.dead_after_s, max_inflight_per_model=settings.max_inflight_per_model)
         await relay.start()
         app.state.relay = relay
         try:
@@ -36,10 +38,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = FastAPI(title="ModalMesh", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible multimodal serving over NATS JetStream.")
     app.state.settings = settings
+    # No key, no gateway: a config error fails here, loudly, with the variable's name.
+    app.state.keys = KeyRing.load(settings.api_keys, settings.api_keys_file)
     errors.install(app, retry_after_s=settings.dead_after_s)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
-    app.include_router(openai.router)
-    app.include_router(fleet.router)
+    app.include_router(openai.router, dependencies=[Depends(authenticate)])
+    app.include_router(fleet.router, dependencies=[Depends(authenticate)])
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

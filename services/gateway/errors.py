@@ -18,9 +18,14 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.deadline_exceeded: 504,
     ErrorCode.cancelled: 499,
     ErrorCode.engine_error: 500,
+    ErrorCode.unauthenticated: 401,
+    ErrorCode.permission_denied: 403,
+    ErrorCode.payload_too_large: 413,
+    ErrorCode.overloaded: 429,
 }
-_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 503: "service_unavailable",
-          504: "timeout", 500: "server_error"}
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+          404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+          503: "service_unavailable", 504: "timeout", 500: "server_error"}
 
 
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict[str, object]:
@@ -30,7 +35,7 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
 
 def error_response(exc: ModalMeshError, retry_after_s: float | None = None) -> JSONResponse:
     status = STATUS.get(exc.code, 500)
-    headers = {"Retry-After": str(math.ceil(retry_after_s))} if retry_after_s and status == 503 else None
+    headers = {"Retry-After": str(math.ceil(retry_after_s))} if retry_after_s and status in (429, 503) else None
     return JSONResponse(error_body(status, exc.message, exc.code.value), status_code=status, headers=headers)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+import nats
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import DeliverPolicy
@@ -17,9 +18,10 @@ from nats.js.api import DeliverPolicy
 from contracts import streams, subjects
 from contracts.base import now_ms
 from contracts.control import Cancel
-from contracts.errors import DeadlineExceeded, ModelNotFound, NoLiveWorker, error_for
+from contracts.errors import DeadlineExceeded, ErrorCode, ModelNotFound, NoLiveWorker, Overloaded, error_for
 from contracts.requests import TextRequest
-from contracts.results import AnyChunk, ErrorChunk, FinalChunk, decode_chunk
+from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, Usage, decode_chunk
+from contracts.tasks import TaskState, TaskStatus
 from contracts.telemetry import Alert, AlertState
 from contracts.workers import ModelEntry
 from services.common.bus import Bus
@@ -61,9 +63,11 @@ class GatewayFleet(FleetView):
 class Relay:
     """Publishes requests and hands back their merged output, one `RequestStream` per request."""
 
-    def __init__(self, bus: Bus, dead_after_s: float) -> None:
+    def __init__(self, bus: Bus, dead_after_s: float, max_inflight_per_model: int = 512) -> None:
         self.bus = bus
         self.fleet = GatewayFleet(dead_after_s=dead_after_s)
+        self.max_inflight_per_model = max_inflight_per_model
+        self.inflight: Counter[str] = Counter()
         self._alerts_sub: Any = None
 
     async def start(self) -> None:
@@ -84,28 +88,101 @@ class Relay:
         except ValueError:
             log.warning("undecodable alert on %s", msg.subject)
 
-    async def submit(self, request: TextRequest) -> RequestStream:
-        """Publish `request` durably and return the stream of its merged output."""
+    async def submit(self, request: TextRequest) -> ChunkStream:
+        """Publish `request` durably and return the stream of its merged output. A request whose id
+        JetStream has seen within its de-duplication window (a retried idempotent request) is not run
+        again: its stream replays the first run's result."""
         self.fleet.require_live(request.model)
-        stream = RequestStream(self.bus, request)
+        if self.inflight[request.model] >= self.max_inflight_per_model:
+            raise Overloaded(f"`{request.model}` has {self.inflight[request.model]} requests in flight; retry shortly")
+        stream = RequestStream(self.bus, request, on_close=self._done)
         await stream.open()
+        self.inflight[request.model] += 1
         try:
-            await self.bus.js.publish(
+            ack = await self.bus.js.publish(
                 subjects.request(request.modality), request.encode(),
                 headers={"Nats-Msg-Id": request.request_id},
             )
         except BaseException:
             await stream.close(cancel=False)
             raise
+        if ack.duplicate:
+            await stream.close(cancel=False)
+            return ReplayStream(self.bus, request)
         return stream
+
+    def _done(self, request: TextRequest) -> None:
+        self.inflight[request.model] -= 1
+        if self.inflight[request.model] <= 0:
+            del self.inflight[request.model]
+
+
+class ChunkStream(Protocol):
+    finished: bool
+
+    async def next(self) -> AnyChunk: ...
+
+    def __aiter__(self) -> AsyncIterator[AnyChunk]: ...
+
+    async def close(self, cancel: bool = True) -> None: ...
+
+
+class ReplayStream:
+    """The result of a request that already ran (or is running), read from the `tasks` bucket once it
+    has ended, as one delta and the final chunk."""
+
+    def __init__(self, bus: Bus, request: TextRequest) -> None:
+        self.bus = bus
+        self.request = request
+        self.finished = False
+        self._pending: list[AnyChunk] | None = None
+
+    async def _final_state(self) -> TaskState:
+        kv = await self.bus.js.key_value(streams.KV_TASKS)
+        watcher = await kv.watch(self.request.request_id)
+        try:
+            while True:
+                remaining = (self.request.deadline_ms - now_ms()) / 1000
+                try:
+                    entry = await watcher.updates(timeout=max(remaining, 0.001))
+                except nats.errors.TimeoutError:
+                    raise DeadlineExceeded(f"the first run of {self.request.request_id} did not end in time") from None
+                if entry is not None and entry.value:
+                    return TaskState.decode(entry.value)
+        finally:
+            await watcher.stop()
+
+    async def next(self) -> AnyChunk:
+        if self._pending is None:
+            state = await self._final_state()
+            if state.status is TaskStatus.failed:
+                self.finished = True
+                raise error_for(state.error_code or ErrorCode.engine_error, state.error or "failed")
+            rid = self.request.request_id
+            self._pending = [
+                DeltaChunk(request_id=rid, seq=0, text=state.text),
+                FinalChunk(request_id=rid, seq=1, finish_reason=state.finish_reason or "stop",  # type: ignore[arg-type]
+                           usage=state.usage or Usage()),
+            ]
+        chunk = self._pending.pop(0)
+        self.finished = not self._pending
+        return chunk
+
+    async def __aiter__(self) -> AsyncIterator[AnyChunk]:
+        while not self.finished:
+            yield await self.next()
+
+    async def close(self, cancel: bool = True) -> None:
+        """Nothing to stop: the request belongs to its first caller."""
 
 
 class RequestStream:
     """The merged output of one request, read from `out.<request>` until a terminal chunk or the deadline."""
 
-    def __init__(self, bus: Bus, request: TextRequest) -> None:
+    def __init__(self, bus: Bus, request: TextRequest, on_close: Callable[[TextRequest], None] | None = None) -> None:
         self.bus = bus
         self.request = request
+        self._on_close = on_close
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._sub: Subscription | None = None
         self.finished = False
@@ -136,6 +213,8 @@ class RequestStream:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
+            if self._on_close is not None:
+                self._on_close(self.request)
         if cancel and not self.finished and self.bus.nc.is_connected:
             reason = "deadline" if now_ms() >= self.request.deadline_ms else "client_disconnected"
             cancel_msg = Cancel(request_id=self.request.request_id, reason=reason)

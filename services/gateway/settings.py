@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -16,3 +18,10 @@ class GatewaySettings(ServiceSettings):
     request_timeout_s: float = Field(default=120.0, gt=0, description="Default deadline of a request.")
     max_timeout_s: float = Field(default=3600.0, gt=0, description="Largest deadline a client may ask for.")
     default_max_tokens: int = Field(default=256, ge=1)
+    api_keys: list[str] = Field(default_factory=list, description="Plain API keys (JSON list); hashed at start.")
+    api_keys_file: Path | None = Field(default=None, description="File of `<sha256> [name] [scope]` lines.")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Larger bodies get 413.")
+    max_messages: int = Field(default=256, ge=1)
+    max_prompt_chars: int = Field(default=200_000, ge=1, description="Characters over all messages or the prompt.")
+    max_tokens_limit: int = Field(default=8192, ge=1, description="Largest `max_tokens` a client may ask for.")
+    max_inflight_per_model: int = Field(default=512, ge=1, description="Beyond this, 429 with Retry-After.")

@@ -27,7 +27,7 @@ def test_chat_page_streams_an_answer(running_stack: LocalStack) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
-            page.goto(running_stack.url)
+            page.goto(f"{running_stack.url}/#key={running_stack.api_key}")
             page.wait_for_selector("#model option[value='tiny-llama']", state="attached")
             page.select_option("#model", "tiny-llama")
             page.fill("#prompt", "Hello from a browser")

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 async def client(running_stack: LocalStack) -> Any:
-    async with httpx.AsyncClient(base_url=running_stack.url, timeout=30) as c:
+    async with httpx.AsyncClient(base_url=running_stack.url, timeout=30, headers=running_stack.headers) as c:
         yield c
 
 

@@ -13,7 +13,7 @@ MODEL = "tiny-llama"
 
 @pytest.fixture
 def client(running_stack: RunningStack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{running_stack.url}/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=f"{running_stack.url}/v1", api_key=running_stack.api_key, max_retries=0)
 
 
 def test_chat_stream_with_openai_client(client: openai.OpenAI) -> None:

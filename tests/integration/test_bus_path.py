@@ -13,7 +13,7 @@ import pytest
 
 from contracts import streams
 from contracts.base import now_ms
-from contracts.errors import DeadlineExceeded, NoLiveWorker
+from contracts.errors import DeadlineExceeded, NoLiveWorker, Overloaded
 from contracts.requests import ChatMessage, ChatRequest, CompletionRequest, Sampling
 from contracts.results import AnyChunk, DeltaChunk, FinalChunk
 from contracts.streams import bootstrap
@@ -180,3 +180,21 @@ async def test_request_nobody_can_take_fails_at_its_deadline(stack: Stack) -> No
     assert time.monotonic() - started < 5
     state = await task_state(stack.bus, request.request_id)
     assert state.status is TaskStatus.failed and state.error_code is not None
+
+
+async def test_beyond_the_inflight_bound_is_overloaded(stack: Stack) -> None:
+    small = Relay(stack.bus, dead_after_s=3.0, max_inflight_per_model=1)
+    await small.start()
+    for _ in range(100):
+        if small.fleet.workers.serving(MODEL, time.monotonic()) and MODEL in small.fleet.catalog:
+            break
+        await asyncio.sleep(0.05)
+    try:
+        held = await small.submit(chat(max_tokens=2000, logit_bias=NO_EOS))
+        with pytest.raises(Overloaded):
+            await small.submit(chat(max_tokens=4))
+        await held.close()
+        assert small.inflight[MODEL] == 0  # closing frees the place
+        await drain(await small.submit(chat(max_tokens=4)))
+    finally:
+        await small.stop()

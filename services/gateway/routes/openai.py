@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -17,13 +18,26 @@ from contracts.errors import InvalidRequest, ModalMeshError
 from contracts.requests import ChatRequest, CompletionRequest, TextRequest
 from contracts.results import DeltaChunk, FinalChunk
 from services.gateway.errors import STATUS, error_body
-from services.gateway.relay import Relay, RequestStream
+from services.gateway.limits import check_request
+from services.gateway.relay import ChunkStream, Relay
 from services.gateway.schemas import ChatCompletionBody, CompletionBody
 from services.gateway.settings import GatewaySettings
 from services.gateway.shapes import Shape, public_finish_reason
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 TIMEOUT_HEADER = "X-ModalMesh-Timeout"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _request_id(prefix: str, request: Request, idempotency_key: str | None) -> str:
+    """A fresh id, or, with an Idempotency-Key, the same id for the same key of the same API key, so
+    JetStream's de-duplication window runs the request once."""
+    if not idempotency_key:
+        return f"{prefix}-{uuid.uuid4().hex}"
+    if len(idempotency_key) > 255:
+        raise InvalidRequest(f"{IDEMPOTENCY_HEADER} is longer than 255 characters")
+    owner = request.state.api_key.digest
+    return f"{prefix}-{hashlib.sha256(f'{owner}:{idempotency_key}'.encode()).hexdigest()[:32]}"
 
 
 def _deadline_ms(settings: GatewaySettings, timeout: str | None) -> int:
@@ -40,11 +54,12 @@ def _deadline_ms(settings: GatewaySettings, timeout: str | None) -> int:
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionBody, request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HEADER)
+    body: ChatCompletionBody, request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
+    idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER),
 ) -> Any:
     settings: GatewaySettings = request.app.state.settings
     bus_request = ChatRequest(
-        request_id=f"chatcmpl-{uuid.uuid4().hex}", model=body.model, stream=body.stream,
+        request_id=_request_id("chatcmpl", request, idempotency_key), model=body.model, stream=body.stream,
         deadline_ms=_deadline_ms(settings, timeout),
         sampling=body.sampling(settings.default_max_tokens),
         messages=tuple(m.to_contract() for m in body.messages),
@@ -54,11 +69,12 @@ async def chat_completions(
 
 @router.post("/completions", response_model=None)
 async def completions(
-    body: CompletionBody, request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HEADER)
+    body: CompletionBody, request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
+    idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER),
 ) -> Any:
     settings: GatewaySettings = request.app.state.settings
     bus_request = CompletionRequest(
-        request_id=f"cmpl-{uuid.uuid4().hex}", model=body.model, stream=body.stream,
+        request_id=_request_id("cmpl", request, idempotency_key), model=body.model, stream=body.stream,
         deadline_ms=_deadline_ms(settings, timeout),
         sampling=body.sampling(settings.default_max_tokens), prompt=body.prompt_text,
     )
@@ -81,6 +97,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 async def _serve(request: Request, bus_request: TextRequest, include_usage: bool, *, chat: bool) -> Any:
     relay: Relay = request.app.state.relay
+    check_request(bus_request, request.app.state.settings)
     stream = await relay.submit(bus_request)
     shape = Shape(bus_request.request_id, bus_request.model, chat=chat)
     try:
@@ -97,7 +114,7 @@ async def _serve(request: Request, bus_request: TextRequest, include_usage: bool
         await stream.close()
 
 
-async def _collect(stream: RequestStream, shape: Shape, first: Any) -> dict[str, Any]:
+async def _collect(stream: ChunkStream, shape: Shape, first: Any) -> dict[str, Any]:
     parts: list[str] = []
     chunk = first
     while not isinstance(chunk, FinalChunk):
@@ -107,7 +124,7 @@ async def _collect(stream: RequestStream, shape: Shape, first: Any) -> dict[str,
     return shape.complete("".join(parts), public_finish_reason(chunk.finish_reason), chunk.usage)
 
 
-async def _sse(stream: RequestStream, shape: Shape, first: Any, include_usage: bool) -> AsyncIterator[str]:
+async def _sse(stream: ChunkStream, shape: Shape, first: Any, include_usage: bool) -> AsyncIterator[str]:
     """OpenAI's stream: a role chunk, content chunks, a finish chunk (with usage), then [DONE].
     If the client goes away, sse-starlette cancels this generator and `close` cancels the request."""
     try:

@@ -1,0 +1,87 @@
+"""API keys: bearer tokens checked against SHA-256 hashes, so no key is ever kept in plain text.
+
+Keys come from `MODALMESH_GATEWAY_API_KEYS` (plain, hashed at start) and/or a file of hashes,
+`MODALMESH_GATEWAY_API_KEYS_FILE`, one key a line: `<sha256 hex> [name] [scope]`, where scope is
+`full` (the default) or `read` (GET routes only). `python -m services.gateway.auth hash KEY` prints
+such a line. Health probes and the docs need no key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request
+
+from contracts.errors import ModalMeshError, PermissionDenied, Unauthenticated
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    digest: str
+    name: str = "key"
+    scope: str = "full"
+
+
+class KeyRing:
+    def __init__(self, entries: list[KeyEntry]) -> None:
+        self.entries = entries
+
+    @classmethod
+    def load(cls, plain: list[str], file: Path | None) -> KeyRing:
+        entries = [KeyEntry(key_hash(k), f"env-{i}") for i, k in enumerate(plain) if k]
+        if file is not None:
+            for n, line in enumerate(file.read_text().splitlines(), 1):
+                parts = line.split("#", 1)[0].split()
+                if not parts:
+                    continue
+                if len(parts[0]) != 64 or any(c not in "0123456789abcdef" for c in parts[0]):
+                    raise ValueError(f"{file}:{n}: expected a sha256 hex digest, got {parts[0][:12]!r}...")
+                scope = parts[2] if len(parts) > 2 else "full"
+                if scope not in ("full", "read"):
+                    raise ValueError(f"{file}:{n}: scope must be full or read, not {scope!r}")
+                entries.append(KeyEntry(parts[0], parts[1] if len(parts) > 1 else f"file-{n}", scope))
+        if not entries:
+            raise ValueError("no API key configured: set MODALMESH_GATEWAY_API_KEYS or MODALMESH_GATEWAY_API_KEYS_FILE")
+        return cls(entries)
+
+    def find(self, key: str) -> KeyEntry | None:
+        digest = key_hash(key)
+        for entry in self.entries:
+            if hmac.compare_digest(entry.digest, digest):
+                return entry
+        return None
+
+
+def authenticate(request: Request) -> KeyEntry:
+    """FastAPI dependency for every protected route: 401 without a known key, 403 beyond its scope."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Missing API key: send `Authorization: Bearer <key>`")
+    entry = request.app.state.keys.find(token.strip())
+    if entry is None:
+        raise Unauthenticated("Incorrect API key provided")
+    if entry.scope == "read" and request.method not in ("GET", "HEAD"):
+        raise PermissionDenied(f"The key `{entry.name}` may only read")
+    request.state.api_key = entry
+    return entry
+
+
+def _main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[0] != "hash":
+        raise SystemExit("usage: python -m services.gateway.auth hash KEY")
+    print(f"{key_hash(argv[1])} name full")
+
+
+__all__ = ["KeyEntry", "KeyRing", "ModalMeshError", "authenticate", "key_hash"]
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

@@ -1,0 +1,66 @@
+"""Limits on what one request may ask for: body size (413), messages, prompt length, max_tokens (400)."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contracts.errors import InvalidRequest
+from contracts.requests import ChatRequest, TextRequest
+from services.gateway.errors import error_body
+from services.gateway.settings import GatewaySettings
+
+
+def check_request(request: TextRequest, settings: GatewaySettings) -> None:
+    if isinstance(request, ChatRequest):
+        if len(request.messages) > settings.max_messages:
+            raise InvalidRequest(f"at most {settings.max_messages} messages per request")
+        chars = sum(len(m.content) for m in request.messages)
+    else:
+        chars = len(request.prompt)
+    if chars > settings.max_prompt_chars:
+        raise InvalidRequest(f"the prompt has {chars} characters; the limit is {settings.max_prompt_chars}")
+    if request.sampling.max_tokens > settings.max_tokens_limit:
+        raise InvalidRequest(f"max_tokens may be at most {settings.max_tokens_limit}")
+
+
+class BodySizeLimit:
+    """Answers 413 to a body over `max_bytes`, whether it announces its length or streams it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        import json
+
+        body = json.dumps(error_body(413, f"request body over {self.max_bytes} bytes", "payload_too_large")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
