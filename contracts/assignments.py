@@ -16,6 +16,8 @@ class Assignment(Message):
         default="",
         description="Text already delivered to the client by an earlier attempt; the engine continues after it.",
     )
+    resume_tokens: int = Field(default=0, ge=0, description="Tokens in `resume_text`, counted in usage.")
+    first_seq: int = Field(default=0, ge=0, description="Seq of this attempt's first chunk (after the delivered ones).")
     request: InferenceRequest
 
     @property

@@ -16,6 +16,7 @@ from contracts.results import decode_chunk
 from services.aggregator.merge import RequestMerge
 from services.aggregator.store import final_state, record
 from services.common.bus import Bus
+from services.common.results import replay_results
 
 log = logging.getLogger(__name__)
 FINISHED_MEMORY = 100_000  # finished request ids remembered to drop their late duplicates
@@ -57,7 +58,15 @@ class Aggregator:
         if rid in self.finished:
             await msg.ack()
             return
-        merge = self.merges.setdefault(rid, RequestMerge())
+        merge = self.merges.get(rid)
+        if merge is None:
+            merge = self.merges[rid] = RequestMerge()
+            if chunk.seq > 0:
+                # Chunks before this one were handled before a restart: rebuild from RESULTS. What
+                # went out already goes out again; the gateway drops what it has by seq.
+                for earlier in await replay_results(self.bus, rid):
+                    for ready in merge.accept(earlier):
+                        await self.bus.nc.publish(subjects.out(rid), ready.encode())
         for ready in merge.accept(chunk):
             await self.bus.nc.publish(subjects.out(rid), ready.encode())
         await msg.ack()

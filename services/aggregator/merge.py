@@ -3,6 +3,9 @@
 Chunks arrive with `seq` numbers; the merge releases them strictly in order, holds back those that
 arrive early, drops duplicates (redeliveries, retried publishes), and ends the request at its first
 terminal chunk. An error ends the request at once: whatever was released before it stands.
+
+After a failover, a new attempt continues the numbering where the delivered text ended; from its
+first chunk on, chunks of older attempts (a worker that was only presumed dead) are dropped.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk
 
 @dataclass
 class RequestMerge:
+    attempt: int = 1
     next_seq: int = 0
     held: dict[int, AnyChunk] = field(default_factory=dict)
     text: list[str] = field(default_factory=list)
@@ -25,8 +29,11 @@ class RequestMerge:
 
     def accept(self, chunk: AnyChunk) -> list[AnyChunk]:
         """Take one chunk; return the chunks now ready to go out, in order (often none or one)."""
-        if self.done:
-            return []
+        if self.done or chunk.attempt < self.attempt:
+            return []  # finished, or from an attempt that was superseded by a re-assignment
+        if chunk.attempt > self.attempt:
+            self.attempt = chunk.attempt
+            self.held = {s: c for s, c in self.held.items() if c.attempt >= chunk.attempt}
         if isinstance(chunk, ErrorChunk):
             self.terminal = chunk
             return [chunk]
@@ -40,6 +47,7 @@ class RequestMerge:
             ready.append(nxt)
             if isinstance(nxt, DeltaChunk):
                 self.text.append(nxt.text)
+                self._tokens += nxt.tokens
             elif isinstance(nxt, FinalChunk):
                 self.terminal = nxt
         if self.done:
@@ -49,3 +57,10 @@ class RequestMerge:
     @property
     def merged_text(self) -> str:
         return "".join(self.text)
+
+    @property
+    def delivered_tokens(self) -> int:
+        return self._tokens
+
+    def __post_init__(self) -> None:
+        self._tokens = 0

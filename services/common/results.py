@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts import subjects
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from contracts import streams, subjects
 from contracts.errors import ErrorCode
-from contracts.results import DeltaChunk, ErrorChunk, FinalChunk, Timings, Usage
+from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, Timings, Usage, decode_chunk
 from services.common.bus import Bus
 
 
@@ -54,3 +57,23 @@ class ResultPublisher:
     async def _publish_acked(self, payload: bytes) -> None:
         await self.bus.js.publish(subjects.result(self.request_id), payload, headers=self._headers())
         self.seq += 1
+
+
+async def replay_results(bus: Bus, request_id: str, timeout_s: float = 5.0) -> list[AnyChunk]:
+    """Every chunk the RESULTS stream holds for `request_id`, in stream order (for rebuilding state
+    after a restart or a failover)."""
+    subject = subjects.result(request_id)
+    try:
+        last = await bus.js.get_last_msg(streams.RESULTS, subject)
+    except NotFoundError:
+        return []
+    sub = await bus.js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    chunks: list[AnyChunk] = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=timeout_s)
+            chunks.append(decode_chunk(msg.data))
+            if msg.metadata.sequence.stream >= (last.seq or 0):
+                return chunks
+    finally:
+        await sub.unsubscribe()

@@ -185,19 +185,25 @@ class RequestStream:
         self._on_close = on_close
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._sub: Subscription | None = None
+        self._next_seq = 0
         self.finished = False
 
     async def open(self) -> None:
         self._sub = await self.bus.nc.subscribe(subjects.out(self.request.request_id), cb=self._queue.put)
 
     async def next(self) -> AnyChunk:
-        """The next chunk; raises the request's error, or DeadlineExceeded when its deadline passes."""
-        remaining = (self.request.deadline_ms - now_ms()) / 1000
-        try:
-            msg = await asyncio.wait_for(self._queue.get(), timeout=max(remaining, 0.001))
-        except asyncio.TimeoutError:
-            raise DeadlineExceeded(f"no answer within the request's deadline ({self.request.request_id})") from None
-        chunk = decode_chunk(msg.data)
+        """The next chunk; raises the request's error, or DeadlineExceeded when its deadline passes.
+        A chunk seen before (an aggregator that restarted sends again) is skipped by its seq."""
+        while True:
+            remaining = (self.request.deadline_ms - now_ms()) / 1000
+            try:
+                msg = await asyncio.wait_for(self._queue.get(), timeout=max(remaining, 0.001))
+            except asyncio.TimeoutError:
+                raise DeadlineExceeded(f"no answer within the request's deadline ({self.request.request_id})") from None
+            chunk = decode_chunk(msg.data)
+            if isinstance(chunk, ErrorChunk) or chunk.seq >= self._next_seq:
+                break
+        self._next_seq = chunk.seq + 1
         if isinstance(chunk, (FinalChunk, ErrorChunk)):
             self.finished = True
         if isinstance(chunk, ErrorChunk):

@@ -22,6 +22,7 @@ from services.common.bus import Bus
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
 from services.monitor.alerts import AlertKey, CrashLoop, evaluate_offline
+from services.scheduler.failover import Failover
 from services.scheduler.policy import choose
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.state import FleetState
@@ -38,15 +39,18 @@ class Scheduler:
     decisions: int = 0
     decision_seconds: list[float] = field(default_factory=list)  # recent decision times, for metrics
     _offline_firing: frozenset[AlertKey] = frozenset()
+    _started: dict[str, int] = field(default_factory=dict)  # each worker's process start, from heartbeats
     _crash_loop: CrashLoop = field(init=False)
 
     def __post_init__(self) -> None:
         self.fleet = FleetState(dead_after_s=self.settings.dead_after_s)
+        self.failover = Failover(self.bus, self.decide, self.settings.max_attempts)
         self._crash_loop = CrashLoop(self.settings.crash_loop_restarts, int(self.settings.crash_loop_window_s * 1000))
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.fleet.follow(self.bus, on_status=self._on_status)
-        alerts = asyncio.create_task(self._fleet_alerts(stop))
+        await self._adopt_known_workers()
+        housekeeping = asyncio.create_task(self._housekeeping(stop))
         # One durable consumer shared by every scheduler (a queue group): each request reaches one.
         req_sub = await self.bus.js.subscribe(
             subjects.REQUESTS_ALL,
@@ -60,25 +64,43 @@ class Scheduler:
         log.info("scheduler ready, policy %s", self.settings.policy.value)
         await stop.wait()
         await req_sub.unsubscribe()
-        await alerts
+        await housekeeping
         await self.fleet.unfollow()
 
     async def _on_status(self, status: WorkerStatus) -> None:
         self.fleet.recent.pop(status.worker_id, None)
+        previous = self._started.get(status.worker_id)
+        self._started[status.worker_id] = status.started_ms
+        if previous is not None and previous != status.started_ms:
+            await self.failover.worker_restarted(status.worker_id, status.started_ms)
         for alert in self._crash_loop.observe(status.worker_id, status.node, status.started_ms, now_ms()):
             await publish_alert(self.bus, alert, self.settings.webhook_url)
 
-    async def _fleet_alerts(self, stop: asyncio.Event) -> None:
-        """Node offline: a node whose telemetry stopped. Checked every heartbeat interval."""
+    async def _adopt_known_workers(self) -> None:
+        """Workers that have an assignment queue count as seen now: if one is already dead, it is
+        noticed after `dead_after_s` like any other, and its work is re-assigned."""
+        now = time.monotonic()
+        for info in await self.bus.js.consumers_info(streams.ASSIGNMENTS):
+            name = info.name or ""
+            if name.startswith(streams.worker_consumer("")) and not self.fleet.workers.get(name, now):
+                wid = name.removeprefix(streams.worker_consumer(""))
+                self.fleet.workers.observe_status(WorkerStatus(
+                    worker_id=wid, node="", engine="", models=(), slots_total=0, slots_free=0, outstanding=0), now)
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """Every heartbeat interval: re-assign the work of dead workers, raise node-offline alerts."""
         while not stop.is_set():
             now = time.monotonic()
+            for worker_id in self.fleet.workers.forget_dead(now):
+                await self.failover.worker_died(worker_id)
+            await self.failover.drain()
             seen = {node: now_ms() - int((now - t) * 1000) for node, t in self.fleet.nodes.last_seen().items()}
             alerts, self._offline_firing = evaluate_offline(
                 seen, now_ms(), int(self.settings.dead_after_s * 1000), self._offline_firing
             )
             for alert in alerts:
                 await publish_alert(self.bus, alert, self.settings.webhook_url)
-            await wait_or_stop(stop, self.settings.heartbeat_s)
+            await wait_or_stop(stop, self.settings.heartbeat_s / 2)
 
     def decide(self, request: TextRequest) -> str | None:
         started = time.perf_counter()

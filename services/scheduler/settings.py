@@ -19,4 +19,5 @@ class SchedulerSettings(ServiceSettings):
     ack_wait_s: float = Field(default=10.0, gt=0)
     crash_loop_restarts: int = Field(default=3, ge=1, description="Restarts within the window = crash loop.")
     crash_loop_window_s: float = Field(default=300.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, description="Tries per request before it fails (failover).")
     webhook_url: str | None = Field(default=None, description="POST fleet alerts here as JSON.")

@@ -14,6 +14,7 @@ from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.control import Cancel
 from contracts.errors import ErrorCode, ModalMeshError
+from contracts.results import Usage
 from contracts.workers import ModelEntry, WorkerState, WorkerStatus
 from services.common.bus import Bus
 from services.common.results import ResultPublisher
@@ -114,7 +115,7 @@ class Worker:
 
     async def _execute(self, assignment: Assignment, msg: Msg) -> None:
         rid = assignment.request_id
-        out = ResultPublisher(self.bus, rid, self.worker_id, assignment.attempt)
+        out = ResultPublisher(self.bus, rid, self.worker_id, assignment.attempt, seq=assignment.first_seq)
         keepalive = asyncio.create_task(self._keep_alive(msg))
         watchdog = asyncio.create_task(self._abort_at_deadline(assignment))
         try:
@@ -135,6 +136,10 @@ class Worker:
 
     async def _generate(self, assignment: Assignment, out: ResultPublisher) -> None:
         request = assignment.request
+        if assignment.resume_tokens:  # a continuation: only what is left of the answer
+            sampling = request.sampling.model_copy(
+                update={"max_tokens": max(1, request.sampling.max_tokens - assignment.resume_tokens)})
+            request = request.model_copy(update={"sampling": sampling})
         async for event in self.engine.generate(request, assignment.resume_text):
             if isinstance(event, TextDelta):
                 await out.delta(event.text, event.tokens)
@@ -143,7 +148,8 @@ class Worker:
                 if inflight is not None and inflight.deadline_passed:
                     await out.error(ErrorCode.deadline_exceeded, "the request's deadline passed while generating")
                 else:
-                    await out.final(event.finish_reason, event.usage, event.timings)
+                    await out.final(event.finish_reason, _with_resumed(event.usage, assignment.resume_tokens),
+                                    event.timings)
 
     async def _keep_alive(self, msg: Msg) -> None:
         """Tell JetStream the assignment is being worked on, so it is not redelivered meanwhile."""
@@ -181,3 +187,10 @@ class Worker:
             if pending:
                 await asyncio.wait(pending, timeout=5)
 
+
+def _with_resumed(usage: Usage, resumed: int) -> Usage:
+    """Usage of the whole answer: tokens delivered by earlier attempts are completion, not prompt."""
+    if not resumed:
+        return usage
+    return Usage(prompt_tokens=max(0, usage.prompt_tokens - resumed),
+                 completion_tokens=usage.completion_tokens + resumed)

@@ -22,7 +22,7 @@ CHATML_TEMPLATE = (
 )
 _SPECIALS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
 # Bump when the writer changes what it writes, so cached files of the old layout are not reused.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 _PUNCT = list(".,!?;:'\"-()[]{}/\\@#$%^&*+=<>_`~|0123456789")
@@ -114,7 +114,16 @@ def write_tiny_gguf(path: Path, spec: TinySpec) -> None:
     writer.add_chat_template(CHATML_TEMPLATE)
 
     n_vocab, d = len(tokens), spec.n_embd
-    writer.add_tensor("token_embd.weight", rand(n_vocab, d, scale=1.0))
+    # Dimension 0 of every embedding is a large constant, so after the final RMS norm it is a steady
+    # positive signal; the output rows of the byte-fallback tokens weigh it strongly negative. The
+    # model then never writes raw bytes (which could form invalid UTF-8, which llama-cpp-python holds
+    # back and re-decodes on every later token), yet any input still tokenizes through them.
+    embeddings = rand(n_vocab, d, scale=1.0)
+    embeddings[:, 0] = 10.0
+    output = rand(n_vocab, d, scale=0.5)
+    output[:, 0] = 0.0
+    output[len(_SPECIALS) : len(_SPECIALS) + 256, 0] = -5.0
+    writer.add_tensor("token_embd.weight", embeddings)
     for i in range(spec.n_layer):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(d, dtype=np.float32))
         for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
@@ -124,7 +133,7 @@ def write_tiny_gguf(path: Path, spec: TinySpec) -> None:
         writer.add_tensor(f"blk.{i}.ffn_up.weight", rand(spec.n_ff, d))
         writer.add_tensor(f"blk.{i}.ffn_down.weight", rand(d, spec.n_ff))
     writer.add_tensor("output_norm.weight", np.ones(d, dtype=np.float32))
-    writer.add_tensor("output.weight", rand(n_vocab, d, scale=0.5))
+    writer.add_tensor("output.weight", output)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -34,3 +34,14 @@ def test_llama_cpp_loads_it_with_tokenizer_and_template(tmp_path: Path) -> None:
     assert llm.detokenize(llm.tokenize("héllo 你好".encode(), add_bos=False)).decode() == "héllo 你好"
     out = llm.create_completion(" baba", max_tokens=5, seed=1, temperature=0.8)
     assert out["usage"]["completion_tokens"] >= 1
+
+
+def test_generates_only_valid_utf8_words(tmp_path: Path) -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    path = tmp_path / "m.gguf"
+    write_tiny_gguf(path, TinySpec(n_words=300))
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, verbose=False)
+    out = llm.create_completion("héllo", max_tokens=400, seed=3, temperature=1.0, logit_bias={2: -100.0, 4: -100.0})
+    text = out["choices"][0]["text"]
+    assert out["usage"]["completion_tokens"] == 400
+    assert text.isascii() and text.strip()  # no stray bytes from the fallback tokens

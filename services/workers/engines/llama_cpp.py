@@ -184,13 +184,14 @@ class LlamaCppEngine(Engine):
     async def cleanup(self) -> None:
         for event in self._cancel.values():
             event.set()
+        # Let running generations see their cancel and end before their model is freed under them.
+        await asyncio.to_thread(self._threads.shutdown, wait=True, cancel_futures=True)
         instances, self._instances = self._instances, []
         for llm in instances:
             close = getattr(llm, "close", None)
             if close is not None:
                 await asyncio.to_thread(close)
         self._free = asyncio.Queue()
-        self._threads.shutdown(wait=False, cancel_futures=True)
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:

@@ -1,0 +1,105 @@
+"""Failover: the work of a worker that stopped sending heartbeats goes to another, and a streamed
+answer continues after the text the client already has.
+
+The durable truth is in JetStream, not in any scheduler's memory: a dead worker's unacknowledged
+assignments are still in ASSIGNMENTS under `assign.<worker>`, and what was delivered is in RESULTS.
+So a scheduler that started after the death can do this too, and two schedulers doing it at once
+publish the same `<request>:<attempt>` message id, which JetStream de-duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nats.js.errors import NotFoundError
+
+from contracts import streams, subjects
+from contracts.assignments import Assignment
+from contracts.base import now_ms
+from contracts.errors import ErrorCode
+from contracts.requests import TextRequest
+from contracts.results import Timings, Usage
+from services.aggregator.merge import RequestMerge
+from services.common.bus import Bus
+from services.common.results import ResultPublisher, replay_results
+
+log = logging.getLogger(__name__)
+FAILOVER_ID = "failover"
+
+
+@dataclass
+class Failover:
+    bus: Bus
+    choose: Callable[[TextRequest], str | None]
+    max_attempts: int = 3
+    # Worker -> move only assignments made before this epoch ms (a restart), or all of them (None: a death).
+    orphaned: dict[str, int | None] = field(default_factory=dict)
+    reassigned: int = 0
+
+    async def worker_died(self, worker_id: str) -> None:
+        log.warning("worker %s missed its heartbeats: re-assigning its work", worker_id)
+        self.orphaned[worker_id] = None
+        await self.drain()
+
+    async def worker_restarted(self, worker_id: str, started_ms: int) -> None:
+        """A new process under the same id: what the old one held would only come back after the
+        redelivery timeout, from scratch; move it now, as for a death."""
+        log.warning("worker %s restarted: re-assigning what its previous process held", worker_id)
+        if self.orphaned.get(worker_id, 0) is not None:
+            self.orphaned[worker_id] = started_ms
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Re-assign what dead workers left; what finds no worker now is retried on the next call."""
+        for worker_id, before_ms in sorted(self.orphaned.items()):
+            if await self._drain_worker(worker_id, before_ms):
+                del self.orphaned[worker_id]
+
+    async def _drain_worker(self, worker_id: str, before_ms: int | None) -> bool:
+        seq = 1
+        while True:
+            try:
+                raw = await self.bus.js.get_msg(streams.ASSIGNMENTS, seq=seq, subject=subjects.assign(worker_id),
+                                                next=True)
+            except NotFoundError:
+                return True  # nothing (left) in its queue
+            seq = (raw.seq or 0) + 1
+            old = Assignment.decode(raw.data or b"")
+            if before_ms is not None and old.assigned_ms >= before_ms:
+                continue  # given to the new process: it is working on it
+            if not await self._move(old):
+                return False
+            await self.bus.js.delete_msg(streams.ASSIGNMENTS, raw.seq or 0)
+
+    async def _move(self, old: Assignment) -> bool:
+        """Re-assign one assignment; False when no worker can take it right now."""
+        rid = old.request_id
+        merge = RequestMerge()
+        for chunk in await replay_results(self.bus, rid):
+            merge.accept(chunk)
+        attempt = old.attempt + 1
+        out = ResultPublisher(self.bus, rid, FAILOVER_ID, attempt, seq=merge.next_seq)
+        remaining = old.request.sampling.max_tokens - merge.delivered_tokens
+        if merge.done:
+            return True  # it had finished; the worker died before acknowledging
+        if now_ms() > old.request.deadline_ms:
+            await out.error(ErrorCode.deadline_exceeded, "the deadline passed while the request was failing over")
+            return True
+        if attempt > self.max_attempts:
+            await out.error(ErrorCode.engine_error, f"gave up after {old.attempt} attempts: the workers died")
+            return True
+        if remaining <= 0:  # every token was delivered; only the final was lost
+            await out.final("length", Usage(completion_tokens=merge.delivered_tokens), Timings())
+            return True
+        worker = self.choose(old.request)
+        if worker is None:
+            return False
+        new = Assignment(worker_id=worker, attempt=attempt, request=old.request, resume_text=merge.merged_text,
+                         resume_tokens=merge.delivered_tokens, first_seq=merge.next_seq)
+        await self.bus.js.publish(subjects.assign(worker), new.encode(), headers={"Nats-Msg-Id": new.dedup_id})
+        self.reassigned += 1
+        log.info("request %s: attempt %d on %s after %d delivered tokens", rid, attempt, worker,
+                 merge.delivered_tokens)
+        return True
