@@ -56,14 +56,16 @@ def api_key(data: Path) -> str:
     return key
 
 
-def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int) -> list[Program]:
+def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int, workers: int = 1) -> list[Program]:
     py = sys.executable
     nats_url = f"nats://127.0.0.1:{nats_port}"
     common = {"MODALMESH_NATS_URL": nats_url, "PYTHONUNBUFFERED": "1"}
-    worker_env = {
-        "MODALMESH_WORKER_WORKER_ID": os.environ.get("MODALMESH_WORKER_WORKER_ID", "llm-1"),
-        "MODALMESH_WORKER_SLOTS": os.environ.get("MODALMESH_WORKER_SLOTS", "2"),
-    }
+    slots = os.environ.get("MODALMESH_WORKER_SLOTS", "2")
+    llm_workers = [
+        Program(f"worker-llm-{i}", f"{py} -m services.workers", 20,
+                {**common, "MODALMESH_WORKER_WORKER_ID": f"llm-{i}", "MODALMESH_WORKER_SLOTS": slots})
+        for i in range(1, workers + 1)
+    ]
     return [
         Program("nats", f"{nats_server_binary()} -js -sd {data / 'nats'} -a 127.0.0.1 -p {nats_port}",
                 1, {}),
@@ -71,7 +73,7 @@ def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int
                 {**common, "MODALMESH_MONITOR_METRICS_PORT": str(metrics_port)}),
         Program("scheduler", f"{py} -m services.scheduler", 10, common),
         Program("aggregator", f"{py} -m services.aggregator", 10, common),
-        Program("worker-llm", f"{py} -m services.workers", 20, {**common, **worker_env}),
+        *llm_workers,
         Program("gateway", f"{py} -m services.gateway", 30,
                 {**common, "MODALMESH_GATEWAY_PORT": str(port), "MODALMESH_GATEWAY_HOST": host,
                  "MODALMESH_GATEWAY_API_KEYS_FILE": str(data / "api_keys")}),
@@ -139,6 +141,8 @@ def main() -> None:
                         help="the monitor agent's Prometheus port")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MODALMESH_DATA", ".data")))
     parser.add_argument("--ready-timeout", type=float, default=180.0)
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("MODALMESH_WORKERS", 1)),
+                        help="LLM worker processes (llm-1 ... llm-N)")
     args = parser.parse_args()
 
     data = args.data_dir.resolve()
@@ -146,7 +150,8 @@ def main() -> None:
     ensure_tiny_gguf()  # before the worker starts, so its first start is not a race with the download-free write
     key = api_key(data)
     conf = data / "supervisord.conf"
-    conf.write_text(supervisord_conf(data, programs(data, args.port, args.nats_port, args.host, args.metrics_port)))
+    conf.write_text(supervisord_conf(
+        data, programs(data, args.port, args.nats_port, args.host, args.metrics_port, args.workers)))
     # Own session: Ctrl-C reaches this launcher only, which stops supervisord, which stops the rest in order.
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],

@@ -13,9 +13,9 @@ from nats.js.kv import KeyValue
 
 from contracts import streams, subjects
 from contracts.results import decode_chunk
-from services.aggregator.merge import RequestMerge
 from services.aggregator.store import final_state, record
 from services.common.bus import Bus
+from services.common.merge import RequestMerge
 from services.common.results import replay_results
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ class Aggregator:
             stream=streams.RESULTS,
             manual_ack=True,
             cb=self._on_chunk,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
+            # Short: after a crash, chunks it held come back soon (rebuilding handles the order).
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=5),
         )
         log.info("aggregator ready")
         await stop.wait()

@@ -26,8 +26,11 @@ from contracts.telemetry import Alert, AlertState
 from contracts.workers import ModelEntry
 from services.common.bus import Bus
 from services.common.fleet import FleetView
+from services.common.merge import RequestMerge
+from services.common.results import replay_results
 
 log = logging.getLogger(__name__)
+QUIET_S = 2.0  # a request silent this long is checked against RESULTS
 
 
 @dataclass
@@ -186,6 +189,7 @@ class RequestStream:
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._sub: Subscription | None = None
         self._next_seq = 0
+        self._ready: deque[AnyChunk] = deque()
         self.finished = False
 
     async def open(self) -> None:
@@ -193,14 +197,28 @@ class RequestStream:
 
     async def next(self) -> AnyChunk:
         """The next chunk; raises the request's error, or DeadlineExceeded when its deadline passes.
-        A chunk seen before (an aggregator that restarted sends again) is skipped by its seq."""
+
+        `out.<request>` is core NATS: a NATS restart can drop some of it. So a chunk seen before is
+        skipped by its seq, and a gap in the seqs, or a silence of QUIET_S, is filled from RESULTS,
+        which keeps every chunk durably."""
         while True:
-            remaining = (self.request.deadline_ms - now_ms()) / 1000
-            try:
-                msg = await asyncio.wait_for(self._queue.get(), timeout=max(remaining, 0.001))
-            except asyncio.TimeoutError:
-                raise DeadlineExceeded(f"no answer within the request's deadline ({self.request.request_id})") from None
-            chunk = decode_chunk(msg.data)
+            if self._ready:
+                chunk = self._ready.popleft()
+            else:
+                remaining = (self.request.deadline_ms - now_ms()) / 1000
+                try:
+                    msg = await asyncio.wait_for(self._queue.get(), timeout=max(min(remaining, QUIET_S), 0.001))
+                except asyncio.TimeoutError:
+                    if remaining <= QUIET_S:
+                        raise DeadlineExceeded(
+                            f"no answer within the request's deadline ({self.request.request_id})") from None
+                    self._ready.extend(await self._backfill())
+                    continue
+                chunk = decode_chunk(msg.data)
+                if not isinstance(chunk, ErrorChunk) and chunk.seq > self._next_seq:
+                    self._ready.extend(await self._backfill())
+                    self._ready.append(chunk)
+                    continue
             if isinstance(chunk, ErrorChunk) or chunk.seq >= self._next_seq:
                 break
         self._next_seq = chunk.seq + 1
@@ -209,6 +227,13 @@ class RequestStream:
         if isinstance(chunk, ErrorChunk):
             raise error_for(chunk.code, chunk.message)
         return chunk
+
+    async def _backfill(self) -> list[AnyChunk]:
+        """The chunks after the last one delivered that RESULTS holds, in order."""
+        merge = RequestMerge()
+        released = [c for earlier in await replay_results(self.bus, self.request.request_id)
+                    for c in merge.accept(earlier)]
+        return [c for c in released if isinstance(c, ErrorChunk) or c.seq >= self._next_seq]
 
     async def __aiter__(self) -> AsyncIterator[AnyChunk]:
         while not self.finished:

@@ -10,10 +10,10 @@ import platform
 
 from contracts import streams, subjects
 from contracts.telemetry import NodeCapabilities, NodeTelemetry
+from services.common.alert_rules import AlertKey, evaluate_thresholds
 from services.common.alerts import publish_alert
 from services.common.bus import Bus
 from services.common.shutdown import wait_or_stop
-from services.monitor.alerts import AlertKey, evaluate_thresholds
 from services.monitor.exporter import Exporter
 from services.monitor.settings import MonitorSettings
 from services.monitor.sources import Reading, Source

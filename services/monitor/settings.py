@@ -6,8 +6,8 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from contracts.telemetry import Severity
+from services.common.alert_rules import ThresholdRule
 from services.common.settings import ServiceSettings
-from services.monitor.alerts import ThresholdRule
 
 
 class MonitorSettings(ServiceSettings):

@@ -21,8 +21,8 @@ from contracts.base import now_ms
 from contracts.errors import ErrorCode
 from contracts.requests import TextRequest
 from contracts.results import Timings, Usage
-from services.aggregator.merge import RequestMerge
 from services.common.bus import Bus
+from services.common.merge import RequestMerge
 from services.common.results import ResultPublisher, replay_results
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,11 @@ from contracts.base import now_ms
 from contracts.errors import ErrorCode
 from contracts.requests import TextRequest, decode_request
 from contracts.workers import WorkerStatus
+from services.common.alert_rules import AlertKey, CrashLoop, evaluate_offline
 from services.common.alerts import publish_alert
 from services.common.bus import Bus
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
-from services.monitor.alerts import AlertKey, CrashLoop, evaluate_offline
 from services.scheduler.failover import Failover
 from services.scheduler.policy import choose
 from services.scheduler.settings import SchedulerSettings

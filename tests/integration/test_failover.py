@@ -15,8 +15,8 @@ from contracts.base import now_ms
 from contracts.requests import ChatMessage, ChatRequest, Sampling
 from contracts.results import AnyChunk, DeltaChunk, FinalChunk
 from services.aggregator.app import Aggregator
-from services.aggregator.merge import RequestMerge
 from services.common.bus import Bus, connect
+from services.common.merge import RequestMerge
 from services.common.results import replay_results
 from services.gateway.relay import Relay
 from services.scheduler.handlers import Scheduler

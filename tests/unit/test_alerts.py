@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.telemetry import AlertState, GpuSample, NodeTelemetry
-from services.monitor.alerts import AlertKey, CrashLoop, ThresholdRule, evaluate_offline, evaluate_thresholds
+from services.common.alert_rules import AlertKey, CrashLoop, ThresholdRule, evaluate_offline, evaluate_thresholds
 
 RULE = ThresholdRule("gpu_temperature", "gpu_temp_c", fire_above=85, clear_below=80)
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from contracts.errors import ErrorCode
 from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, Usage
-from services.aggregator.merge import RequestMerge
+from services.common.merge import RequestMerge
 
 
 def stream_of(n: int) -> list[AnyChunk]:
