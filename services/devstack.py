@@ -37,6 +37,7 @@ class LocalStack:
     data: Path
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 150.0
+    workers: int = 1
     port: int = field(default_factory=free_port)
     nats_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
@@ -60,7 +61,7 @@ class LocalStack:
         self._launcher = subprocess.Popen(
             [sys.executable, "-m", "services.run", "--port", str(self.port), "--nats-port", str(self.nats_port),
              "--metrics-port", str(self.metrics_port), "--data-dir", str(self.data),
-             "--ready-timeout", str(self.ready_timeout_s)],
+             "--ready-timeout", str(self.ready_timeout_s), "--workers", str(self.workers)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "MODALMESH_API_KEY": self.api_key, **self.env},
         )
@@ -97,6 +98,21 @@ class LocalStack:
 
     def service_pids(self, module: str) -> list[int]:
         """PIDs of this stack's processes running `python -m <module>` (children of its supervisord)."""
+        return self.child_pids(f"-m {module}")
+
+    def worker_pid(self, worker_id: str) -> int | None:
+        """PID of the worker process with this id."""
+        for pid in self.service_pids("services.workers"):
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"MODALMESH_WORKER_WORKER_ID={worker_id}".encode() in env:
+                return pid
+        return None
+
+    def child_pids(self, fragment: str) -> list[int]:
+        """PIDs of this stack's processes whose command line contains `fragment`."""
         sup = int((self.data / "supervisord.pid").read_text())
         pids = []
         for proc in Path("/proc").iterdir():
@@ -107,7 +123,7 @@ class LocalStack:
                 cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if parent == sup and f"-m {module}" in cmd:
+            if parent == sup and fragment in cmd:
                 pids.append(int(proc.name))
         return pids
 

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
 
+import nats
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from contracts import streams, subjects
 from contracts.errors import ErrorCode
 from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, Timings, Usage, decode_chunk
 from services.common.bus import Bus
 
+log = logging.getLogger(__name__)
+ACK_WAIT_S = 2.0  # a delta unacknowledged this long is sent again
+PUBLISH_RETRY_S = 30.0  # how long a terminal chunk keeps trying through a NATS outage
+
 
 @dataclass
 class ResultPublisher:
     """Numbers the chunks of one attempt from `first_seq` and publishes them on `result.<request>`.
 
-    Deltas go out without waiting for the stream's acknowledgement (NATS keeps a connection's
-    messages in order); the terminal chunk waits for it, so once it is acknowledged every earlier
-    chunk has been stored too, and only then may the worker acknowledge its assignment.
+    Deltas go out without waiting for the stream's acknowledgement; before the terminal chunk, every
+    delta's acknowledgement is awaited and a delta that got none (lost in a NATS restart) is sent
+    again under the same `Nats-Msg-Id`, which the stream de-duplicates. So when the terminal chunk
+    is acknowledged, every chunk before it is stored, and only then may the worker acknowledge its
+    assignment.
     """
 
     bus: Bus
@@ -27,6 +38,7 @@ class ResultPublisher:
     worker_id: str
     attempt: int
     seq: int = 0
+    _unsettled: list[tuple[bytes, dict[str, str], asyncio.Future[Any]]] = field(default_factory=list)
 
     def _headers(self) -> dict[str, str]:
         return {"Nats-Msg-Id": f"{self.request_id}:{self.attempt}:{self.seq}"}
@@ -36,8 +48,22 @@ class ResultPublisher:
             request_id=self.request_id, seq=self.seq, attempt=self.attempt, worker_id=self.worker_id,
             text=text, tokens=tokens,
         )
-        await self.bus.nc.publish(subjects.result(self.request_id), chunk.encode(), headers=self._headers())
+        payload, headers = chunk.encode(), self._headers()
+        ack = await self.bus.js.publish_async(subjects.result(self.request_id), payload, headers=headers)
+        self._unsettled.append((payload, headers, ack))
+        if len(self._unsettled) >= 256:  # keep only those still waiting (or failed)
+            self._unsettled = [u for u in self._unsettled if not u[2].done() or u[2].exception() is not None]
         self.seq += 1
+
+    async def _settle(self) -> None:
+        for payload, headers, ack in self._unsettled:
+            try:
+                await asyncio.wait_for(asyncio.shield(ack), ACK_WAIT_S)
+                continue
+            except Exception:
+                log.warning("delta %s got no acknowledgement: sending it again", headers["Nats-Msg-Id"])
+            await self._publish_retrying(payload, headers)
+        self._unsettled.clear()
 
     async def final(self, finish_reason: str, usage: Usage, timings: Timings) -> None:
         chunk = FinalChunk(
@@ -55,8 +81,18 @@ class ResultPublisher:
         await self._publish_acked(chunk.encode())
 
     async def _publish_acked(self, payload: bytes) -> None:
-        await self.bus.js.publish(subjects.result(self.request_id), payload, headers=self._headers())
+        await self._settle()
+        await self._publish_retrying(payload, self._headers())
         self.seq += 1
+
+    async def _publish_retrying(self, payload: bytes, headers: dict[str, str]) -> None:
+        """Publish and wait for the stream's acknowledgement, through a NATS restart if need be."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((nats.errors.Error, asyncio.TimeoutError)),
+            wait=wait_exponential(multiplier=0.1, max=2.0), stop=stop_after_delay(PUBLISH_RETRY_S), reraise=True,
+        ):
+            with attempt:
+                await self.bus.js.publish(subjects.result(self.request_id), payload, headers=headers)
 
 
 async def replay_results(bus: Bus, request_id: str, timeout_s: float = 5.0) -> list[AnyChunk]:

@@ -38,8 +38,11 @@ class Shape:
     def _chunk_object(self) -> str:
         return "chat.completion.chunk" if self.chat else "text_completion"
 
-    def chunk(self, text: str | None, *, first: bool = False) -> dict[str, Any]:
-        return self._envelope(self._chunk_object, [self._choice(text, None, first=first)])
+    def chunk(self, text: str | None, *, first: bool = False, worker: str = "") -> dict[str, Any]:
+        body = self._envelope(self._chunk_object, [self._choice(text, None, first=first)])
+        if worker:  # OpenAI's "backend configuration" field: here, the worker that made this chunk
+            body["system_fingerprint"] = worker
+        return body
 
     def finish_chunk(self, finish_reason: str, usage: Usage) -> dict[str, Any]:
         body = self._envelope(self._chunk_object, [self._choice(None, finish_reason)])

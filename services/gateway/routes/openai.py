@@ -132,7 +132,7 @@ async def _sse(stream: ChunkStream, shape: Shape, first: Any, include_usage: boo
         chunk = first
         while True:
             if isinstance(chunk, DeltaChunk) and chunk.text:
-                yield json.dumps(shape.chunk(chunk.text))
+                yield json.dumps(shape.chunk(chunk.text, worker=chunk.worker_id))
             elif isinstance(chunk, FinalChunk):
                 yield json.dumps(shape.finish_chunk(public_finish_reason(chunk.finish_reason), chunk.usage))
                 if include_usage:
