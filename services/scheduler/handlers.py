@@ -36,6 +36,7 @@ class Scheduler:
     settings: SchedulerSettings
     bus: Bus
     fleet: FleetState = field(init=False)
+    failover: Failover = field(init=False)
     decisions: int = 0
     decision_seconds: list[float] = field(default_factory=list)  # recent decision times, for metrics
     _offline_firing: frozenset[AlertKey] = frozenset()

@@ -42,7 +42,7 @@ async def client(running_stack: RunningStack) -> Any:
 
 
 async def test_streamed_chat_arrives_in_several_chunks_then_done(client: httpx.AsyncClient) -> None:
-    events = await post_stream(client, {"model": MODEL, "messages": HELLO, "stream": True, "max_tokens": 24,
+    events = await post_stream(client, {"model": MODEL, "messages": HELLO, "stream": True, "max_tokens": 400,
                                         "logit_bias": NO_EOS, "stream_options": {"include_usage": True}})
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
@@ -52,7 +52,7 @@ async def test_streamed_chat_arrives_in_several_chunks_then_done(client: httpx.A
     assert len([t for t in content if t]) >= 3
     finish = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     assert finish[0]["choices"][0]["finish_reason"] == "length"
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 24
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 400
 
 
 async def test_non_streamed_chat_has_usage(client: httpx.AsyncClient) -> None:

@@ -7,6 +7,7 @@ Chat messages are rendered with the model's own chat template (GGUF `tokenizer.c
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import secrets
 import threading
@@ -21,6 +22,7 @@ from contracts.errors import EngineError
 from contracts.requests import ChatRequest, Modality, TextRequest
 from contracts.results import Timings, Usage
 from services.workers.engine import Engine, EngineEvent, Finished, TextDelta, iterate_in_thread
+from services.workers.stops import StopScanner
 
 log = logging.getLogger(__name__)
 
@@ -125,45 +127,49 @@ class LlamaCppEngine(Engine):
     def _run(
         self, llm: Any, request: TextRequest, prompt: _Prompt, cancel: threading.Event, started: float
     ) -> Iterator[EngineEvent]:
+        """Sample token by token with `Llama.generate`. Each token is detokenized alone (with the one
+        before it for spacing) and decoded incrementally: llama-cpp-python's own streaming would
+        detokenize the whole prompt and answer again for every token, which grows quadratically."""
+        import llama_cpp
+
         s = request.sampling
+        # Without a seed, llama.cpp would repeat the same sample every time; OpenAI's is random.
+        llm.set_seed(s.seed if s.seed is not None else secrets.randbelow(2**31))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopScanner(prompt.stop)
+        vocab = llm._model.vocab
+        previous = prompt.tokens[-1:]
         sampled = reported = 0
-
-        def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
-            nonlocal sampled
-            sampled += 1
-            return cancel.is_set()
-
         first_token_at: float | None = None
-        finish_reason = "stop"
-        stream = llm.create_completion(
-            prompt=prompt.tokens,
-            max_tokens=s.max_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            # Without a seed, llama.cpp would repeat the same sample every time; OpenAI's is random.
-            seed=s.seed if s.seed is not None else secrets.randbelow(2**31),
-            stop=list(prompt.stop) or None,
-            logit_bias=dict(s.logit_bias) or None,
-            stopping_criteria=self._criteria([stop_when_cancelled]),
-            stream=True,
-        )
-        for chunk in stream:
-            choice = chunk["choices"][0]
-            if choice["text"]:
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                # Text held back (a possible stop string, a split UTF-8 character) comes out with a
-                # later token: count tokens by how many were sampled since the last delta.
-                yield TextDelta(choice["text"], tokens=max(0, min(sampled, s.max_tokens) - reported))
-                reported = min(sampled, s.max_tokens)
-            if choice.get("finish_reason"):
-                finish_reason = choice["finish_reason"]
+        finish_reason = "length"
+        for token in llm.generate(prompt.tokens, temp=s.temperature, top_p=s.top_p,
+                                  logits_processor=self._bias(s.logit_bias)):
+            if cancel.is_set():
+                finish_reason = "cancelled"
+                break
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                finish_reason = "stop"
+                break
+            sampled += 1
+            text = stops.feed(decoder.decode(llm.detokenize([token], prev_tokens=previous)))
+            previous = [token]
+            if text:
+                first_token_at = first_token_at or time.perf_counter()
+                yield TextDelta(text, tokens=sampled - reported)
+                reported = sampled
+            if stops.stopped:
+                finish_reason = "stop"
+                break
+            if sampled >= s.max_tokens:
+                break
+        tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
+        if tail:
+            first_token_at = first_token_at or time.perf_counter()
+            yield TextDelta(tail, tokens=sampled - reported)
         ended = time.perf_counter()
-        if cancel.is_set():
-            finish_reason = "cancelled"
         yield Finished(
             finish_reason=finish_reason,
-            usage=Usage(prompt_tokens=len(prompt.tokens), completion_tokens=min(sampled, s.max_tokens)),
+            usage=Usage(prompt_tokens=len(prompt.tokens), completion_tokens=sampled),
             timings=Timings(
                 engine_ttft_ms=((first_token_at or ended) - started) * 1000,
                 engine_total_ms=(ended - started) * 1000,
@@ -171,10 +177,21 @@ class LlamaCppEngine(Engine):
         )
 
     @staticmethod
-    def _criteria(functions: list[Any]) -> Any:
-        from llama_cpp import StoppingCriteriaList
+    def _bias(logit_bias: dict[int, float]) -> Any:
+        """OpenAI's logit_bias as a llama-cpp-python logits processor (None when there is none)."""
+        if not logit_bias:
+            return None
+        import numpy as np
+        from llama_cpp import LogitsProcessorList
 
-        return StoppingCriteriaList(functions)
+        ids = np.array(list(logit_bias), dtype=np.intc)
+        values = np.array(list(logit_bias.values()), dtype=np.single)
+
+        def add(_input_ids: Any, scores: Any) -> Any:
+            scores[ids] += values
+            return scores
+
+        return LogitsProcessorList([add])
 
     async def abort(self, request_id: str) -> None:
         event = self._cancel.get(request_id)
