@@ -17,6 +17,13 @@ from contracts.base import Message, now_ms
 class Modality(str, Enum):
     chat = "chat"
     completion = "completion"
+    embedding = "embedding"
+    image = "image"
+    speech = "speech"
+    video = "video"
+
+
+TEXT_MODALITIES = frozenset({Modality.chat, Modality.completion})
 
 
 class ChatMessage(BaseModel):
@@ -61,12 +68,59 @@ class CompletionRequest(_RequestBase):
     prompt: str
 
 
-InferenceRequest = Annotated[ChatRequest | CompletionRequest, Field(discriminator="modality")]
+class EmbeddingRequest(_RequestBase):
+    """A batch of texts to embed; the vectors come back in input order."""
+
+    modality: Literal[Modality.embedding] = Modality.embedding
+    inputs: tuple[str, ...] = Field(min_length=1)
+    dimensions: int | None = Field(default=None, ge=1, description="Truncate vectors to this many dimensions.")
+
+
+class ImageRequest(_RequestBase):
+    """Text to image. Every size is in pixels; the worker stores each image in the object store."""
+
+    modality: Literal[Modality.image] = Modality.image
+    prompt: str = Field(min_length=1)
+    negative_prompt: str = ""
+    n: int = Field(default=1, ge=1, le=8, description="Images to make.")
+    width: int = Field(default=512, ge=8)
+    height: int = Field(default=512, ge=8)
+    steps: int = Field(default=20, ge=1, le=200, description="Denoising steps.")
+    guidance: float = Field(default=7.0, ge=0.0, le=50.0)
+    seed: int | None = None
+
+
+class SpeechRequest(_RequestBase):
+    """Text to speech. The worker streams 16-bit mono PCM; the gateway wraps it as the client asked."""
+
+    modality: Literal[Modality.speech] = Modality.speech
+    input: str = Field(min_length=1)
+    voice: str = "en"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+
+
+class VideoRequest(_RequestBase):
+    """Text to video, encoded to MP4 by the worker."""
+
+    modality: Literal[Modality.video] = Modality.video
+    prompt: str = Field(min_length=1)
+    negative_prompt: str = ""
+    frames: int = Field(default=9, ge=1, le=257)
+    fps: int = Field(default=8, ge=1, le=60)
+    width: int = Field(default=256, ge=8)
+    height: int = Field(default=256, ge=8)
+    steps: int = Field(default=20, ge=1, le=200)
+    guidance: float = Field(default=6.0, ge=0.0, le=50.0)
+    seed: int | None = None
+
+
+AnyRequest = ChatRequest | CompletionRequest | EmbeddingRequest | ImageRequest | SpeechRequest | VideoRequest
+InferenceRequest = Annotated[AnyRequest, Field(discriminator="modality")]
 TextRequest = ChatRequest | CompletionRequest
 
 _request_adapter: TypeAdapter[InferenceRequest] = TypeAdapter(InferenceRequest)
 
 
-def decode_request(data: bytes) -> TextRequest:
+def decode_request(data: bytes) -> AnyRequest:
     """Decode any request from the bus into its modality's model."""
     return _request_adapter.validate_json(data)

@@ -53,6 +53,32 @@ class ProgressChunk(_ChunkBase):
     message: str = ""
 
 
+class DataChunk(_ChunkBase):
+    """Bytes made so far, inline: a piece of streamed audio, or a batch of embedding vectors."""
+
+    kind: Literal["data"] = "data"
+    content_type: str = Field(description="e.g. audio/L16;rate=22050 or application/x-float32;dims=384")
+    data_b64: str = Field(description="The bytes, base64.")
+    index: int = Field(default=0, ge=0, description="Which output this belongs to (input or image number).")
+
+
+class Artifact(BaseModel):
+    """A file a worker stored in the `artifacts` object store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="Key in the object store; also the file id clients download it by.")
+    content_type: str
+    size: int = Field(ge=0)
+    index: int = Field(default=0, ge=0)
+    meta: dict[str, float | int | str] = Field(default_factory=dict, description="width, height, frames, seconds...")
+
+
+class ArtifactChunk(_ChunkBase):
+    kind: Literal["artifact"] = "artifact"
+    artifact: Artifact
+
+
 class FinalChunk(_ChunkBase):
     kind: Literal["final"] = "final"
     finish_reason: Literal["stop", "length", "cancelled"]
@@ -66,7 +92,7 @@ class ErrorChunk(_ChunkBase):
     message: str
 
 
-AnyChunk = DeltaChunk | ProgressChunk | FinalChunk | ErrorChunk
+AnyChunk = DeltaChunk | ProgressChunk | DataChunk | ArtifactChunk | FinalChunk | ErrorChunk
 ResultChunk = Annotated[AnyChunk, Field(discriminator="kind")]
 TERMINAL_KINDS = frozenset({"final", "error"})
 

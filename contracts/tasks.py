@@ -8,7 +8,7 @@ from pydantic import Field
 
 from contracts.base import Message, now_ms
 from contracts.errors import ErrorCode
-from contracts.results import Timings, Usage
+from contracts.results import Artifact, Timings, Usage
 
 
 class TaskStatus(str, Enum):
@@ -19,11 +19,20 @@ class TaskStatus(str, Enum):
     cancelled = "cancelled"
 
 
+FINAL_STATUSES = frozenset({TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled})
+
+
 class TaskState(Message):
     request_id: str
     status: TaskStatus
     model: str = ""
+    modality: str = ""
     text: str = Field(default="", description="The merged output, for text modalities.")
+    progress: float = Field(default=0.0, ge=0.0, le=1.0)
+    eta_s: float | None = Field(default=None, description="Estimated seconds left, from progress so far.")
+    message: str = Field(default="", description="The latest progress message.")
+    artifacts: tuple[Artifact, ...] = ()
+    created_ms: int = Field(default_factory=now_ms)
     usage: Usage | None = None
     finish_reason: str | None = None
     timings: Timings | None = Field(default=None, description="What the engine measured of its own run.")

@@ -38,6 +38,7 @@ class LocalStack:
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 150.0
     workers: int = 1
+    modalities: str = "text"  # the launcher's --modalities; "text,embedding,image,speech" for all
     port: int = field(default_factory=free_port)
     nats_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
@@ -61,7 +62,8 @@ class LocalStack:
         self._launcher = subprocess.Popen(
             [sys.executable, "-m", "services.run", "--port", str(self.port), "--nats-port", str(self.nats_port),
              "--metrics-port", str(self.metrics_port), "--data-dir", str(self.data),
-             "--ready-timeout", str(self.ready_timeout_s), "--workers", str(self.workers)],
+             "--ready-timeout", str(self.ready_timeout_s), "--workers", str(self.workers),
+             "--modalities", self.modalities],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "MODALMESH_API_KEY": self.api_key, **self.env},
         )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.gateway.auth import key_hash
+from services.workers.tiny_diffusion import ensure_tiny_sd
 from services.workers.tiny_model import ensure_tiny_gguf
 
 
@@ -56,15 +57,27 @@ def api_key(data: Path) -> str:
     return key
 
 
-def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int, workers: int = 1) -> list[Program]:
+# One worker per modality beside the LLM workers: (name, engine). Each loads its default model.
+MEDIA_WORKERS = {"embedding": ("embed-1", "sentence_transformers"), "image": ("image-1", "diffusers"),
+                 "speech": ("speech-1", "espeak")}
+ALL_MODALITIES = ("text", *MEDIA_WORKERS)
+
+
+def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int, workers: int = 1,
+             modalities: tuple[str, ...] = ALL_MODALITIES) -> list[Program]:
     py = sys.executable
     nats_url = f"nats://127.0.0.1:{nats_port}"
     common = {"MODALMESH_NATS_URL": nats_url, "PYTHONUNBUFFERED": "1"}
     slots = os.environ.get("MODALMESH_WORKER_SLOTS", "2")
-    llm_workers = [
+    worker_programs = [
         Program(f"worker-llm-{i}", f"{py} -m services.workers", 20,
                 {**common, "MODALMESH_WORKER_WORKER_ID": f"llm-{i}", "MODALMESH_WORKER_SLOTS": slots})
-        for i in range(1, workers + 1)
+        for i in range(1, workers + 1) if "text" in modalities
+    ]
+    worker_programs += [
+        Program(f"worker-{wid}", f"{py} -m services.workers", 20,
+                {**common, "MODALMESH_WORKER_WORKER_ID": wid, "MODALMESH_WORKER_ENGINE": engine})
+        for modality, (wid, engine) in MEDIA_WORKERS.items() if modality in modalities
     ]
     return [
         Program("nats", f"{nats_server_binary()} -js -sd {data / 'nats'} -a 127.0.0.1 -p {nats_port}",
@@ -73,7 +86,7 @@ def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int
                 {**common, "MODALMESH_MONITOR_METRICS_PORT": str(metrics_port)}),
         Program("scheduler", f"{py} -m services.scheduler", 10, common),
         Program("aggregator", f"{py} -m services.aggregator", 10, common),
-        *llm_workers,
+        *worker_programs,
         Program("gateway", f"{py} -m services.gateway", 30,
                 {**common, "MODALMESH_GATEWAY_PORT": str(port), "MODALMESH_GATEWAY_HOST": host,
                  "MODALMESH_GATEWAY_API_KEYS_FILE": str(data / "api_keys")}),
@@ -114,8 +127,9 @@ def _user() -> str:
     return getpass.getuser()
 
 
-def wait_until_serving(url: str, key: str, supervisor: subprocess.Popen[bytes], timeout_s: float) -> list[str]:
-    """Poll /v1/models until a model is live; return the live model ids."""
+def wait_until_serving(url: str, key: str, supervisor: subprocess.Popen[bytes], timeout_s: float,
+                       expected: int = 1) -> list[str]:
+    """Poll /v1/models until `expected` models are live; return the live model ids."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if supervisor.poll() is not None:
@@ -124,7 +138,7 @@ def wait_until_serving(url: str, key: str, supervisor: subprocess.Popen[bytes], 
             ask = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"})
             with urllib.request.urlopen(ask, timeout=2) as res:
                 live = [m["id"] for m in json.load(res)["data"] if m["live"]]
-            if live:
+            if len(live) >= expected:
                 return live
         except OSError:
             pass
@@ -143,15 +157,25 @@ def main() -> None:
     parser.add_argument("--ready-timeout", type=float, default=180.0)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("MODALMESH_WORKERS", 1)),
                         help="LLM worker processes (llm-1 ... llm-N)")
+    parser.add_argument("--modalities", default=os.environ.get("MODALMESH_MODALITIES", ",".join(ALL_MODALITIES)),
+                        help=f"which workers to start, comma-separated from {', '.join(ALL_MODALITIES)}")
     args = parser.parse_args()
+    modalities = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
+    if unknown := set(modalities) - set(ALL_MODALITIES):
+        parser.error(f"unknown modalities: {', '.join(sorted(unknown))}")
 
     data = args.data_dir.resolve()
     (data / "logs").mkdir(parents=True, exist_ok=True)
-    ensure_tiny_gguf()  # before the worker starts, so its first start is not a race with the download-free write
+    # The tiny default models are written before the workers start, so no two processes race to write one.
+    if "text" in modalities:
+        ensure_tiny_gguf()
+    if "image" in modalities:
+        print("preparing the tiny image pipeline (first run only) ...", flush=True)
+        ensure_tiny_sd()
     key = api_key(data)
     conf = data / "supervisord.conf"
     conf.write_text(supervisord_conf(
-        data, programs(data, args.port, args.nats_port, args.host, args.metrics_port, args.workers)))
+        data, programs(data, args.port, args.nats_port, args.host, args.metrics_port, args.workers, modalities)))
     # Own session: Ctrl-C reaches this launcher only, which stops supervisord, which stops the rest in order.
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
@@ -167,7 +191,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     url = f"http://{args.host}:{args.port}"
     try:
-        live = wait_until_serving(url, key, supervisor, args.ready_timeout)
+        live = wait_until_serving(url, key, supervisor, args.ready_timeout, expected=len(modalities))
     except SystemExit:
         stop()
         supervisor.wait()

@@ -9,17 +9,19 @@ from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.kv import KeyValue
 
 from contracts import streams, subjects
-from contracts.results import decode_chunk
-from services.aggregator.store import final_state, record
+from contracts.base import now_ms
+from contracts.results import ProgressChunk, decode_chunk
+from contracts.tasks import TaskState
+from services.aggregator.store import TaskWriter, final_state, running_state
 from services.common.bus import Bus
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
 
 log = logging.getLogger(__name__)
 FINISHED_MEMORY = 100_000  # finished request ids remembered to drop their late duplicates
+PROGRESS_EVERY_MS = 250  # the most often a running task's progress is written to the `tasks` bucket
 
 
 @dataclass
@@ -27,11 +29,13 @@ class Aggregator:
     bus: Bus
     merges: dict[str, RequestMerge] = field(default_factory=dict)
     finished: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    _tasks_kv: KeyValue | None = None
-    _background: set[asyncio.Task[None]] = field(default_factory=set)
+    _writer: TaskWriter | None = None
+    _started_ms: dict[str, int] = field(default_factory=dict)
+    _progress_written_ms: dict[str, int] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._tasks_kv = await self.bus.js.key_value(streams.KV_TASKS)
+        self._writer = TaskWriter(await self.bus.js.key_value(streams.KV_TASKS))
+        writing = asyncio.create_task(self._writer.run())
         sub = await self.bus.js.subscribe(
             subjects.RESULTS_ALL,
             queue=streams.AGGREGATOR_CONSUMER,
@@ -45,8 +49,8 @@ class Aggregator:
         log.info("aggregator ready")
         await stop.wait()
         await sub.unsubscribe()
-        if self._background:
-            await asyncio.wait(self._background, timeout=5)
+        await self._writer.close(timeout_s=5)
+        await writing
 
     async def _on_chunk(self, msg: Msg) -> None:
         try:
@@ -62,6 +66,7 @@ class Aggregator:
         merge = self.merges.get(rid)
         if merge is None:
             merge = self.merges[rid] = RequestMerge()
+            self._started_ms[rid] = now_ms()
             if chunk.seq > 0:
                 # Chunks before this one were handled before a restart: rebuild from RESULTS. What
                 # went out already goes out again; the gateway drops what it has by seq.
@@ -73,12 +78,18 @@ class Aggregator:
         await msg.ack()
         if merge.terminal is not None:
             del self.merges[rid]
+            self._started_ms.pop(rid, None)
+            self._progress_written_ms.pop(rid, None)
             self._remember_finished(rid)
-            state = final_state(rid, merge.merged_text, merge.terminal)
-            # Off the hot path: the client already has its answer from `out.<request>`.
-            task = asyncio.create_task(record(self._tasks_kv, state))  # type: ignore[arg-type]
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._write(final_state(rid, merge))
+        elif isinstance(chunk, ProgressChunk) and now_ms() - self._progress_written_ms.get(rid, 0) >= PROGRESS_EVERY_MS:
+            self._progress_written_ms[rid] = now_ms()
+            self._write(running_state(rid, merge, self._started_ms[rid]))
+
+    def _write(self, state: TaskState) -> None:
+        """Off the hot path: the client already has its chunks from `out.<request>`."""
+        assert self._writer is not None
+        self._writer.put(state)
 
     def _remember_finished(self, rid: str) -> None:
         self.finished[rid] = None

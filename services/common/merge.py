@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk
+from contracts.results import AnyChunk, Artifact, ArtifactChunk, DeltaChunk, ErrorChunk, FinalChunk, ProgressChunk
 
 
 @dataclass
@@ -21,6 +21,8 @@ class RequestMerge:
     next_seq: int = 0
     held: dict[int, AnyChunk] = field(default_factory=dict)
     text: list[str] = field(default_factory=list)
+    artifacts: list[Artifact] = field(default_factory=list)
+    progress: ProgressChunk | None = None
     terminal: FinalChunk | ErrorChunk | None = None
 
     @property
@@ -48,6 +50,10 @@ class RequestMerge:
             if isinstance(nxt, DeltaChunk):
                 self.text.append(nxt.text)
                 self._tokens += nxt.tokens
+            elif isinstance(nxt, ArtifactChunk):
+                self.artifacts.append(nxt.artifact)
+            elif isinstance(nxt, ProgressChunk):
+                self.progress = nxt
             elif isinstance(nxt, FinalChunk):
                 self.terminal = nxt
         if self.done:

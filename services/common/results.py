@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,19 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from contracts import streams, subjects
 from contracts.errors import ErrorCode
-from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, Timings, Usage, decode_chunk
+from contracts.results import (
+    AnyChunk,
+    Artifact,
+    ArtifactChunk,
+    DataChunk,
+    DeltaChunk,
+    ErrorChunk,
+    FinalChunk,
+    ProgressChunk,
+    Timings,
+    Usage,
+    decode_chunk,
+)
 from services.common.bus import Bus
 
 log = logging.getLogger(__name__)
@@ -43,11 +56,24 @@ class ResultPublisher:
     def _headers(self) -> dict[str, str]:
         return {"Nats-Msg-Id": f"{self.request_id}:{self.attempt}:{self.seq}"}
 
+    def _ids(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "seq": self.seq, "attempt": self.attempt, "worker_id": self.worker_id}
+
     async def delta(self, text: str, tokens: int) -> None:
-        chunk = DeltaChunk(
-            request_id=self.request_id, seq=self.seq, attempt=self.attempt, worker_id=self.worker_id,
-            text=text, tokens=tokens,
-        )
+        await self._publish_fast(DeltaChunk(**self._ids(), text=text, tokens=tokens))
+
+    async def progress(self, fraction: float, message: str = "") -> None:
+        await self._publish_fast(ProgressChunk(**self._ids(), fraction=min(1.0, max(0.0, fraction)), message=message))
+
+    async def data(self, data: bytes, content_type: str, index: int = 0) -> None:
+        await self._publish_fast(DataChunk(**self._ids(), content_type=content_type,
+                                           data_b64=base64.b64encode(data).decode(), index=index))
+
+    async def artifact(self, artifact: Artifact) -> None:
+        await self._publish_fast(ArtifactChunk(**self._ids(), artifact=artifact))
+
+    async def _publish_fast(self, chunk: AnyChunk) -> None:
+        """Publish without waiting for the stream's acknowledgement (settled before the terminal chunk)."""
         payload, headers = chunk.encode(), self._headers()
         ack = await self.bus.js.publish_async(subjects.result(self.request_id), payload, headers=headers)
         self._unsettled.append((payload, headers, ack))
@@ -66,18 +92,11 @@ class ResultPublisher:
         self._unsettled.clear()
 
     async def final(self, finish_reason: str, usage: Usage, timings: Timings) -> None:
-        chunk = FinalChunk(
-            request_id=self.request_id, seq=self.seq, attempt=self.attempt, worker_id=self.worker_id,
-            finish_reason=finish_reason,  # type: ignore[arg-type]
-            usage=usage, timings=timings,
-        )
+        chunk = FinalChunk(**self._ids(), finish_reason=finish_reason, usage=usage, timings=timings)  # type: ignore[arg-type]
         await self._publish_acked(chunk.encode())
 
     async def error(self, code: ErrorCode, message: str) -> None:
-        chunk = ErrorChunk(
-            request_id=self.request_id, seq=self.seq, attempt=self.attempt, worker_id=self.worker_id,
-            code=code, message=message,
-        )
+        chunk = ErrorChunk(**self._ids(), code=code, message=message)
         await self._publish_acked(chunk.encode())
 
     async def _publish_acked(self, payload: bytes) -> None:

@@ -12,9 +12,10 @@ from fastapi.responses import FileResponse
 from services.common.bus import connect
 from services.gateway import errors
 from services.gateway.auth import KeyRing, authenticate
+from services.gateway.files import Files
 from services.gateway.limits import BodySizeLimit
 from services.gateway.relay import Relay
-from services.gateway.routes import fleet, health, openai
+from services.gateway.routes import fleet, health, media, openai, tasks
 from services.gateway.settings import GatewaySettings
 
 UI_DIR = Path(__file__).parent / "ui"
@@ -29,6 +30,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         relay = Relay(bus, dead_after_s=settings.dead_after_s, max_inflight_per_model=settings.max_inflight_per_model)
         await relay.start()
         app.state.relay = relay
+        app.state.files = Files(bus, settings.url_secret, settings.url_ttl_s)
         try:
             yield
         finally:
@@ -44,6 +46,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(openai.router, dependencies=[Depends(authenticate)])
+    app.include_router(media.router, dependencies=[Depends(authenticate)])
+    app.include_router(tasks.router, dependencies=[Depends(authenticate)])
+    app.include_router(media.files_router)  # the API key or a signed URL: see Files.authorize
     app.include_router(fleet.router, dependencies=[Depends(authenticate)])
 
     @app.get("/", include_in_schema=False)

@@ -5,18 +5,37 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.errors import InvalidRequest
-from contracts.requests import ChatRequest, TextRequest
+from contracts.requests import (
+    AnyRequest,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ImageRequest,
+    SpeechRequest,
+    VideoRequest,
+)
 from services.gateway.errors import error_body
 from services.gateway.settings import GatewaySettings
 
 
-def check_request(request: TextRequest, settings: GatewaySettings) -> None:
+def check_request(request: AnyRequest, settings: GatewaySettings) -> None:
     if isinstance(request, ChatRequest):
         if len(request.messages) > settings.max_messages:
             raise InvalidRequest(f"at most {settings.max_messages} messages per request")
         chars = sum(len(m.content) for m in request.messages)
-    else:
+    elif isinstance(request, CompletionRequest):
         chars = len(request.prompt)
+    elif isinstance(request, EmbeddingRequest):
+        if len(request.inputs) > settings.max_embedding_inputs:
+            raise InvalidRequest(f"at most {settings.max_embedding_inputs} inputs per embeddings request")
+        chars = max(len(text) for text in request.inputs)
+    elif isinstance(request, (ImageRequest, VideoRequest)):
+        if request.width * request.height > settings.max_image_pixels:
+            raise InvalidRequest(f"{request.width}x{request.height} is over the limit of "
+                                 f"{settings.max_image_pixels} pixels")
+        chars = len(request.prompt)
+    elif isinstance(request, SpeechRequest):
+        chars = len(request.input)
     if chars > settings.max_prompt_chars:
         raise InvalidRequest(f"the prompt has {chars} characters; the limit is {settings.max_prompt_chars}")
     if request.sampling.max_tokens > settings.max_tokens_limit:

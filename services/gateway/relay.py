@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import nats
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import DeliverPolicy
@@ -18,10 +19,18 @@ from nats.js.api import DeliverPolicy
 from contracts import streams, subjects
 from contracts.base import now_ms
 from contracts.control import Cancel
-from contracts.errors import DeadlineExceeded, ErrorCode, ModelNotFound, NoLiveWorker, Overloaded, error_for
-from contracts.requests import TextRequest
+from contracts.errors import (
+    DeadlineExceeded,
+    ErrorCode,
+    InvalidRequest,
+    ModelNotFound,
+    NoLiveWorker,
+    Overloaded,
+    error_for,
+)
+from contracts.requests import AnyRequest, Modality
 from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, Usage, decode_chunk
-from contracts.tasks import TaskState, TaskStatus
+from contracts.tasks import FINAL_STATUSES, TaskState, TaskStatus
 from contracts.telemetry import Alert, AlertState
 from contracts.workers import ModelEntry
 from services.common.bus import Bus
@@ -42,9 +51,13 @@ class GatewayFleet(FleetView):
     alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=1000))
     active_alerts: dict[tuple[str, str, str], Alert] = field(default_factory=dict)
 
-    def require_live(self, model: str) -> None:
+    def require_live(self, model: str, modality: Modality | None = None) -> None:
         if model not in self.catalog:
             raise ModelNotFound(f"The model `{model}` does not exist")
+        serves = self.catalog[model].modality
+        if modality is not None and modality not in serves:
+            raise InvalidRequest(f"The model `{model}` does {', '.join(m.value for m in serves)}, "
+                                 f"not {modality.value}")
         if not self.workers.serving(model, time.monotonic()):
             raise NoLiveWorker(f"No live worker serves `{model}` right now; retry shortly")
 
@@ -91,11 +104,11 @@ class Relay:
         except ValueError:
             log.warning("undecodable alert on %s", msg.subject)
 
-    async def submit(self, request: TextRequest) -> ChunkStream:
+    async def submit(self, request: AnyRequest) -> ChunkStream:
         """Publish `request` durably and return the stream of its merged output. A request whose id
         JetStream has seen within its de-duplication window (a retried idempotent request) is not run
         again: its stream replays the first run's result."""
-        self.fleet.require_live(request.model)
+        self.fleet.require_live(request.model, request.modality)
         if self.inflight[request.model] >= self.max_inflight_per_model:
             raise Overloaded(f"`{request.model}` has {self.inflight[request.model]} requests in flight; retry shortly")
         stream = RequestStream(self.bus, request, on_close=self._done)
@@ -114,7 +127,24 @@ class Relay:
             return ReplayStream(self.bus, request)
         return stream
 
-    def _done(self, request: TextRequest) -> None:
+    async def enqueue(self, request: AnyRequest) -> TaskState:
+        """Publish `request` as an async task: its state goes into the `tasks` bucket as queued, and
+        nobody waits here. A request id seen before (a retried idempotent request) is not run again:
+        its current state comes back."""
+        self.fleet.require_live(request.model, request.modality)
+        kv = await self.bus.js.key_value(streams.KV_TASKS)
+        state = TaskState(request_id=request.request_id, status=TaskStatus.queued, model=request.model,
+                          modality=request.modality.value, created_ms=request.created_ms)
+        try:
+            await kv.create(request.request_id, state.encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            entry = await kv.get(request.request_id)
+            return TaskState.decode(entry.value or b"")
+        await self.bus.js.publish(subjects.request(request.modality), request.encode(),
+                                  headers={"Nats-Msg-Id": request.request_id})
+        return state
+
+    def _done(self, request: AnyRequest) -> None:
         self.inflight[request.model] -= 1
         if self.inflight[request.model] <= 0:
             del self.inflight[request.model]
@@ -134,7 +164,7 @@ class ReplayStream:
     """The result of a request that already ran (or is running), read from the `tasks` bucket once it
     has ended, as one delta and the final chunk."""
 
-    def __init__(self, bus: Bus, request: TextRequest) -> None:
+    def __init__(self, bus: Bus, request: AnyRequest) -> None:
         self.bus = bus
         self.request = request
         self.finished = False
@@ -151,7 +181,9 @@ class ReplayStream:
                 except nats.errors.TimeoutError:
                     raise DeadlineExceeded(f"the first run of {self.request.request_id} did not end in time") from None
                 if entry is not None and entry.value:
-                    return TaskState.decode(entry.value)
+                    state = TaskState.decode(entry.value)
+                    if state.status in FINAL_STATUSES:
+                        return state
         finally:
             await watcher.stop()
 
@@ -182,7 +214,7 @@ class ReplayStream:
 class RequestStream:
     """The merged output of one request, read from `out.<request>` until a terminal chunk or the deadline."""
 
-    def __init__(self, bus: Bus, request: TextRequest, on_close: Callable[[TextRequest], None] | None = None) -> None:
+    def __init__(self, bus: Bus, request: AnyRequest, on_close: Callable[[AnyRequest], None] | None = None) -> None:
         self.bus = bus
         self.request = request
         self._on_close = on_close

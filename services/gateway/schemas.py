@@ -7,7 +7,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contracts.errors import InvalidRequest
-from contracts.requests import ChatMessage, Sampling
+from contracts.requests import (
+    ChatMessage,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ImageRequest,
+    Sampling,
+    SpeechRequest,
+    VideoRequest,
+)
 
 
 class _Body(BaseModel):
@@ -86,6 +95,11 @@ class ChatCompletionBody(_Body):
     messages: list[BodyMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
 
+    def to_contract(self, request_id: str, deadline_ms: int, default_max_tokens: int) -> ChatRequest:
+        return ChatRequest(request_id=request_id, model=self.model, stream=self.stream, deadline_ms=deadline_ms,
+                           sampling=self.sampling(default_max_tokens),
+                           messages=tuple(m.to_contract() for m in self.messages))
+
     def sampling(self, default_max_tokens: int) -> Sampling:
         base = super().sampling(default_max_tokens)
         if self.max_completion_tokens and not self.max_tokens:
@@ -106,3 +120,91 @@ class CompletionBody(_Body):
     @property
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def to_contract(self, request_id: str, deadline_ms: int, default_max_tokens: int) -> CompletionRequest:
+        return CompletionRequest(request_id=request_id, model=self.model, stream=self.stream,
+                                 deadline_ms=deadline_ms, sampling=self.sampling(default_max_tokens),
+                                 prompt=self.prompt_text)
+
+
+class _MediaBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+
+
+def _size(value: str) -> tuple[int, int]:
+    width, _, height = value.lower().partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise InvalidRequest(f"size must look like 512x512, not {value!r}")
+    w, h = int(width), int(height)
+    if w % 8 or h % 8 or not (8 <= w <= 4096 and 8 <= h <= 4096):
+        raise InvalidRequest(f"width and height must be multiples of 8 between 8 and 4096, not {value}")
+    return w, h
+
+
+class EmbeddingsBody(_MediaBody):
+    input: str | list[str] = Field(description="One text or a batch of texts (token arrays are not supported).")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("input must hold at least one text")
+        if any(not text for text in ([value] if isinstance(value, str) else value)):
+            raise ValueError("input texts must not be empty")
+        return value
+
+    def to_contract(self, request_id: str, deadline_ms: int) -> EmbeddingRequest:
+        inputs = (self.input,) if isinstance(self.input, str) else tuple(self.input)
+        return EmbeddingRequest(request_id=request_id, model=self.model, deadline_ms=deadline_ms, inputs=inputs,
+                                dimensions=self.dimensions)
+
+
+class ImageGenerationBody(_MediaBody):
+    prompt: str = Field(min_length=1, max_length=4000)
+    n: int = Field(default=1, ge=1, le=8)
+    size: str = "512x512"
+    response_format: Literal["url", "b64_json"] = "url"
+    # Beyond OpenAI's fields: what diffusion pipelines take.
+    negative_prompt: str = ""
+    steps: int = Field(default=20, ge=1, le=200, description="Denoising steps (num_inference_steps).")
+    guidance_scale: float = Field(default=7.0, ge=0.0, le=50.0)
+    seed: int | None = None
+
+    def to_contract(self, request_id: str, deadline_ms: int, stream: bool = False) -> ImageRequest:
+        width, height = _size(self.size)
+        return ImageRequest(request_id=request_id, model=self.model, deadline_ms=deadline_ms, stream=stream,
+                            prompt=self.prompt, negative_prompt=self.negative_prompt, n=self.n, width=width,
+                            height=height, steps=self.steps, guidance=self.guidance_scale, seed=self.seed)
+
+
+class SpeechBody(_MediaBody):
+    input: str = Field(min_length=1, max_length=4096)
+    voice: str = Field(default="alloy", min_length=1, max_length=64)
+    response_format: Literal["wav", "mp3", "pcm"] = "mp3"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+
+    def to_contract(self, request_id: str, deadline_ms: int, stream: bool = True) -> SpeechRequest:
+        return SpeechRequest(request_id=request_id, model=self.model, deadline_ms=deadline_ms, stream=stream,
+                             input=self.input, voice=self.voice, speed=self.speed)
+
+
+class VideoBody(_MediaBody):
+    prompt: str = Field(min_length=1, max_length=4000)
+    negative_prompt: str = ""
+    frames: int = Field(default=9, ge=1, le=257)
+    fps: int = Field(default=8, ge=1, le=60)
+    size: str = "256x256"
+    steps: int = Field(default=20, ge=1, le=200)
+    guidance_scale: float = Field(default=6.0, ge=0.0, le=50.0)
+    seed: int | None = None
+
+    def to_contract(self, request_id: str, deadline_ms: int, stream: bool = False) -> VideoRequest:
+        width, height = _size(self.size)
+        return VideoRequest(request_id=request_id, model=self.model, deadline_ms=deadline_ms, stream=stream,
+                            prompt=self.prompt, negative_prompt=self.negative_prompt, frames=self.frames,
+                            fps=self.fps, width=width, height=height, steps=self.steps,
+                            guidance=self.guidance_scale, seed=self.seed)

@@ -24,4 +24,8 @@ class GatewaySettings(ServiceSettings):
     max_messages: int = Field(default=256, ge=1)
     max_prompt_chars: int = Field(default=200_000, ge=1, description="Characters over all messages or the prompt.")
     max_tokens_limit: int = Field(default=8192, ge=1, description="Largest `max_tokens` a client may ask for.")
+    max_embedding_inputs: int = Field(default=2048, ge=1, description="Texts in one embeddings request.")
+    max_image_pixels: int = Field(default=1024 * 1024, ge=64, description="Largest width x height of images, videos.")
+    url_secret: str = Field(default="", description="Signs file URLs; unset: a random one per gateway process.")
+    url_ttl_s: int = Field(default=3600, ge=1, description="How long a signed file URL stays valid.")
     max_inflight_per_model: int = Field(default=512, ge=1, description="Beyond this, 429 with Retry-After.")

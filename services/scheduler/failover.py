@@ -19,7 +19,7 @@ from contracts import streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import ErrorCode
-from contracts.requests import TextRequest
+from contracts.requests import AnyRequest
 from contracts.results import Timings, Usage
 from services.common.bus import Bus
 from services.common.merge import RequestMerge
@@ -32,7 +32,7 @@ FAILOVER_ID = "failover"
 @dataclass
 class Failover:
     bus: Bus
-    choose: Callable[[TextRequest], str | None]
+    choose: Callable[[AnyRequest], str | None]
     max_attempts: int = 3
     # Worker -> move only assignments made before this epoch ms (a restart), or all of them (None: a death).
     orphaned: dict[str, int | None] = field(default_factory=dict)

@@ -15,7 +15,7 @@ from contracts import streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import ErrorCode
-from contracts.requests import TextRequest, decode_request
+from contracts.requests import AnyRequest, decode_request
 from contracts.workers import WorkerStatus
 from services.common.alert_rules import AlertKey, CrashLoop, evaluate_offline
 from services.common.alerts import publish_alert
@@ -103,7 +103,7 @@ class Scheduler:
                 await publish_alert(self.bus, alert, self.settings.webhook_url)
             await wait_or_stop(stop, self.settings.heartbeat_s / 2)
 
-    def decide(self, request: TextRequest) -> str | None:
+    def decide(self, request: AnyRequest) -> str | None:
         started = time.perf_counter()
         snapshot = self.fleet.snapshot(request.model, time.monotonic(), self.settings.weights, self.settings.limits)
         worker = choose(self.settings.policy, snapshot, request_id=request.request_id, counter=self.decisions)
@@ -135,6 +135,6 @@ class Scheduler:
         self.fleet.recent[worker] += 1
         await msg.ack()
 
-    async def _fail(self, request: TextRequest, code: ErrorCode, message: str) -> None:
+    async def _fail(self, request: AnyRequest, code: ErrorCode, message: str) -> None:
         log.info("request %s failed: %s", request.request_id, message)
         await ResultPublisher(self.bus, request.request_id, SCHEDULER_ID, attempt=1).error(code, message)

@@ -16,21 +16,38 @@ log = logging.getLogger("services.workers")
 
 
 def build_engine(settings: WorkerSettings) -> Engine:
+    """The engine `settings.engine` names, with its default model where none is configured."""
     if settings.engine == "llama_cpp":
         from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
         from services.workers.tiny_model import ensure_tiny_gguf
 
-        return LlamaCppEngine(
-            LlamaCppConfig(
-                model_id=settings.model_id,
-                model_path=settings.model_path or ensure_tiny_gguf(),
-                slots=settings.slots,
-                n_ctx=settings.n_ctx,
-                n_threads=settings.n_threads,
-                n_gpu_layers=settings.n_gpu_layers,
-            )
-        )
-    raise SystemExit(f"MODALMESH_WORKER_ENGINE={settings.engine!r} is not a known engine (llama_cpp)")
+        return LlamaCppEngine(LlamaCppConfig(
+            model_id=settings.model_id or "tiny-llama", model_path=settings.model_path or ensure_tiny_gguf(),
+            slots=settings.slots or 1, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
+            n_gpu_layers=settings.n_gpu_layers,
+        ))
+    if settings.engine == "sentence_transformers":
+        from services.workers.engines.embeddings import EmbeddingsConfig, EmbeddingsEngine, packaged_minilm
+
+        return EmbeddingsEngine(EmbeddingsConfig(
+            model_id=settings.model_id or "all-minilm-l6-v2", model_path=settings.model_path or packaged_minilm(),
+            device="cpu" if settings.device == "auto" else settings.device, max_batch=settings.max_batch,
+            slots=settings.slots or 32,
+        ))
+    if settings.engine == "diffusers":
+        from services.workers.engines.diffusers_image import DiffusersConfig, DiffusersImageEngine
+        from services.workers.tiny_diffusion import ensure_tiny_sd
+
+        return DiffusersImageEngine(DiffusersConfig(
+            model_id=settings.model_id or "tiny-sd", model_path=settings.model_path or ensure_tiny_sd(),
+            device=settings.device,
+        ))
+    if settings.engine == "espeak":
+        from services.workers.engines.espeak import EspeakEngine
+
+        return EspeakEngine(settings.model_id or "espeak")
+    raise SystemExit(f"MODALMESH_WORKER_ENGINE={settings.engine!r} is not a known engine "
+                     "(llama_cpp, sentence_transformers, diffusers, espeak)")
 
 
 async def main() -> None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from contracts.requests import Modality, TextRequest
+from contracts.errors import InvalidRequest
+from contracts.requests import AnyRequest, Modality
 from contracts.results import Timings, Usage
 
 
@@ -23,13 +26,41 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """How far a non-streamable job is (a denoising step, a video frame), 0..1."""
+
+    fraction: float
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Data:
+    """Bytes to hand on inline as they are made: a piece of audio, a batch of vectors."""
+
+    data: bytes
+    content_type: str
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class File:
+    """A finished file (an image, a WAV, an MP4); the worker stores it in the object store."""
+
+    data: bytes
+    content_type: str
+    extension: str
+    index: int = 0
+    meta: dict[str, float | int | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Finished:
     finish_reason: str  # "stop" | "length" | "cancelled"
     usage: Usage
     timings: Timings = field(default_factory=Timings)
 
 
-EngineEvent = TextDelta | Finished
+EngineEvent = TextDelta | Progress | Data | File | Finished
 
 
 class Engine(abc.ABC):
@@ -57,7 +88,7 @@ class Engine(abc.ABC):
         """Load the model. May take long; the worker announces itself only after it returns."""
 
     @abc.abstractmethod
-    def generate(self, request: TextRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
+    def generate(self, request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
         """Stream events for `request`, ending with one `Finished`. `resume_text` was already delivered."""
 
     @abc.abstractmethod
@@ -70,6 +101,7 @@ class Engine(abc.ABC):
 
 
 _END = object()
+Emit = Callable[[EngineEvent], None]
 
 
 async def iterate_in_thread(
@@ -80,13 +112,27 @@ async def iterate_in_thread(
     Consecutive text deltas that pile up while the loop is busy are merged into one, so a slow
     consumer costs fewer, larger chunks rather than a growing backlog.
     """
+
+    def work(emit: Emit) -> None:
+        for event in produce():
+            emit(event)
+
+    async for event in run_in_thread(work, executor):
+        yield event
+
+
+async def run_in_thread(work: Callable[[Emit], None], executor: Executor) -> AsyncIterator[EngineEvent]:
+    """Run blocking `work(emit)` on one of `executor`'s threads; what it emits is yielded on the loop.
+    For libraries that report through callbacks (a diffusers step, an eSpeak audio buffer)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[object] = asyncio.Queue()
 
+    def emit(event: EngineEvent) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, event)
+
     def run() -> None:
         try:
-            for event in produce():
-                loop.call_soon_threadsafe(queue.put_nowait, event)
+            work(emit)
         except BaseException as exc:  # delivered to the consumer, which re-raises it
             loop.call_soon_threadsafe(queue.put_nowait, exc)
         finally:
@@ -111,3 +157,92 @@ async def iterate_in_thread(
     finally:
         # The producer stops by itself once aborted; never leave it writing into a dead loop.
         await done
+
+
+class Cancelled(Exception):
+    """Raised inside a blocking run when its request was aborted."""
+
+
+class ThreadedEngine(Engine):
+    """An engine around a blocking library with one model instance (diffusers, sentence-transformers,
+    eSpeak NG): `load` runs on the engine's own threads, and `abort` sets the request's flag."""
+
+    def __init__(self, model_id: str, modalities: tuple[Modality, ...], slots: int = 1) -> None:
+        self.model_id = model_id
+        self._modalities = modalities
+        self._slots = slots
+        self._turns = asyncio.Semaphore(slots)
+        self._cancel: dict[str, threading.Event] = {}
+        self._threads = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=self.kind)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.model_id,)
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        return self._modalities
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load the model (blocking, on the engine's thread)."""
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._threads, self.load)
+
+    async def abort(self, request_id: str) -> None:
+        event = self._cancel.get(request_id)
+        if event is not None:
+            event.set()
+
+    async def cleanup(self) -> None:
+        for event in self._cancel.values():
+            event.set()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class BlockingEngine(ThreadedEngine):
+    """A `ThreadedEngine` whose work for one request is one blocking call: requests take turns by
+    slot, and `run` checks the request's flag between steps (`check`)."""
+
+    @abc.abstractmethod
+    def run(self, request: AnyRequest, cancelled: threading.Event, emit: Emit) -> None:
+        """Do the work for `request` (blocking), emitting events and ending with `Finished`; call
+        `check(cancelled)` between steps."""
+
+    async def generate(self, request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
+        cancelled = self._cancel.setdefault(request.request_id, threading.Event())
+        try:
+            async with self._turns:
+                async for event in run_in_thread(lambda emit: self._run_or_cancel(request, cancelled, emit),
+                                                 self._threads):
+                    yield event
+        finally:
+            self._cancel.pop(request.request_id, None)
+
+    def _run_or_cancel(self, request: AnyRequest, cancelled: threading.Event, emit: Emit) -> None:
+        try:
+            check(cancelled)
+            self.run(request, cancelled, emit)
+        except Cancelled:
+            emit(Finished("cancelled", Usage()))
+
+
+R = TypeVar("R")
+
+
+def expect(request: AnyRequest, kind: type[R] | tuple[type[R], ...], engine: str) -> R:
+    """`request` as the request type an engine serves; another modality is the client's mistake."""
+    if not isinstance(request, kind):
+        raise InvalidRequest(f"the {engine} engine does not do {request.modality.value}")
+    return request
+
+
+def check(cancelled: threading.Event) -> None:
+    """Stop a blocking run between steps once its request is aborted."""
+    if cancelled.is_set():
+        raise Cancelled

@@ -7,19 +7,20 @@ import logging
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ObjectMeta
 
 from contracts import streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.control import Cancel
 from contracts.errors import ErrorCode, ModalMeshError
-from contracts.results import Usage
+from contracts.requests import TEXT_MODALITIES
+from contracts.results import Artifact, Usage
 from contracts.workers import ModelEntry, WorkerState, WorkerStatus
 from services.common.bus import Bus
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
-from services.workers.engine import Engine, Finished, TextDelta
+from services.workers.engine import Data, Engine, File, Finished, Progress, TextDelta
 from services.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,9 @@ class Worker:
 
     async def _generate(self, assignment: Assignment, out: ResultPublisher) -> None:
         request = assignment.request
+        if assignment.attempt > 1 and request.modality not in TEXT_MODALITIES:
+            # Images, speech and video cannot continue where a dead worker stopped: they start over.
+            await out.progress(0.0, f"restarted from the beginning on {self.worker_id} (attempt {assignment.attempt})")
         if assignment.resume_tokens:  # a continuation: only what is left of the answer
             sampling = request.sampling.model_copy(
                 update={"max_tokens": max(1, request.sampling.max_tokens - assignment.resume_tokens)})
@@ -143,6 +147,12 @@ class Worker:
         async for event in self.engine.generate(request, assignment.resume_text):
             if isinstance(event, TextDelta):
                 await out.delta(event.text, event.tokens)
+            elif isinstance(event, Progress):
+                await out.progress(event.fraction, event.message)
+            elif isinstance(event, Data):
+                await out.data(event.data, event.content_type, event.index)
+            elif isinstance(event, File):
+                await out.artifact(await self._store(request.request_id, assignment.attempt, event))
             elif isinstance(event, Finished):
                 inflight = self._in_flight.get(request.request_id)
                 if inflight is not None and inflight.deadline_passed:
@@ -150,6 +160,14 @@ class Worker:
                 else:
                     await out.final(event.finish_reason, _with_resumed(event.usage, assignment.resume_tokens),
                                     event.timings)
+
+    async def _store(self, request_id: str, attempt: int, file: File) -> Artifact:
+        """Put a finished file in the object store; its name is the id clients download it by."""
+        name = f"{request_id}-{attempt}-{file.index}.{file.extension}"
+        store = await self.bus.js.object_store(streams.OBJ_ARTIFACTS)
+        await store.put(name, file.data, meta=ObjectMeta(name=name, description=file.content_type))
+        return Artifact(name=name, content_type=file.content_type, size=len(file.data), index=file.index,
+                        meta=file.meta)
 
     async def _keep_alive(self, msg: Msg) -> None:
         """Tell JetStream the assignment is being worked on, so it is not redelivered meanwhile."""

@@ -18,12 +18,15 @@ class WorkerSettings(ServiceSettings):
         default_factory=lambda: f"llm-{os.getpid()}",
         description="Stable id: a restarted worker with the same id resumes its assignments.",
     )
-    engine: str = Field(default="llama_cpp", description="Which engine this worker runs.")
-    model_id: str = Field(default="tiny-llama", description="Id clients use in `model`.")
+    engine: str = Field(default="llama_cpp",
+                        description="llama_cpp, sentence_transformers, diffusers or espeak.")
+    model_id: str | None = Field(default=None, description="Id clients use in `model`. Unset: the engine's default.")
     model_path: Path | None = Field(
-        default=None, description="GGUF file. Unset: the project's tiny random-weight model."
+        default=None, description="GGUF file or model folder. Unset: the engine's built-in or tiny default."
     )
-    slots: int = Field(default=1, ge=1, description="Requests run at once (one engine instance each).")
+    slots: int | None = Field(default=None, ge=1, description="Requests run at once. Unset: the engine's default.")
+    device: str = Field(default="auto", description="Torch device for torch engines: auto, cpu, cuda, cuda:1 ...")
+    max_batch: int = Field(default=64, ge=1, description="Most texts one embeddings forward pass takes.")
     n_ctx: int = Field(default=2048, ge=128)
     n_threads: int | None = Field(default=None, ge=1)
     n_gpu_layers: int = 0

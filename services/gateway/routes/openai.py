@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,11 +10,18 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from contracts.base import now_ms
-from contracts.errors import InvalidRequest, ModalMeshError
-from contracts.requests import ChatRequest, CompletionRequest, TextRequest
+from contracts.errors import ModalMeshError
+from contracts.requests import TextRequest
 from contracts.results import DeltaChunk, FinalChunk
 from services.gateway.errors import STATUS, error_body
+from services.gateway.intake import (
+    IDEMPOTENCY_HEADER,
+    TIMEOUT_HEADER,
+    deadline_ms,
+    first_chunk,
+    request_id,
+    until_disconnected,
+)
 from services.gateway.limits import check_request
 from services.gateway.relay import ChunkStream, Relay
 from services.gateway.schemas import ChatCompletionBody, CompletionBody
@@ -25,45 +29,14 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.shapes import Shape, public_finish_reason
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-TIMEOUT_HEADER = "X-ModalMesh-Timeout"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-
-
-def _request_id(prefix: str, request: Request, idempotency_key: str | None) -> str:
-    """A fresh id, or, with an Idempotency-Key, the same id for the same key of the same API key, so
-    JetStream's de-duplication window runs the request once."""
-    if not idempotency_key:
-        return f"{prefix}-{uuid.uuid4().hex}"
-    if len(idempotency_key) > 255:
-        raise InvalidRequest(f"{IDEMPOTENCY_HEADER} is longer than 255 characters")
-    owner = request.state.api_key.digest
-    return f"{prefix}-{hashlib.sha256(f'{owner}:{idempotency_key}'.encode()).hexdigest()[:32]}"
-
-
-def _deadline_ms(settings: GatewaySettings, timeout: str | None) -> int:
-    seconds = settings.request_timeout_s
-    if timeout is not None:
-        try:
-            seconds = float(timeout)
-        except ValueError:
-            raise InvalidRequest(f"{TIMEOUT_HEADER} must be a number of seconds") from None
-        if not 0 < seconds <= settings.max_timeout_s:
-            raise InvalidRequest(f"{TIMEOUT_HEADER} must be in (0, {settings.max_timeout_s}]")
-    return now_ms() + int(seconds * 1000)
-
-
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionBody, request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
     idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER),
 ) -> Any:
     settings: GatewaySettings = request.app.state.settings
-    bus_request = ChatRequest(
-        request_id=_request_id("chatcmpl", request, idempotency_key), model=body.model, stream=body.stream,
-        deadline_ms=_deadline_ms(settings, timeout),
-        sampling=body.sampling(settings.default_max_tokens),
-        messages=tuple(m.to_contract() for m in body.messages),
-    )
+    bus_request = body.to_contract(request_id("chatcmpl", request, idempotency_key), deadline_ms(settings, timeout),
+                                   settings.default_max_tokens)
     return await _serve(request, bus_request, body.include_usage, chat=True)
 
 
@@ -73,11 +46,8 @@ async def completions(
     idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER),
 ) -> Any:
     settings: GatewaySettings = request.app.state.settings
-    bus_request = CompletionRequest(
-        request_id=_request_id("cmpl", request, idempotency_key), model=body.model, stream=body.stream,
-        deadline_ms=_deadline_ms(settings, timeout),
-        sampling=body.sampling(settings.default_max_tokens), prompt=body.prompt_text,
-    )
+    bus_request = body.to_contract(request_id("cmpl", request, idempotency_key), deadline_ms(settings, timeout),
+                                   settings.default_max_tokens)
     return await _serve(request, bus_request, body.include_usage, chat=False)
 
 
@@ -100,16 +70,11 @@ async def _serve(request: Request, bus_request: TextRequest, include_usage: bool
     check_request(bus_request, request.app.state.settings)
     stream = await relay.submit(bus_request)
     shape = Shape(bus_request.request_id, bus_request.model, chat=chat)
-    try:
-        # Wait for the first chunk before answering, so early failures keep their HTTP status.
-        first = await _until_disconnected(request, stream.next())
-    except BaseException:
-        await stream.close()
-        raise
+    first = await first_chunk(request, stream)  # before answering, so early failures keep their status
     if bus_request.stream:
         return EventSourceResponse(_sse(stream, shape, first, include_usage), sep="\n", ping=15)
     try:
-        return JSONResponse(await _until_disconnected(request, _collect(stream, shape, first)))
+        return JSONResponse(await until_disconnected(request, _collect(stream, shape, first)))
     finally:
         await stream.close()
 
@@ -145,23 +110,3 @@ async def _sse(stream: ChunkStream, shape: Shape, first: Any, include_usage: boo
     finally:
         await stream.close()
     yield "[DONE]"
-
-
-async def _until_disconnected(request: Request, work: Any) -> Any:
-    """Run `work`, but give up (and let the caller cancel the request) if the client disconnects."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            return task.result()
-        task.cancel()
-        raise asyncio.CancelledError("client disconnected")
-    finally:
-        watcher.cancel()
-
-
-async def _disconnected(request: Request) -> None:
-    # Starlette offers no disconnect event to wait on before the response starts: poll it.
-    while not await request.is_disconnected():  # noqa: ASYNC110
-        await asyncio.sleep(0.25)

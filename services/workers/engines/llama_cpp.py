@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from contracts.errors import EngineError
-from contracts.requests import ChatRequest, Modality, TextRequest
+from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, Modality, TextRequest
 from contracts.results import Timings, Usage
-from services.workers.engine import Engine, EngineEvent, Finished, TextDelta, iterate_in_thread
+from services.workers.engine import Engine, EngineEvent, Finished, TextDelta, expect, iterate_in_thread
 from services.workers.stops import StopScanner
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ class LlamaCppEngine(Engine):
             raise EngineError(f"prompt of {len(tokens)} tokens exceeds the context of {self.config.n_ctx}")
         return _Prompt(tokens=tokens, stop=tuple(request.sampling.stop) + stop)
 
-    async def generate(self, request: TextRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
+    async def generate(self, any_request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
+        request = cast(TextRequest, expect(any_request, (ChatRequest, CompletionRequest), self.kind))
         cancel = self._cancel.setdefault(request.request_id, threading.Event())
         llm = await self._free.get()
         try:

@@ -19,10 +19,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
-from contracts.requests import ChatRequest, Modality, TextRequest
+from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, Modality, TextRequest
 from contracts.results import Timings, Usage
-from services.workers.engine import Engine, EngineEvent, Finished, TextDelta
+from services.workers.engine import Engine, EngineEvent, Finished, TextDelta, expect
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ class SimulatedEngine(Engine):
     async def start(self) -> None:
         pass
 
-    async def generate(self, request: TextRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
+    async def generate(self, any_request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
+        request = cast(TextRequest, expect(any_request, (ChatRequest, CompletionRequest), self.kind))
         started = time.perf_counter()
         n_prompt = prompt_tokens(request)
         self.busy += 1

@@ -1,0 +1,72 @@
+"""What every gateway route does to take a request in: its id (idempotency), its deadline, its first
+chunk (so early failures keep their HTTP status), and giving up when the client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from typing import Any
+
+from fastapi import Request
+
+from contracts.base import now_ms
+from contracts.errors import InvalidRequest
+from contracts.results import AnyChunk
+from services.gateway.relay import ChunkStream
+from services.gateway.settings import GatewaySettings
+
+TIMEOUT_HEADER = "X-ModalMesh-Timeout"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def request_id(prefix: str, request: Request, idempotency_key: str | None) -> str:
+    """A fresh id, or, with an Idempotency-Key, the same id for the same key of the same API key, so
+    JetStream's de-duplication window runs the request once."""
+    if not idempotency_key:
+        return f"{prefix}-{uuid.uuid4().hex}"
+    if len(idempotency_key) > 255:
+        raise InvalidRequest(f"{IDEMPOTENCY_HEADER} is longer than 255 characters")
+    owner = request.state.api_key.digest
+    return f"{prefix}-{hashlib.sha256(f'{owner}:{idempotency_key}'.encode()).hexdigest()[:32]}"
+
+
+def deadline_ms(settings: GatewaySettings, timeout: str | None) -> int:
+    seconds = settings.request_timeout_s
+    if timeout is not None:
+        try:
+            seconds = float(timeout)
+        except ValueError:
+            raise InvalidRequest(f"{TIMEOUT_HEADER} must be a number of seconds") from None
+        if not 0 < seconds <= settings.max_timeout_s:
+            raise InvalidRequest(f"{TIMEOUT_HEADER} must be in (0, {settings.max_timeout_s}]")
+    return now_ms() + int(seconds * 1000)
+
+
+async def first_chunk(request: Request, stream: ChunkStream) -> AnyChunk:
+    """The request's first chunk; on any failure or a disconnect the request is cancelled."""
+    try:
+        return await until_disconnected(request, stream.next())
+    except BaseException:
+        await stream.close()
+        raise
+
+
+async def until_disconnected(request: Request, work: Any) -> Any:
+    """Run `work`, but give up (and let the caller cancel the request) if the client disconnects."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        raise asyncio.CancelledError("client disconnected")
+    finally:
+        watcher.cancel()
+
+
+async def disconnected(request: Request) -> None:
+    # Starlette offers no disconnect event to wait on before the response starts: poll it.
+    while not await request.is_disconnected():  # noqa: ASYNC110
+        await asyncio.sleep(0.25)

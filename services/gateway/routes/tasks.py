@@ -1,0 +1,190 @@
+"""The async task API, for every modality: submit, poll, follow the events (resumable), cancel.
+
+A task's state lives in the `tasks` bucket and its events in the RESULTS stream, not in the gateway:
+any gateway, or the same one after a restart, answers for any task.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Request
+from nats.js.api import DeliverPolicy
+from nats.js.errors import KeyNotFoundError
+from pydantic import Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from contracts import streams, subjects
+from contracts.control import Cancel
+from contracts.errors import ModelNotFound
+from contracts.requests import TEXT_MODALITIES, AnyRequest, Modality
+from contracts.results import AnyChunk, ErrorChunk, decode_chunk
+from contracts.tasks import FINAL_STATUSES, TaskState
+from services.common.bus import Bus
+from services.common.merge import RequestMerge
+from services.common.results import replay_results
+from services.common.vectors import collect_vectors
+from services.gateway.errors import STATUS, error_body
+from services.gateway.files import Files
+from services.gateway.intake import IDEMPOTENCY_HEADER, TIMEOUT_HEADER, deadline_ms, request_id
+from services.gateway.limits import check_request
+from services.gateway.relay import Relay
+from services.gateway.schemas import (
+    ChatCompletionBody,
+    CompletionBody,
+    EmbeddingsBody,
+    ImageGenerationBody,
+    SpeechBody,
+    VideoBody,
+)
+from services.gateway.settings import GatewaySettings
+from services.gateway.shapes import usage_dict
+
+router = APIRouter(prefix="/v1", tags=["tasks"])
+
+
+class ChatTask(ChatCompletionBody):
+    modality: Literal["chat"]
+
+
+class CompletionTask(CompletionBody):
+    modality: Literal["completion"]
+
+
+class EmbeddingTask(EmbeddingsBody):
+    modality: Literal["embedding"]
+
+
+class ImageTask(ImageGenerationBody):
+    modality: Literal["image"]
+
+
+class SpeechTask(SpeechBody):
+    modality: Literal["speech"]
+
+
+class VideoTask(VideoBody):
+    modality: Literal["video"]
+
+
+TaskBody = Annotated[ChatTask | CompletionTask | EmbeddingTask | ImageTask | SpeechTask | VideoTask,
+                     Field(discriminator="modality")]
+
+
+def _to_request(body: Any, rid: str, deadline: int, settings: GatewaySettings) -> AnyRequest:
+    if isinstance(body, (ChatTask, CompletionTask)):
+        return body.to_contract(rid, deadline, settings.default_max_tokens)
+    return body.to_contract(rid, deadline)
+
+
+class TaskNotFound(ModelNotFound):
+    """404 in the OpenAI shape."""
+
+
+@router.post("/tasks", status_code=202)
+async def create_task(body: TaskBody, request: Request,
+                      timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
+                      idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER)) -> dict[str, Any]:
+    """Queue any request; the answer carries the task id and status `queued` at once."""
+    settings: GatewaySettings = request.app.state.settings
+    rid = request_id(f"task-{body.modality}", request, idempotency_key)
+    bus_request = _to_request(body, rid, deadline_ms(settings, timeout), settings)
+    check_request(bus_request, settings)
+    relay: Relay = request.app.state.relay
+    state = await relay.enqueue(bus_request)
+    return await _task_object(request, state)
+
+
+@router.get("/tasks/{task_id}")
+async def get_task(task_id: str, request: Request) -> dict[str, Any]:
+    return await _task_object(request, await _state(request.app.state.relay.bus, task_id))
+
+
+@router.delete("/tasks/{task_id}")
+async def cancel_task(task_id: str, request: Request) -> dict[str, Any]:
+    """Ask the fleet to stop the task: a queued task never starts, a running one stops at its next step."""
+    bus: Bus = request.app.state.relay.bus
+    state = await _state(bus, task_id)
+    if state.status not in FINAL_STATUSES:
+        await bus.nc.publish(subjects.cancel(task_id), Cancel(request_id=task_id, reason="client_cancelled").encode())
+    return await _task_object(request, state)
+
+
+@router.get("/tasks/{task_id}/events", response_model=None)
+async def task_events(task_id: str, request: Request,
+                      last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> EventSourceResponse:
+    """Progress, partial results and the end, as SSE events whose ids are chunk numbers: reconnect
+    with `Last-Event-ID` and the stream goes on after that event."""
+    bus: Bus = request.app.state.relay.bus
+    await _state(bus, task_id)  # 404 before the stream starts
+    after = int(last_event_id) if last_event_id and last_event_id.strip().lstrip("-").isdigit() else -1
+    return EventSourceResponse(_events(bus, request.app.state.files, str(request.base_url), task_id, after), ping=15)
+
+
+async def _events(bus: Bus, files: Files, base_url: str, task_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    """Every chunk of the task from RESULTS in order (what is stored, then what comes), from `after` on."""
+    merge = RequestMerge()
+    sub = await bus.js.subscribe(subjects.result(task_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        while not merge.done:
+            msg = await sub.next_msg(timeout=None)
+            for chunk in merge.accept(decode_chunk(msg.data)):
+                if isinstance(chunk, ErrorChunk) or chunk.seq > after:
+                    yield _event(chunk, files, base_url)
+    finally:
+        await sub.unsubscribe()
+
+
+def _event(chunk: AnyChunk, files: Files, base_url: str) -> ServerSentEvent:
+    data = chunk.model_dump(mode="json", exclude={"schema_version", "request_id", "worker_id"})
+    if chunk.kind == "artifact":
+        data["url"] = files.url(base_url, chunk.artifact.name)
+    if isinstance(chunk, ErrorChunk):
+        data["error"] = error_body(STATUS.get(chunk.code, 500), chunk.message, chunk.code.value)["error"]
+    return ServerSentEvent(data=json.dumps(data), event=chunk.kind, id=str(chunk.seq))
+
+
+async def _state(bus: Bus, task_id: str) -> TaskState:
+    kv = await bus.js.key_value(streams.KV_TASKS)
+    try:
+        entry = await kv.get(task_id)
+    except (KeyNotFoundError, ValueError):
+        raise TaskNotFound(f"No task `{task_id}`") from None
+    if not entry.value:
+        raise TaskNotFound(f"No task `{task_id}`")
+    return TaskState.decode(entry.value)
+
+
+async def _task_object(request: Request, state: TaskState) -> dict[str, Any]:
+    files: Files = request.app.state.files
+    base_url = str(request.base_url)
+    body: dict[str, Any] = {
+        "id": state.request_id, "object": "task", "status": state.status.value, "model": state.model,
+        "modality": state.modality, "created": state.created_ms // 1000, "progress": state.progress,
+        "eta_s": state.eta_s, "message": state.message, "attempts": state.attempts, "result": None, "error": None,
+    }
+    if state.error:
+        status = STATUS.get(state.error_code, 500) if state.error_code else 500
+        body["error"] = error_body(status, state.error, state.error_code.value if state.error_code else None)["error"]
+    if state.status.value != "completed":
+        return body
+    result: dict[str, Any] = {"finish_reason": state.finish_reason}
+    if state.usage is not None:
+        result["usage"] = usage_dict(state.usage)
+    if state.modality in {m.value for m in TEXT_MODALITIES}:
+        result["text"] = state.text
+    if state.artifacts:
+        result["files"] = [{"id": a.name, "url": files.url(base_url, a.name), "content_type": a.content_type,
+                            "bytes": a.size, "index": a.index, **a.meta} for a in state.artifacts]
+    if state.modality == Modality.embedding.value:
+        result["embeddings"] = await _embeddings(request.app.state.relay.bus, state.request_id)
+    body["result"] = result
+    return body
+
+
+async def _embeddings(bus: Bus, task_id: str) -> list[list[float]]:
+    merge = RequestMerge()
+    ordered = [c for stored in await replay_results(bus, task_id) for c in merge.accept(stored)]
+    return [v.tolist() for v in collect_vectors(ordered)]

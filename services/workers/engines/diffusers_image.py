@@ -1,0 +1,77 @@
+"""Text to image with Hugging Face diffusers: `AutoPipelineForText2Image` picks the pipeline class a
+model folder names (SD 1.5, SDXL, SD-Turbo, FLUX-class), so any of them loads from a path.
+
+A progress event per denoising step (the pipeline's `callback_on_step_end`), which is also where an
+aborted request stops; each image goes out as a PNG file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from contracts.errors import InvalidRequest
+from contracts.requests import AnyRequest, ImageRequest, Modality
+from contracts.results import Usage
+from services.workers.engine import BlockingEngine, Emit, File, Finished, Progress, check, expect
+from services.workers.torch_device import load_pipeline, seeded_generator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DiffusersConfig:
+    model_id: str
+    model_path: Path
+    device: str = "auto"  # auto: CUDA when there is one, else CPU
+    max_pixels: int = 1024 * 1024
+
+
+class DiffusersImageEngine(BlockingEngine):
+    kind = "diffusers"
+
+    def __init__(self, config: DiffusersConfig) -> None:
+        super().__init__(config.model_id, (Modality.image,), slots=1)
+        self.config = config
+        self._pipe: Any = None
+
+    def load(self) -> None:
+        from diffusers import AutoPipelineForText2Image
+
+        self._pipe = load_pipeline(AutoPipelineForText2Image, self.config.model_path, self.config.device)
+        log.info("loaded %s (%s) from %s", self.model_id, type(self._pipe).__name__, self.config.model_path)
+
+    def run(self, request: AnyRequest, cancelled: threading.Event, emit: Emit) -> None:
+        request = expect(request, ImageRequest, self.kind)
+        if request.width * request.height > self.config.max_pixels:
+            raise InvalidRequest(f"{request.width}x{request.height} is larger than this model's limit "
+                                 f"of {self.config.max_pixels} pixels")
+        emit(Progress(0.0, f"step 0/{request.steps}"))
+
+        def on_step(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            check(cancelled)
+            emit(Progress((step + 1) / request.steps, f"step {step + 1}/{request.steps}"))
+            return tensors
+
+        images = self._pipe(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            num_images_per_prompt=request.n,
+            width=request.width,
+            height=request.height,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance,
+            generator=seeded_generator(request.seed, self._pipe.device),
+            callback_on_step_end=on_step,
+        ).images
+        check(cancelled)
+        for index, image in enumerate(images):
+            png = io.BytesIO()
+            image.save(png, format="PNG")
+            emit(File(png.getvalue(), "image/png", "png", index=index,
+                      meta={"width": image.width, "height": image.height}))
+        emit(Finished("stop", Usage()))

@@ -1,0 +1,92 @@
+"""A tiny text-to-image pipeline with random weights, built from configs, for tests and `make run`.
+
+A real Stable Diffusion pipeline in every part (CLIP text encoder and tokenizer, UNet with cross
+attention, KL autoencoder, Euler scheduler), only a few layers wide, so it loads in a second and
+makes a 64x64 image in well under a second on a CPU. The pictures are noise; the shapes, the
+steps, the progress and the PNGs are the real code paths. Built once into the cache, saved with
+`save_pretrained`, and loaded back by `AutoPipelineForText2Image` like any downloaded model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from services.workers.tiny_model import cache_dir
+
+FORMAT_VERSION = 1  # bump when what is written changes, so an old cached copy is not reused
+
+
+def _byte_level_vocab() -> dict[str, int]:
+    """CLIP's byte-level BPE alphabet (every byte as a printable character, alone and word-final) and
+    its two special tokens. With no merges, every character is one token: a small but real vocab."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = list(printable), 0
+    for b in range(256):
+        if b not in printable:
+            chars.append(256 + extra)
+            extra += 1
+    symbols = [chr(c) for c in chars]
+    vocab = {s: i for i, s in enumerate(symbols)}
+    vocab.update({s + "</w>": len(symbols) + i for i, s in enumerate(symbols)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab
+
+
+def write_tiny_sd(folder: Path, seed: int = 0) -> None:
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as scratch:
+        vocab = _byte_level_vocab()
+        (Path(scratch) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(scratch) / "merges.txt").write_text("#version: 0.2\n")
+        tokenizer = CLIPTokenizer(str(Path(scratch) / "vocab.json"), str(Path(scratch) / "merges.txt"),
+                                  model_max_length=77)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, projection_dim=32, bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"],
+    ))
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64), norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    )
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[attr-defined]
+
+
+def ensure_tiny_sd() -> Path:
+    """Folder of the tiny pipeline, built into the cache on first use (atomically: a half-written
+    folder is never seen by a worker starting beside the builder)."""
+    folder = cache_dir() / f"tiny-sd-v{FORMAT_VERSION}"
+    if not (folder / "model_index.json").exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=".tiny-sd-", dir=folder.parent))
+        try:
+            write_tiny_sd(building)
+            try:
+                os.replace(building, folder)
+            except OSError:  # another process finished first
+                pass
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+    return folder
+
+
+if __name__ == "__main__":
+    print(ensure_tiny_sd())

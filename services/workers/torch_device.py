@@ -1,0 +1,40 @@
+"""What every torch-based engine (diffusers images and video) does alike: pick the device and dtype,
+load a pipeline from a folder without touching a hub, and make seeded generators."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def pick_device(wanted: str) -> str:
+    import torch
+
+    if wanted != "auto":
+        return wanted
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pipeline(pipeline_class: Any, path: Path, device: str) -> Any:
+    """`pipeline_class.from_pretrained(path)` on `device`: half precision on CUDA, full on CPU, and
+    never a download (a missing file is an error, not a fetch)."""
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"no pipeline folder at {path}")
+    target = pick_device(device)
+    dtype = torch.float16 if target.startswith("cuda") else torch.float32
+    pipe = pipeline_class.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+    pipe = pipe.to(target)
+    pipe.set_progress_bar_config(disable=True)  # progress goes out as events, not to the log
+    return pipe
+
+
+def seeded_generator(seed: int | None, device: Any) -> Any:
+    import torch
+
+    if seed is None:
+        return None
+    return torch.Generator(device="cpu" if str(device).startswith("mps") else device).manual_seed(seed)
