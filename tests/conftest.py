@@ -47,3 +47,14 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
             yield stack
     except StackDidNotStart as exc:
         pytest.fail(f"stack did not start:\n{exc}")
+
+
+@pytest.fixture(scope="session")
+def media_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The stack with one worker per media modality (embeddings, images, speech) and their default models."""
+    stack = LocalStack(data=Path(tmp_path_factory.mktemp("media")), modalities="embedding,image,speech")
+    try:
+        with stack:
+            yield stack
+    except StackDidNotStart as exc:
+        pytest.fail(f"stack did not start:\n{exc}")

@@ -16,10 +16,12 @@ from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import ErrorCode
 from contracts.requests import AnyRequest, decode_request
+from contracts.results import Timings, Usage
 from contracts.workers import WorkerStatus
 from services.common.alert_rules import AlertKey, CrashLoop, evaluate_offline
 from services.common.alerts import publish_alert
 from services.common.bus import Bus
+from services.common.cancels import RecentCancels
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
 from services.scheduler.failover import Failover
@@ -42,6 +44,7 @@ class Scheduler:
     _offline_firing: frozenset[AlertKey] = frozenset()
     _started: dict[str, int] = field(default_factory=dict)  # each worker's process start, from heartbeats
     _crash_loop: CrashLoop = field(init=False)
+    _cancels: RecentCancels = field(default_factory=RecentCancels)
 
     def __post_init__(self) -> None:
         self.fleet = FleetState(dead_after_s=self.settings.dead_after_s)
@@ -52,6 +55,7 @@ class Scheduler:
         await self.fleet.follow(self.bus, on_status=self._on_status)
         await self._adopt_known_workers()
         housekeeping = asyncio.create_task(self._housekeeping(stop))
+        cancel_sub = await self.bus.nc.subscribe(subjects.CANCEL_ALL, cb=self._on_cancel)
         # One durable consumer shared by every scheduler (a queue group): each request reaches one.
         req_sub = await self.bus.js.subscribe(
             subjects.REQUESTS_ALL,
@@ -65,6 +69,7 @@ class Scheduler:
         log.info("scheduler ready, policy %s", self.settings.policy.value)
         await stop.wait()
         await req_sub.unsubscribe()
+        await cancel_sub.unsubscribe()
         await housekeeping
         await self.fleet.unfollow()
 
@@ -119,6 +124,11 @@ class Scheduler:
             log.exception("undecodable request dropped")
             await msg.term()
             return
+        if request.request_id in self._cancels:  # cancelled while queued: it never starts
+            await ResultPublisher(self.bus, request.request_id, SCHEDULER_ID, attempt=1).final(
+                "cancelled", Usage(), Timings())
+            await msg.ack()
+            return
         if now_ms() > request.deadline_ms:
             await self._fail(request, ErrorCode.deadline_exceeded, "deadline passed before a worker was free")
             await msg.ack()
@@ -134,6 +144,9 @@ class Scheduler:
         )
         self.fleet.recent[worker] += 1
         await msg.ack()
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        self._cancels.observe(msg)
 
     async def _fail(self, request: AnyRequest, code: ErrorCode, message: str) -> None:
         log.info("request %s failed: %s", request.request_id, message)

@@ -12,12 +12,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ObjectMeta
 from contracts import streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
-from contracts.control import Cancel
 from contracts.errors import ErrorCode, ModalMeshError
 from contracts.requests import TEXT_MODALITIES
-from contracts.results import Artifact, Usage
+from contracts.results import Artifact, Timings, Usage
 from contracts.workers import ModelEntry, WorkerState, WorkerStatus
 from services.common.bus import Bus
+from services.common.cancels import RecentCancels
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
 from services.workers.engine import Data, Engine, File, Finished, Progress, TextDelta
@@ -41,6 +41,7 @@ class Worker:
     state: WorkerState = WorkerState.ready
     started_ms: int = field(default_factory=now_ms)
     _in_flight: dict[str, _InFlight] = field(default_factory=dict)
+    _cancels: RecentCancels = field(default_factory=RecentCancels)
 
     @property
     def worker_id(self) -> str:
@@ -109,6 +110,11 @@ class Worker:
             return
         rid = assignment.request_id
         if rid in self._in_flight:  # a redelivery of work already running here
+            return
+        if rid in self._cancels:  # cancelled while it waited in the queue: it never starts
+            out = ResultPublisher(self.bus, rid, self.worker_id, assignment.attempt, seq=assignment.first_seq)
+            await out.final("cancelled", Usage(), Timings())
+            await msg.ack()
             return
         task = asyncio.create_task(self._execute(assignment, msg))
         self._in_flight[rid] = _InFlight(assignment, task)
@@ -183,11 +189,8 @@ class Worker:
         await self.engine.abort(assignment.request_id)
 
     async def _on_cancel(self, msg: Msg) -> None:
-        try:
-            cancel = Cancel.decode(msg.data)
-        except ValueError:
-            return
-        if cancel.request_id in self._in_flight:
+        cancel = self._cancels.observe(msg)
+        if cancel is not None and cancel.request_id in self._in_flight:
             log.info("cancel %s (%s)", cancel.request_id, cancel.reason)
             await self.engine.abort(cancel.request_id)
 
