@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.gateway.auth import key_hash
-from services.workers.tiny_diffusion import ensure_tiny_sd
+from services.workers.tiny_diffusion import ensure_tiny_sd, ensure_tiny_video
 from services.workers.tiny_model import ensure_tiny_gguf
 
 
@@ -59,7 +59,7 @@ def api_key(data: Path) -> str:
 
 # One worker per modality beside the LLM workers: (name, engine). Each loads its default model.
 MEDIA_WORKERS = {"embedding": ("embed-1", "sentence_transformers"), "image": ("image-1", "diffusers"),
-                 "speech": ("speech-1", "espeak")}
+                 "speech": ("speech-1", "espeak"), "video": ("video-1", "diffusers_video")}
 ALL_MODALITIES = ("text", *MEDIA_WORKERS)
 
 
@@ -169,9 +169,10 @@ def main() -> None:
     # The tiny default models are written before the workers start, so no two processes race to write one.
     if "text" in modalities:
         ensure_tiny_gguf()
-    if "image" in modalities:
-        print("preparing the tiny image pipeline (first run only) ...", flush=True)
+    if "image" in modalities or "video" in modalities:
+        print("preparing the tiny image and video pipelines (first run only) ...", flush=True)
         ensure_tiny_sd()
+        ensure_tiny_video()
     key = api_key(data)
     conf = data / "supervisord.conf"
     conf.write_text(supervisord_conf(

@@ -51,8 +51,8 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
 
 @pytest.fixture(scope="session")
 def media_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """The stack with one worker per media modality (embeddings, images, speech) and their default models."""
-    stack = LocalStack(data=Path(tmp_path_factory.mktemp("media")), modalities="embedding,image,speech")
+    """The stack with one worker per media modality (embeddings, images, speech, video) and their default models."""
+    stack = LocalStack(data=Path(tmp_path_factory.mktemp("media")), modalities="embedding,image,speech,video")
     try:
         with stack:
             yield stack

@@ -42,12 +42,20 @@ def build_engine(settings: WorkerSettings) -> Engine:
             model_id=settings.model_id or "tiny-sd", model_path=settings.model_path or ensure_tiny_sd(),
             device=settings.device,
         ))
+    if settings.engine == "diffusers_video":
+        from services.workers.engines.diffusers_video import DiffusersVideoEngine, VideoConfig
+        from services.workers.tiny_diffusion import TINY_VIDEO_TEXT_TOKENS, ensure_tiny_video
+
+        return DiffusersVideoEngine(VideoConfig(
+            model_id=settings.model_id or "tiny-video", model_path=settings.model_path or ensure_tiny_video(),
+            device=settings.device, max_text_tokens=None if settings.model_path else TINY_VIDEO_TEXT_TOKENS,
+        ))
     if settings.engine == "espeak":
         from services.workers.engines.espeak import EspeakEngine
 
         return EspeakEngine(settings.model_id or "espeak")
     raise SystemExit(f"MODALMESH_WORKER_ENGINE={settings.engine!r} is not a known engine "
-                     "(llama_cpp, sentence_transformers, diffusers, espeak)")
+                     "(llama_cpp, sentence_transformers, diffusers, diffusers_video, espeak)")
 
 
 async def main() -> None:

@@ -1,10 +1,12 @@
-"""A tiny text-to-image pipeline with random weights, built from configs, for tests and `make run`.
+"""Tiny text-to-image and text-to-video pipelines with random weights, built from configs, for tests
+and `make run`.
 
-A real Stable Diffusion pipeline in every part (CLIP text encoder and tokenizer, UNet with cross
-attention, KL autoencoder, Euler scheduler), only a few layers wide, so it loads in a second and
-makes a 64x64 image in well under a second on a CPU. The pictures are noise; the shapes, the
-steps, the progress and the PNGs are the real code paths. Built once into the cache, saved with
-`save_pretrained`, and loaded back by `AutoPipelineForText2Image` like any downloaded model.
+The image one is a real Stable Diffusion pipeline in every part (CLIP text encoder and tokenizer,
+UNet with cross attention, KL autoencoder, Euler scheduler), the video one a real CogVideoX (T5,
+3D transformer, causal 3D VAE), each only a few layers wide: they load in a second and make a
+64x64 image or a 9-frame clip in well under a second on a CPU. The pictures are noise; the shapes,
+the steps, the progress, the PNGs and MP4s are the real code paths. Built once into the cache with
+`save_pretrained`, and loaded back by diffusers like any downloaded model.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from services.workers.tiny_model import cache_dir
 
-FORMAT_VERSION = 1  # bump when what is written changes, so an old cached copy is not reused
+FORMAT_VERSION = 2  # bump when what is written changes, so an old cached copy is not reused
 
 
 def _byte_level_vocab() -> dict[str, int]:
@@ -63,22 +66,56 @@ def write_tiny_sd(folder: Path, seed: int = 0) -> None:
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64), norm_num_groups=32,
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
     )
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1)
     pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[attr-defined]
 
 
-def ensure_tiny_sd() -> Path:
-    """Folder of the tiny pipeline, built into the cache on first use (atomically: a half-written
-    folder is never seen by a worker starting beside the builder)."""
-    folder = cache_dir() / f"tiny-sd-v{FORMAT_VERSION}"
+def write_tiny_cogvideox(folder: Path, seed: int = 0) -> None:
+    """A CogVideoX pipeline (T5 encoder, 3D transformer, causal 3D VAE, DDIM) a few layers wide. The
+    T5 tokenizer is a real Unigram model over printable ASCII, made here instead of downloaded."""
+    import torch
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    torch.manual_seed(seed)
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(chr(c), -2.0) for c in range(33, 127)] + [("\u2581" + chr(c), -1.0) for c in range(33, 127)]
+    tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=TINY_VIDEO_TEXT_TOKENS)
+    text_encoder = T5EncoderModel(T5Config(
+        vocab_size=len(pieces), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    ))
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2,
+        text_embed_dim=32, num_layers=1, sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
+        temporal_compression_ratio=4, max_text_seq_length=TINY_VIDEO_TEXT_TOKENS,
+    )
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=2,
+        block_out_channels=(8, 8, 8, 8), temporal_compression_ratio=4,
+        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
+    )
+    pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                             scheduler=CogVideoXDDIMScheduler())
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+
+
+TINY_VIDEO_TEXT_TOKENS = 16
+
+
+def _ensure(name: str, write: Callable[[Path], None]) -> Path:
+    """Folder `name` in the cache, built by `write` on first use (atomically: a half-written folder is
+    never seen by a worker starting beside the builder)."""
+    folder = cache_dir() / f"{name}-v{FORMAT_VERSION}"
     if not (folder / "model_index.json").exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=".tiny-sd-", dir=folder.parent))
+        building = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
         try:
-            write_tiny_sd(building)
+            write(building)
             try:
                 os.replace(building, folder)
             except OSError:  # another process finished first
@@ -88,5 +125,14 @@ def ensure_tiny_sd() -> Path:
     return folder
 
 
+def ensure_tiny_sd() -> Path:
+    return _ensure("tiny-sd", write_tiny_sd)
+
+
+def ensure_tiny_video() -> Path:
+    return _ensure("tiny-cogvideox", write_tiny_cogvideox)
+
+
 if __name__ == "__main__":
     print(ensure_tiny_sd())
+    print(ensure_tiny_video())

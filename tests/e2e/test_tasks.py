@@ -102,3 +102,24 @@ def test_unknown_task_and_bad_task_body(media_stack: LocalStack) -> None:
     bad = httpx.post(f"{media_stack.url}/v1/tasks", json={"modality": "hologram", "model": "x"},
                      headers=media_stack.headers)
     assert bad.status_code == 400 and bad.json()["error"]["message"]
+
+
+def test_video_task_makes_an_mp4_with_the_asked_frame_count(media_stack: LocalStack, tmp_path: Any) -> None:
+    import imageio_ffmpeg
+
+    task = _submit(media_stack, {"modality": "video", "model": "tiny-video", "prompt": "waves", "frames": 13,
+                                 "fps": 10, "size": "32x32", "steps": 2})
+    events = _events(media_stack, task["id"])
+    assert [e["event"] for e in events][-2:] == ["artifact", "final"]
+    assert any(e["event"] == "progress" and "encoding" in e["data"]["message"] for e in events)
+    done = _wait(media_stack, task["id"])
+    [file] = done["result"]["files"]
+    assert file["content_type"] == "video/mp4" and file["frames"] == 13
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(httpx.get(file["url"]).content)
+    frames, seconds = imageio_ffmpeg.count_frames_and_secs(str(path))
+    assert frames == 13 and abs(seconds - 1.3) < 0.15
+    bad = _submit(media_stack, {"modality": "video", "model": "tiny-video", "prompt": "x", "frames": 12,
+                                "size": "32x32", "steps": 1})
+    failed = _wait(media_stack, bad["id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "invalid_request"

@@ -17,8 +17,8 @@ from typing import Any
 from contracts.errors import InvalidRequest
 from contracts.requests import AnyRequest, ImageRequest, Modality
 from contracts.results import Usage
-from services.workers.engine import BlockingEngine, Emit, File, Finished, Progress, check, expect
-from services.workers.torch_device import load_pipeline, seeded_generator
+from services.workers.diffusion import load_pipeline, seeded_generator, step_reporter
+from services.workers.engine import BlockingEngine, Emit, File, Finished, check, expect
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,6 @@ class DiffusersImageEngine(BlockingEngine):
         if request.width * request.height > self.config.max_pixels:
             raise InvalidRequest(f"{request.width}x{request.height} is larger than this model's limit "
                                  f"of {self.config.max_pixels} pixels")
-        emit(Progress(0.0, f"step 0/{request.steps}"))
-
-        def on_step(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            check(cancelled)
-            emit(Progress((step + 1) / request.steps, f"step {step + 1}/{request.steps}"))
-            return tensors
-
         images = self._pipe(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt or None,
@@ -66,7 +59,7 @@ class DiffusersImageEngine(BlockingEngine):
             num_inference_steps=request.steps,
             guidance_scale=request.guidance,
             generator=seeded_generator(request.seed, self._pipe.device),
-            callback_on_step_end=on_step,
+            callback_on_step_end=step_reporter(request.steps, cancelled, emit),
         ).images
         check(cancelled)
         for index, image in enumerate(images):

@@ -66,7 +66,8 @@ class EmbeddingsEngine(ThreadedEngine):
 
     @property
     def dims(self) -> int:
-        return int(self._model.get_sentence_embedding_dimension())
+        model = self._model  # sentence-transformers 6 renamed the method
+        return int((getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)())
 
     def load(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,11 +1,15 @@
-"""What every torch-based engine (diffusers images and video) does alike: pick the device and dtype,
-load a pipeline from a folder without touching a hub, and make seeded generators."""
+"""What the diffusers engines (images, video) do alike: pick the device and dtype, load a pipeline
+from a folder without touching a hub, seed generators, and report each denoising step."""
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from services.workers.engine import Emit, Progress, check
 
 
 def pick_device(wanted: str) -> str:
@@ -38,3 +42,15 @@ def seeded_generator(seed: int | None, device: Any) -> Any:
     if seed is None:
         return None
     return torch.Generator(device="cpu" if str(device).startswith("mps") else device).manual_seed(seed)
+
+
+def step_reporter(steps: int, cancelled: threading.Event, emit: Emit) -> Callable[..., dict[str, Any]]:
+    """A `callback_on_step_end`: a progress event after each step, and the place an abort stops."""
+    emit(Progress(0.0, f"step 0/{steps}"))
+
+    def on_step(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        check(cancelled)
+        emit(Progress((step + 1) / steps, f"step {step + 1}/{steps}"))
+        return tensors
+
+    return on_step
