@@ -20,7 +20,7 @@ from pathlib import Path
 
 from services.workers.tiny_model import cache_dir
 
-FORMAT_VERSION = 2  # bump when what is written changes, so an old cached copy is not reused
+FORMAT_VERSION = 3  # bump when what is written changes, so an old cached copy is not reused
 
 
 def _byte_level_vocab() -> dict[str, int]:
@@ -87,7 +87,7 @@ def write_tiny_cogvideox(folder: Path, seed: int = 0) -> None:
     tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=TINY_VIDEO_TEXT_TOKENS)
     text_encoder = T5EncoderModel(T5Config(
         vocab_size=len(pieces), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
     ))
     transformer = CogVideoXTransformer3DModel(
         num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2,
@@ -101,7 +101,7 @@ def write_tiny_cogvideox(folder: Path, seed: int = 0) -> None:
     )
     pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                              scheduler=CogVideoXDDIMScheduler())
-    pipe.save_pretrained(str(folder), safe_serialization=True)
+    pipe.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[attr-defined]
 
 
 TINY_VIDEO_TEXT_TOKENS = 16
