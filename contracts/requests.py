@@ -27,13 +27,14 @@ TEXT_MODALITIES = frozenset({Modality.chat, Modality.completion})
 
 
 class ChatMessage(BaseModel):
-    """One turn of a conversation, as OpenAI's chat API has it (text content only for now)."""
+    """One turn of a conversation, as OpenAI's chat API has it: its text, and the images it shows."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str = Field(description="The text of the turn.")
     name: str | None = None
+    images: tuple[str, ...] = Field(default=(), description="Images as data URLs, checked by the gateway.")
 
 
 class Sampling(BaseModel):
@@ -61,6 +62,10 @@ class _RequestBase(Message):
 class ChatRequest(_RequestBase):
     modality: Literal[Modality.chat] = Modality.chat
     messages: tuple[ChatMessage, ...] = Field(min_length=1)
+
+    @property
+    def has_images(self) -> bool:
+        return any(m.images for m in self.messages)
 
 
 class CompletionRequest(_RequestBase):

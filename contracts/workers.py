@@ -37,5 +37,6 @@ class ModelEntry(Message):
     modality: tuple[Modality, ...]
     engine: str
     source: str = Field(description="Where the weights come from: a path or a catalog reference.")
+    inputs: tuple[str, ...] = Field(default=("text",), description="What requests may hold: text, image.")
     owned_by: str = "modalmesh"
     created_ms: int = Field(default_factory=now_ms)

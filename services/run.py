@@ -19,7 +19,7 @@ from pathlib import Path
 
 from services.gateway.auth import key_hash
 from services.workers.tiny_diffusion import ensure_tiny_sd, ensure_tiny_video
-from services.workers.tiny_model import ensure_tiny_gguf
+from services.workers.tiny_model import ensure_tiny_gguf, ensure_tiny_mmproj
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,7 @@ def main() -> None:
     # The tiny default models are written before the workers start, so no two processes race to write one.
     if "text" in modalities:
         ensure_tiny_gguf()
+        ensure_tiny_mmproj()
     if "image" in modalities or "video" in modalities:
         print("preparing the tiny image and video pipelines (first run only) ...", flush=True)
         ensure_tiny_sd()

@@ -28,7 +28,7 @@ from contracts.errors import (
     Overloaded,
     error_for,
 )
-from contracts.requests import AnyRequest, Modality
+from contracts.requests import AnyRequest, ChatRequest, Modality
 from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, Usage, decode_chunk
 from contracts.tasks import FINAL_STATUSES, TaskState, TaskStatus
 from contracts.telemetry import Alert, AlertState
@@ -51,13 +51,15 @@ class GatewayFleet(FleetView):
     alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=1000))
     active_alerts: dict[tuple[str, str, str], Alert] = field(default_factory=dict)
 
-    def require_live(self, model: str, modality: Modality | None = None) -> None:
+    def require_live(self, model: str, modality: Modality | None = None, images: bool = False) -> None:
         if model not in self.catalog:
             raise ModelNotFound(f"The model `{model}` does not exist")
         serves = self.catalog[model].modality
         if modality is not None and modality not in serves:
             raise InvalidRequest(f"The model `{model}` does {', '.join(m.value for m in serves)}, "
                                  f"not {modality.value}")
+        if images and "image" not in self.catalog[model].inputs:
+            raise InvalidRequest(f"The model `{model}` cannot see images")
         if not self.workers.serving(model, time.monotonic()):
             raise NoLiveWorker(f"No live worker serves `{model}` right now; retry shortly")
 
@@ -108,7 +110,8 @@ class Relay:
         """Publish `request` durably and return the stream of its merged output. A request whose id
         JetStream has seen within its de-duplication window (a retried idempotent request) is not run
         again: its stream replays the first run's result."""
-        self.fleet.require_live(request.model, request.modality)
+        self.fleet.require_live(request.model, request.modality,
+                                images=isinstance(request, ChatRequest) and request.has_images)
         if self.inflight[request.model] >= self.max_inflight_per_model:
             raise Overloaded(f"`{request.model}` has {self.inflight[request.model]} requests in flight; retry shortly")
         stream = RequestStream(self.bus, request, on_close=self._done)

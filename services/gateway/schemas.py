@@ -17,6 +17,8 @@ from contracts.requests import (
     SpeechRequest,
     VideoRequest,
 )
+from services.gateway.files import Files
+from services.gateway.images import inline_image
 
 
 class _Body(BaseModel):
@@ -65,11 +67,19 @@ class _Body(BaseModel):
         return bool((self.stream_options or {}).get("include_usage"))
 
 
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: str = Field(min_length=1)
+    detail: str | None = None
+
+
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: str
     text: str | None = None
+    image_url: ImageUrl | None = None
 
 
 class BodyMessage(BaseModel):
@@ -79,26 +89,47 @@ class BodyMessage(BaseModel):
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
-    def to_contract(self) -> ChatMessage:
+    @property
+    def image_urls(self) -> list[str]:
+        if not isinstance(self.content, list):
+            return []
+        missing = [p for p in self.content if p.type == "image_url" and p.image_url is None]
+        if missing:
+            raise InvalidRequest("an image_url part needs image_url.url")
+        return [p.image_url.url for p in self.content if p.type == "image_url" and p.image_url is not None]
+
+    def to_contract(self, images: tuple[str, ...] = ()) -> ChatMessage:
+        """The bus message; `images` are this message's image URLs as the gateway checked them."""
         if isinstance(self.content, list):
-            unsupported = {p.type for p in self.content if p.type != "text"}
+            unsupported = {p.type for p in self.content if p.type not in ("text", "image_url")}
             if unsupported:
                 raise InvalidRequest(f"content part type(s) not supported: {', '.join(sorted(unsupported))}")
             text = "".join(p.text or "" for p in self.content)
         else:
             text = self.content or ""
         role = "system" if self.role == "developer" else self.role
-        return ChatMessage(role=role, content=text, name=self.name)
+        return ChatMessage(role=role, content=text, name=self.name, images=images)
 
 
 class ChatCompletionBody(_Body):
     messages: list[BodyMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
 
-    def to_contract(self, request_id: str, deadline_ms: int, default_max_tokens: int) -> ChatRequest:
+    def to_contract(self, request_id: str, deadline_ms: int, default_max_tokens: int,
+                    images: list[tuple[str, ...]] | None = None) -> ChatRequest:
+        """`images`: per message, its checked image data URLs (see `services.gateway.images`)."""
+        per_message = images or [()] * len(self.messages)
         return ChatRequest(request_id=request_id, model=self.model, stream=self.stream, deadline_ms=deadline_ms,
                            sampling=self.sampling(default_max_tokens),
-                           messages=tuple(m.to_contract() for m in self.messages))
+                           messages=tuple(m.to_contract(i) for m, i in zip(self.messages, per_message, strict=True)))
+
+    async def checked_images(self, files: Files, max_images: int, max_bytes: int,
+                             max_side: int) -> list[tuple[str, ...]]:
+        """Every message's images, decoded and checked, as data URLs (400 on the first bad one)."""
+        urls = [m.image_urls for m in self.messages]
+        if sum(map(len, urls)) > max_images:
+            raise InvalidRequest(f"at most {max_images} images per request")
+        return [tuple([await inline_image(u, files, max_bytes, max_side) for u in message]) for message in urls]
 
     def sampling(self, default_max_tokens: int) -> Sampling:
         base = super().sampling(default_max_tokens)

@@ -19,10 +19,12 @@ def build_engine(settings: WorkerSettings) -> Engine:
     """The engine `settings.engine` names, with its default model where none is configured."""
     if settings.engine == "llama_cpp":
         from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
-        from services.workers.tiny_model import ensure_tiny_gguf
+        from services.workers.tiny_model import ensure_tiny_gguf, ensure_tiny_mmproj
 
+        tiny = settings.model_path is None
         return LlamaCppEngine(LlamaCppConfig(
             model_id=settings.model_id or "tiny-llama", model_path=settings.model_path or ensure_tiny_gguf(),
+            clip_model_path=settings.clip_model_path or (ensure_tiny_mmproj() if tiny else None),
             slots=settings.slots or 1, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
             n_gpu_layers=settings.n_gpu_layers,
         ))

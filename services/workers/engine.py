@@ -83,6 +83,11 @@ class Engine(abc.ABC):
     def slots(self) -> int:
         """How many requests it runs at once."""
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """What its requests may hold besides text (`image` for an engine that can see)."""
+        return ("text",)
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Load the model. May take long; the worker announces itself only after it returns."""

@@ -89,6 +89,7 @@ class Worker:
         kv = await self.bus.js.key_value(streams.KV_MODELS)
         for model in self.engine.models:
             entry = ModelEntry(id=model, modality=self.engine.modalities, engine=self.engine.kind,
+                               inputs=self.engine.inputs,
                                source=str(getattr(getattr(self.engine, "config", None), "model_path", "")))
             await kv.put(model, entry.encode())
 

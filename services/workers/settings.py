@@ -24,6 +24,9 @@ class WorkerSettings(ServiceSettings):
     model_path: Path | None = Field(
         default=None, description="GGUF file or model folder. Unset: the engine's built-in or tiny default."
     )
+    clip_model_path: Path | None = Field(
+        default=None, description="llama.cpp vision projector (mmproj GGUF): the model then sees images. "
+        "Unset with the tiny default model: the tiny projector.")
     slots: int | None = Field(default=None, ge=1, description="Requests run at once. Unset: the engine's default.")
     device: str = Field(default="auto", description="Torch device for torch engines: auto, cpu, cuda, cuda:1 ...")
     max_batch: int = Field(default=64, ge=1, description="Most texts one embeddings forward pass takes.")

@@ -16,13 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+# ChatML, with content either a string or a list of parts (text, and images as their marker text).
 CHATML_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}{{ part['text'] }}{% endfor %}{% endif %}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 _SPECIALS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
 # Bump when the writer changes what it writes, so cached files of the old layout are not reused.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 _PUNCT = list(".,!?;:'\"-()[]{}/\\@#$%^&*+=<>_`~|0123456789")
@@ -141,6 +144,90 @@ def write_tiny_gguf(path: Path, spec: TinySpec) -> None:
     os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class TinyVisionSpec:
+    """A LLaVA-style CLIP vision encoder with an MLP projector (an `mmproj` GGUF for llama.cpp's
+    multimodal library): 32x32 pixels in 8x8 patches, so every image is 16 embeddings of the text
+    model's width."""
+
+    text: TinySpec = TinySpec()
+    image_size: int = 32
+    patch_size: int = 8
+    n_embd: int = 32
+    n_ff: int = 64
+    n_head: int = 4
+    n_layer: int = 2
+    projector_scale: float = 0.5  # large enough that what an image shows changes what the model says
+    seed: int = 4321
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def digest(self) -> str:
+        key = repr((FORMAT_VERSION, sorted(asdict(self).items())))
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def write_tiny_mmproj(path: Path, spec: TinyVisionSpec) -> None:
+    """Write the vision projector for `spec.text` (atomically), with llama.cpp's CLIP tensor names."""
+    import gguf
+
+    rng = np.random.default_rng(spec.seed)
+    d, ff = spec.n_embd, spec.n_ff
+
+    def rand(*shape: int, scale: float = 0.05) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def ones(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)
+
+    def zeros(n: int) -> np.ndarray:
+        return np.zeros(n, dtype=np.float32)
+
+    tmp = path.with_suffix(".tmp")
+    writer = gguf.GGUFWriter(str(tmp), "clip")
+    writer.add_clip_has_vision_encoder(True)
+    writer.add_clip_projector_type("mlp")
+    writer.add_vision_image_size(spec.image_size)
+    writer.add_vision_patch_size(spec.patch_size)
+    writer.add_vision_embedding_length(d)
+    writer.add_vision_feed_forward_length(ff)
+    writer.add_vision_projection_dim(spec.text.n_embd)
+    writer.add_vision_head_count(spec.n_head)
+    writer.add_vision_attention_layernorm_eps(1e-5)
+    writer.add_vision_block_count(spec.n_layer)
+    writer.add_vision_image_mean([0.5, 0.5, 0.5])
+    writer.add_vision_image_std([0.5, 0.5, 0.5])
+    writer.add_vision_use_gelu(True)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tensor("v.patch_embd.weight", rand(d, 3, spec.patch_size, spec.patch_size))
+    writer.add_tensor("v.class_embd", rand(d))
+    writer.add_tensor("v.position_embd.weight", rand(spec.image_tokens + 1, d))
+    writer.add_tensor("v.pre_ln.weight", ones(d))
+    writer.add_tensor("v.pre_ln.bias", zeros(d))
+    for i in range(spec.n_layer):
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            writer.add_tensor(f"v.blk.{i}.{name}.weight", rand(d, d))
+            writer.add_tensor(f"v.blk.{i}.{name}.bias", zeros(d))
+        for name in ("ln1", "ln2"):
+            writer.add_tensor(f"v.blk.{i}.{name}.weight", ones(d))
+            writer.add_tensor(f"v.blk.{i}.{name}.bias", zeros(d))
+        writer.add_tensor(f"v.blk.{i}.ffn_up.weight", rand(ff, d))
+        writer.add_tensor(f"v.blk.{i}.ffn_up.bias", zeros(ff))
+        writer.add_tensor(f"v.blk.{i}.ffn_down.weight", rand(d, ff))
+        writer.add_tensor(f"v.blk.{i}.ffn_down.bias", zeros(d))
+    writer.add_tensor("mm.0.weight", rand(spec.text.n_embd, d, scale=spec.projector_scale))
+    writer.add_tensor("mm.0.bias", zeros(spec.text.n_embd))
+    writer.add_tensor("mm.2.weight", rand(spec.text.n_embd, spec.text.n_embd, scale=spec.projector_scale))
+    writer.add_tensor("mm.2.bias", zeros(spec.text.n_embd))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, path)
+
+
 def cache_dir() -> Path:
     root = os.environ.get("MODALMESH_CACHE") or Path.home() / ".cache" / "modalmesh"
     return Path(root) / "models"
@@ -153,6 +240,16 @@ def ensure_tiny_gguf(spec: TinySpec | None = None) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_tiny_gguf(path, spec)
+    return path
+
+
+def ensure_tiny_mmproj(spec: TinyVisionSpec | None = None) -> Path:
+    """Path of the vision projector for the tiny model, writing it into the cache on first use."""
+    spec = spec or TinyVisionSpec()
+    path = cache_dir() / f"tiny-mmproj-{spec.digest()}.gguf"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_tiny_mmproj(path, spec)
     return path
 
 

@@ -35,8 +35,10 @@ async def chat_completions(
     idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER),
 ) -> Any:
     settings: GatewaySettings = request.app.state.settings
+    images = await body.checked_images(request.app.state.files, settings.max_images, settings.max_image_bytes,
+                                       settings.max_image_side)
     bus_request = body.to_contract(request_id("chatcmpl", request, idempotency_key), deadline_ms(settings, timeout),
-                                   settings.default_max_tokens)
+                                   settings.default_max_tokens, images)
     return await _serve(request, bus_request, body.include_usage, chat=True)
 
 

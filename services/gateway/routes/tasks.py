@@ -73,8 +73,13 @@ TaskBody = Annotated[ChatTask | CompletionTask | EmbeddingTask | ImageTask | Spe
                      Field(discriminator="modality")]
 
 
-def _to_request(body: Any, rid: str, deadline: int, settings: GatewaySettings) -> AnyRequest:
-    if isinstance(body, (ChatTask, CompletionTask)):
+async def _to_request(body: Any, rid: str, deadline: int, request: Request) -> AnyRequest:
+    settings: GatewaySettings = request.app.state.settings
+    if isinstance(body, ChatTask):
+        images = await body.checked_images(request.app.state.files, settings.max_images, settings.max_image_bytes,
+                                           settings.max_image_side)
+        return body.to_contract(rid, deadline, settings.default_max_tokens, images)
+    if isinstance(body, CompletionTask):
         return body.to_contract(rid, deadline, settings.default_max_tokens)
     return body.to_contract(rid, deadline)
 
@@ -90,7 +95,7 @@ async def create_task(body: TaskBody, request: Request,
     """Queue any request; the answer carries the task id and status `queued` at once."""
     settings: GatewaySettings = request.app.state.settings
     rid = request_id(f"task-{body.modality}", request, idempotency_key)
-    bus_request = _to_request(body, rid, deadline_ms(settings, timeout), settings)
+    bus_request = await _to_request(body, rid, deadline_ms(settings, timeout), request)
     check_request(bus_request, settings)
     relay: Relay = request.app.state.relay
     state = await relay.enqueue(bus_request)

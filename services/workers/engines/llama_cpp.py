@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from contracts.errors import EngineError
-from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, Modality, TextRequest
+from contracts.errors import EngineError, InvalidRequest
+from contracts.requests import AnyRequest, ChatMessage, ChatRequest, CompletionRequest, Modality, TextRequest
 from contracts.results import Timings, Usage
 from services.workers.engine import Engine, EngineEvent, Finished, TextDelta, expect, iterate_in_thread
 from services.workers.stops import StopScanner
@@ -40,6 +40,7 @@ class LlamaCppConfig:
     n_ctx: int = 2048
     n_threads: int | None = None
     n_gpu_layers: int = 0
+    clip_model_path: Path | None = None  # a vision projector (mmproj GGUF): the model sees images
 
 
 @dataclass(frozen=True)
@@ -72,19 +73,29 @@ class LlamaCppEngine(Engine):
     def slots(self) -> int:
         return self.config.slots
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return ("text", "image") if self.config.clip_model_path else ("text",)
+
     async def start(self) -> None:
         from llama_cpp import Llama
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter, MTMDChatHandler
 
-        if not self.config.model_path.is_file():
-            raise EngineError(f"model file not found: {self.config.model_path}")
+        for path in (self.config.model_path, self.config.clip_model_path):
+            if path is not None and not path.is_file():
+                raise EngineError(f"model file not found: {path}")
         for _ in range(self.config.slots):
+            # llama.cpp's multimodal library, with the model's own chat template, for messages with images.
+            vision = (MTMDChatHandler(clip_model_path=str(self.config.clip_model_path), verbose=False,
+                                      use_gpu=self.config.n_gpu_layers != 0)
+                      if self.config.clip_model_path else None)
             llm = await asyncio.to_thread(
                 Llama,
                 model_path=str(self.config.model_path),
                 n_ctx=self.config.n_ctx,
                 n_threads=self.config.n_threads,
                 n_gpu_layers=self.config.n_gpu_layers,
+                chat_handler=vision,
                 verbose=False,
             )
             self._instances.append(llm)
@@ -117,8 +128,13 @@ class LlamaCppEngine(Engine):
         try:
             # The engine's own time to first token starts here, as a direct caller would see it.
             started = time.perf_counter()
-            prompt = self._prompt(llm, request, resume_text)
-            run = lambda: self._run(llm, request, prompt, cancel, started)  # noqa: E731
+            if isinstance(request, ChatRequest) and request.has_images:
+                if not self.config.clip_model_path:
+                    raise InvalidRequest(f"{self.config.model_id} cannot see images (no vision projector)")
+                run = lambda: self._run_with_images(llm, request, resume_text, cancel, started)  # noqa: E731
+            else:
+                prompt = self._prompt(llm, request, resume_text)
+                run = lambda: self._run(llm, request, prompt, cancel, started)  # noqa: E731
             async for event in iterate_in_thread(run, self._threads):
                 yield event
         finally:
@@ -177,6 +193,45 @@ class LlamaCppEngine(Engine):
             ),
         )
 
+    def _run_with_images(
+        self, llm: Any, request: ChatRequest, resume_text: str, cancel: threading.Event, started: float
+    ) -> Iterator[EngineEvent]:
+        """A chat with images, through llama.cpp's multimodal library: the handler encodes each image
+        into embeddings the model reads in place of its marker, then samples as usual. After a
+        failover, the delivered text is the start of the assistant's turn."""
+        messages: list[dict[str, Any]] = [_openai_message(m) for m in request.messages]
+        if resume_text:
+            messages.append({"role": "assistant", "content": resume_text})
+        s = request.sampling
+        sampled, finish_reason = 0, "length"
+        first_token_at: float | None = None
+        stream = llm.create_chat_completion(
+            messages=messages, stream=True, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
+            seed=s.seed, stop=list(s.stop) or None, logit_bias={str(k): v for k, v in s.logit_bias.items()} or None,
+        )
+        prompt_tokens: int | None = None
+        for chunk in stream:
+            # The first chunk comes once the prompt (text and image embeddings) is in the context.
+            prompt_tokens = llm.n_tokens if prompt_tokens is None else prompt_tokens
+            if cancel.is_set():
+                finish_reason = "cancelled"
+                break
+            choice = chunk["choices"][0]
+            text = choice.get("delta", {}).get("content")
+            if text:
+                sampled += 1
+                first_token_at = first_token_at or time.perf_counter()
+                yield TextDelta(text)
+            if choice.get("finish_reason"):
+                finish_reason = choice["finish_reason"]
+        ended = time.perf_counter()
+        yield Finished(
+            finish_reason=finish_reason,
+            usage=Usage(prompt_tokens=prompt_tokens or 0, completion_tokens=sampled),
+            timings=Timings(engine_ttft_ms=((first_token_at or ended) - started) * 1000,
+                            engine_total_ms=(ended - started) * 1000),
+        )
+
     @staticmethod
     def _bias(logit_bias: dict[int, float]) -> Any:
         """OpenAI's logit_bias as a llama-cpp-python logits processor (None when there is none)."""
@@ -210,6 +265,14 @@ class LlamaCppEngine(Engine):
             if close is not None:
                 await asyncio.to_thread(close)
         self._free = asyncio.Queue()
+
+
+def _openai_message(message: ChatMessage) -> dict[str, Any]:
+    """A bus chat message as the OpenAI-shaped dict llama-cpp-python's handlers take."""
+    if not message.images:
+        return {"role": message.role, "content": message.content}
+    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}} for url in message.images]
+    return {"role": message.role, "content": [*parts, {"type": "text", "text": message.content}]}
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:
