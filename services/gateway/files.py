@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from urllib.parse import urlencode
@@ -16,6 +17,8 @@ from contracts import streams
 from contracts.errors import ModelNotFound
 from services.common.bus import Bus
 from services.gateway.auth import authenticate
+
+FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}(\.[a-z0-9]{1,8})?")
 
 
 class FileNotFound(ModelNotFound):
@@ -45,6 +48,8 @@ class Files:
 
     async def read(self, file_id: str) -> tuple[bytes, str]:
         """The file's bytes and content type."""
+        if not FILE_ID.fullmatch(file_id):  # never a name the object store would refuse
+            raise FileNotFound(f"No file `{file_id[:80]}`")
         store = await self.bus.js.object_store(streams.OBJ_ARTIFACTS)
         try:
             result = await store.get(file_id)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from contracts import streams
+from contracts.requests import Modality
 from contracts.tasks import TaskState, TaskStatus
 from contracts.workers import ModelEntry
 from services.common.bus import connect
@@ -122,7 +123,8 @@ async def test_model_without_live_worker_is_503_with_retry_after(
     bus = await connect(running_stack.nats_url, "test")
     try:
         kv = await bus.js.key_value(streams.KV_MODELS)
-        await kv.put("offline-model", ModelEntry(id="offline-model", modality=(), engine="none", source="").encode())
+        entry = ModelEntry(id="offline-model", modality=(Modality.chat,), engine="none", source="")
+        await kv.put("offline-model", entry.encode())
     finally:
         await bus.close()
     for _ in range(50):

@@ -14,7 +14,7 @@ import pytest
 from contracts import streams
 from contracts.base import now_ms
 from contracts.errors import DeadlineExceeded, NoLiveWorker, Overloaded
-from contracts.requests import ChatMessage, ChatRequest, CompletionRequest, Sampling
+from contracts.requests import ChatMessage, ChatRequest, CompletionRequest, Modality, Sampling
 from contracts.results import AnyChunk, DeltaChunk, FinalChunk
 from contracts.streams import bootstrap
 from contracts.tasks import TaskState, TaskStatus
@@ -151,7 +151,7 @@ async def test_completion_request(stack: Stack) -> None:
 
 async def test_model_without_live_worker_is_refused(stack: Stack) -> None:
     kv = await stack.bus.js.key_value(streams.KV_MODELS)
-    await kv.put("ghost", ModelEntry(id="ghost", modality=(), engine="none", source="").encode())
+    await kv.put("ghost", ModelEntry(id="ghost", modality=(Modality.chat,), engine="none", source="").encode())
     for _ in range(50):
         if "ghost" in stack.relay.fleet.catalog:
             break

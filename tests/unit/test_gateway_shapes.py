@@ -37,11 +37,21 @@ def test_invalid_bodies_are_rejected(bad: dict[str, object]) -> None:
         ChatCompletionBody.model_validate(bad)
 
 
-def test_image_parts_are_refused_clearly_for_now() -> None:
+def test_image_parts_are_collected_and_other_parts_refused() -> None:
     body = ChatCompletionBody.model_validate({"model": "m", "messages": [
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]})
-    with pytest.raises(InvalidRequest, match="image_url"):
-        body.messages[0].to_contract()
+        {"role": "user", "content": [{"type": "text", "text": "look: "},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]})
+    assert body.messages[0].image_urls == ["data:image/png;base64,AA=="]
+    message = body.messages[0].to_contract(("data:image/png;base64,AA==",))
+    assert message.content == "look: " and message.images == ("data:image/png;base64,AA==",)
+    audio = ChatCompletionBody.model_validate({"model": "m", "messages": [
+        {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": ""}}]}]})
+    with pytest.raises(InvalidRequest, match="input_audio"):
+        audio.messages[0].to_contract()
+    missing = ChatCompletionBody.model_validate({"model": "m", "messages": [
+        {"role": "user", "content": [{"type": "image_url"}]}]})
+    with pytest.raises(InvalidRequest, match=r"image_url\.url"):
+        _ = missing.messages[0].image_urls
 
 
 def test_completion_takes_one_prompt() -> None:

@@ -7,6 +7,7 @@ any gateway, or the same one after a restart, answers for any task.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -43,6 +44,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.shapes import usage_dict
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
+TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 class ChatTask(ChatCompletionBody):
@@ -152,6 +154,8 @@ def _event(chunk: AnyChunk, files: Files, base_url: str) -> ServerSentEvent:
 
 
 async def _state(bus: Bus, task_id: str) -> TaskState:
+    if not TASK_ID.fullmatch(task_id):  # never a key or subject the bus would refuse
+        raise TaskNotFound(f"No task `{task_id[:80]}`")
     kv = await bus.js.key_value(streams.KV_TASKS)
     try:
         entry = await kv.get(task_id)
