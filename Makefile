@@ -41,9 +41,11 @@ test: install-test lint browser
 test-fast: install-test
 	$(PY) -m pytest -q tests/unit
 
-## bench: control-plane overhead and streaming throughput -> .data/bench/overhead.json
+## bench: control-plane overhead and streaming throughput -> .data/bench/overhead.json, then media
+## (embeddings through the gateway vs direct, image time to first progress) -> .data/bench/media.json
 bench: install-test
 	$(PY) -m bench.overhead
+	$(PY) -m bench.media
 
 ## bench-policies: the four scheduling policies on a SIMULATED fleet -> .data/bench/policies.{json,png}
 bench-policies: install-test

@@ -2,7 +2,8 @@
 
 - `embeddings_per_s` (texts embedded per second) through the gateway, many clients at once so the
   worker batches their requests, beside `direct_embeddings_per_s`: the same model called in-process
-  on the same texts in batches of the worker's size. Target: ratio >= 0.9.
+  on the same texts in batches of the worker's size, with the same number of torch threads (by default
+  one core fewer than the machine has, left to the control plane). Target: ratio >= 0.9.
 - `image_first_progress_ms_*`: from sending an image task to reading its first progress event over
   the task's SSE stream. Target: <= 50 ms on loopback.
 
@@ -36,10 +37,12 @@ def corpus(n: int) -> list[str]:
     return [" ".join(words[(i * k) % len(words)] for k in range(1, 9)) + f" {i}" for i in range(n)]
 
 
-def direct_embeddings_per_s(texts: list[str], batch: int, runs: int) -> float:
+def direct_embeddings_per_s(texts: list[str], batch: int, runs: int, threads: int) -> float:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
     from sentence_transformers import SentenceTransformer
 
+    torch.set_num_threads(threads)
     from services.workers.engines.embeddings import packaged_minilm
 
     model = SentenceTransformer(str(packaged_minilm()), device="cpu")
@@ -108,13 +111,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
     parser.add_argument("--batch", type=int, default=64, help="the worker's batch size, also used directly")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                        help="torch threads, the same in both setups; the default leaves one core to the "
+                             "control plane, as a deployment would")
     parser.add_argument("--image-runs", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path(".data/bench/media.json"))
     args = parser.parse_args()
 
     texts = corpus(args.texts)
-    direct = direct_embeddings_per_s(texts, args.batch, args.runs)
-    env = {"MODALMESH_LOG_LEVEL": "WARNING", "MODALMESH_WORKER_MAX_BATCH": str(args.batch)}
+    direct = direct_embeddings_per_s(texts, args.batch, args.runs, args.threads)
+    env = {"MODALMESH_LOG_LEVEL": "WARNING", "MODALMESH_WORKER_MAX_BATCH": str(args.batch),
+           "MODALMESH_WORKER_N_THREADS": str(args.threads)}
     with tempfile.TemporaryDirectory() as data, LocalStack(data=Path(data), env=env,
                                                           modalities="embedding,image") as stack:
         figures = asyncio.run(through_gateway(stack, texts, args))
@@ -124,7 +131,7 @@ def main() -> None:
         "embeddings_gateway_vs_direct": round(figures["embeddings_per_s"] / direct, 4),
         "targets": {"embeddings_gateway_vs_direct": 0.9, "image_first_progress_ms_p50": 50.0},
         "setup": {"texts": args.texts, "per_request": args.per_request, "concurrency": args.concurrency,
-                  "batch": args.batch, "runs": args.runs, "image_runs": args.image_runs,
+                  "batch": args.batch, "runs": args.runs, "threads": args.threads, "image_runs": args.image_runs,
                   "machine": platform.machine(), "cpus": os.cpu_count(), "run_id": uuid.uuid4().hex[:8]},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def build_engine(settings: WorkerSettings) -> Engine:
         return EmbeddingsEngine(EmbeddingsConfig(
             model_id=settings.model_id or "all-minilm-l6-v2", model_path=settings.model_path or packaged_minilm(),
             device="cpu" if settings.device == "auto" else settings.device, max_batch=settings.max_batch,
-            slots=settings.slots or 32,
+            slots=settings.slots or 32, threads=settings.n_threads,
         ))
     if settings.engine == "diffusers":
         from services.workers.engines.diffusers_image import DiffusersConfig, DiffusersImageEngine

@@ -24,6 +24,7 @@ from services.workers.engine import Data, Engine, File, Finished, Progress, Text
 from services.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+STATUS_COALESCE_S = 0.02
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Worker:
     started_ms: int = field(default_factory=now_ms)
     _in_flight: dict[str, _InFlight] = field(default_factory=dict)
     _cancels: RecentCancels = field(default_factory=RecentCancels)
+    _status_pending: asyncio.Task[None] | None = None
 
     @property
     def worker_id(self) -> str:
@@ -102,6 +104,16 @@ class Worker:
         if self.bus.nc.is_connected:
             await self.bus.nc.publish(subjects.worker_status(self.worker_id), self.status().encode())
 
+    def _status_soon(self) -> None:
+        """Announce a change of load shortly: changes that come close together (a busy worker starts
+        and ends many requests a second) go out as one status, not one each."""
+        if self._status_pending is None or self._status_pending.done():
+            self._status_pending = asyncio.create_task(self._publish_status_after(STATUS_COALESCE_S))
+
+    async def _publish_status_after(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await self._publish_status()
+
     async def _on_assignment(self, msg: Msg) -> None:
         try:
             assignment = Assignment.decode(msg.data)
@@ -119,7 +131,7 @@ class Worker:
             return
         task = asyncio.create_task(self._execute(assignment, msg))
         self._in_flight[rid] = _InFlight(assignment, task)
-        await self._publish_status()
+        self._status_soon()
 
     async def _execute(self, assignment: Assignment, msg: Msg) -> None:
         rid = assignment.request_id
@@ -140,7 +152,7 @@ class Worker:
             keepalive.cancel()
             watchdog.cancel()
             self._in_flight.pop(rid, None)
-            await self._publish_status()
+            self._status_soon()
 
     async def _generate(self, assignment: Assignment, out: ResultPublisher) -> None:
         request = assignment.request

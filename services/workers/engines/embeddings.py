@@ -44,6 +44,7 @@ class EmbeddingsConfig:
     max_batch: int = 64
     batch_window_s: float = 0.002
     slots: int = 32  # assignments a worker holds at once: the pool a batch is drawn from
+    threads: int | None = None  # torch's threads; None: torch's default (every core)
 
 
 @dataclass
@@ -71,7 +72,11 @@ class EmbeddingsEngine(ThreadedEngine):
 
     def load(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
         from sentence_transformers import SentenceTransformer
+
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
 
         self._model = SentenceTransformer(str(self.config.model_path), device=self.config.device,
                                           local_files_only=True)
