@@ -85,6 +85,8 @@ class Worker:
         await stop.wait()
         await self._drain(assign_sub)
         heartbeat.cancel()
+        if self._status_pending is not None:
+            self._status_pending.cancel()
         await cancel_sub.unsubscribe()
 
     async def _register_models(self) -> None:
