@@ -49,3 +49,32 @@ def test_chat_page_streams_an_answer(running_stack: LocalStack) -> None:
     assert answer is not None and answer.startswith("model: ") and len(answer) > len("model: ")
     # Chunks are counted as they stream; how many depends on speed (deltas coalesce when the loop is busy).
     assert int(status.split()[0]) >= 1
+
+
+def test_page_makes_an_image_with_a_progress_bar(media_stack: LocalStack) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{media_stack.url}/#key={media_stack.api_key}")
+            page.wait_for_selector("#media-model option[value='tiny-sd']", state="attached")
+            page.fill("#media-prompt", "a lighthouse at dusk")
+            page.click("#make")
+            page.wait_for_function("document.getElementById('media-status').textContent.includes('stop')"
+                                   " || document.querySelector('#media-status.error') !== null")
+            status = page.text_content("#media-status") or ""
+            progress = page.eval_on_selector("#progress", "e => e.value")
+            size = page.eval_on_selector("#made img", "e => e.complete && [e.naturalWidth, e.naturalHeight]")
+            page.select_option("#kind", "speech")
+            page.wait_for_selector("#media-model option[value='espeak']", state="attached")
+            page.fill("#media-prompt", "Hello from the page")
+            page.click("#make")
+            page.wait_for_selector("#made audio")
+            audio_type = page.eval_on_selector("#made figcaption", "e => e.textContent")
+            page.screenshot(path=str(SHOTS / "media.png"), full_page=True)
+        finally:
+            browser.close()
+    assert "image stop" in status and progress == 1
+    assert size == [256, 256]  # the image loaded from its signed URL, at the size asked
+    assert "audio/wav" in (audio_type or "")
