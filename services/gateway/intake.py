@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Header, Request
 
 from contracts.base import now_ms
 from contracts.errors import InvalidRequest
+from contracts.requests import AnyRequest
 from contracts.results import AnyChunk
+from services.gateway.limits import check_request
 from services.gateway.relay import ChunkStream
 from services.gateway.settings import GatewaySettings
 
@@ -70,3 +73,37 @@ async def disconnected(request: Request) -> None:
     # Starlette offers no disconnect event to wait on before the response starts: poll it.
     while not await request.is_disconnected():  # noqa: ASYNC110
         await asyncio.sleep(0.25)
+
+
+@dataclass
+class Intake:
+    """What a route needs to take one request in, as a FastAPI dependency (`Depends(intake)`)."""
+
+    request: Request
+    timeout: str | None
+    idempotency_key: str | None
+
+    @property
+    def settings(self) -> GatewaySettings:
+        return self.request.app.state.settings
+
+    def request_id(self, prefix: str) -> str:
+        return request_id(prefix, self.request, self.idempotency_key)
+
+    @property
+    def deadline_ms(self) -> int:
+        return deadline_ms(self.settings, self.timeout)
+
+    async def submit(self, bus_request: AnyRequest) -> tuple[ChunkStream, AnyChunk]:
+        """Check limits, publish, and wait for the first chunk (so early failures keep their status)."""
+        check_request(bus_request, self.settings)
+        stream = await self.request.app.state.relay.submit(bus_request)
+        return stream, await first_chunk(self.request, stream)
+
+
+def intake(request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
+           idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER)) -> Intake:
+    return Intake(request, timeout, idempotency_key)
+
+
+Take = Annotated[Intake, Depends(intake)]  # a route's parameter: `take: Take`

@@ -168,7 +168,29 @@ class Cancelled(Exception):
     """Raised inside a blocking run when its request was aborted."""
 
 
-class ThreadedEngine(Engine):
+class CancelFlags:
+    """One flag per request in flight, set by `abort`, read by the engine's blocking loop."""
+
+    def __init__(self) -> None:
+        self._cancel: dict[str, threading.Event] = {}
+
+    def flag(self, request_id: str) -> threading.Event:
+        return self._cancel.setdefault(request_id, threading.Event())
+
+    def drop(self, request_id: str) -> None:
+        self._cancel.pop(request_id, None)
+
+    async def abort(self, request_id: str) -> None:
+        event = self._cancel.get(request_id)
+        if event is not None:
+            event.set()
+
+    def abort_all(self) -> None:
+        for event in self._cancel.values():
+            event.set()
+
+
+class ThreadedEngine(CancelFlags, Engine):
     """An engine around a blocking library with one model instance (diffusers, sentence-transformers,
     eSpeak NG): `load` runs on the engine's own threads, and `abort` sets the request's flag."""
 
@@ -177,7 +199,7 @@ class ThreadedEngine(Engine):
         self._modalities = modalities
         self._slots = slots
         self._turns = asyncio.Semaphore(slots)
-        self._cancel: dict[str, threading.Event] = {}
+        CancelFlags.__init__(self)
         self._threads = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=self.kind)
 
     @property
@@ -199,14 +221,8 @@ class ThreadedEngine(Engine):
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._threads, self.load)
 
-    async def abort(self, request_id: str) -> None:
-        event = self._cancel.get(request_id)
-        if event is not None:
-            event.set()
-
     async def cleanup(self) -> None:
-        for event in self._cancel.values():
-            event.set()
+        self.abort_all()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
@@ -220,14 +236,14 @@ class BlockingEngine(ThreadedEngine):
         `check(cancelled)` between steps."""
 
     async def generate(self, request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
-        cancelled = self._cancel.setdefault(request.request_id, threading.Event())
+        cancelled = self.flag(request.request_id)
         try:
             async with self._turns:
                 async for event in run_in_thread(lambda emit: self._run_or_cancel(request, cancelled, emit),
                                                  self._threads):
                     yield event
         finally:
-            self._cancel.pop(request.request_id, None)
+            self.drop(request.request_id)
 
     def _run_or_cancel(self, request: AnyRequest, cancelled: threading.Event, emit: Emit) -> None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -233,24 +234,25 @@ def cache_dir() -> Path:
     return Path(root) / "models"
 
 
-def ensure_tiny_gguf(spec: TinySpec | None = None) -> Path:
-    """Path of the tiny model for `spec`, writing it into the cache on first use."""
-    spec = spec or TinySpec()
-    path = cache_dir() / f"tiny-llama-{spec.digest()}.gguf"
+def _cached(name: str, digest: str, write: Callable[[Path], None]) -> Path:
+    """`<cache>/<name>-<digest>.gguf`, written by `write` on first use."""
+    path = cache_dir() / f"{name}-{digest}.gguf"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_tiny_gguf(path, spec)
+        write(path)
     return path
+
+
+def ensure_tiny_gguf(spec: TinySpec | None = None) -> Path:
+    """Path of the tiny model for `spec`, writing it into the cache on first use."""
+    chosen = spec or TinySpec()
+    return _cached("tiny-llama", chosen.digest(), lambda path: write_tiny_gguf(path, chosen))
 
 
 def ensure_tiny_mmproj(spec: TinyVisionSpec | None = None) -> Path:
     """Path of the vision projector for the tiny model, writing it into the cache on first use."""
-    spec = spec or TinyVisionSpec()
-    path = cache_dir() / f"tiny-mmproj-{spec.digest()}.gguf"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_tiny_mmproj(path, spec)
-    return path
+    chosen = spec or TinyVisionSpec()
+    return _cached("tiny-mmproj", chosen.digest(), lambda path: write_tiny_mmproj(path, chosen))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from contracts.errors import EngineError
@@ -15,11 +15,9 @@ from contracts.results import AnyChunk, ArtifactChunk, DataChunk, FinalChunk
 from services.common.audio import encode_stream, sample_rate_of
 from services.common.vectors import collect_vectors, encode_vectors
 from services.gateway.files import Files
-from services.gateway.intake import IDEMPOTENCY_HEADER, TIMEOUT_HEADER, deadline_ms, first_chunk, request_id
-from services.gateway.limits import check_request
-from services.gateway.relay import ChunkStream, Relay
+from services.gateway.intake import Take
+from services.gateway.relay import ChunkStream
 from services.gateway.schemas import EmbeddingsBody, ImageGenerationBody, SpeechBody
-from services.gateway.settings import GatewaySettings
 
 router = APIRouter(prefix="/v1", tags=["media"])
 AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "pcm": "audio/pcm"}
@@ -38,15 +36,9 @@ async def _chunks(stream: ChunkStream, first: AnyChunk) -> AsyncIterator[AnyChun
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingsBody, request: Request,
-                     timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
-                     idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER)) -> dict[str, Any]:
-    settings: GatewaySettings = request.app.state.settings
-    bus_request = body.to_contract(request_id("embd", request, idempotency_key), deadline_ms(settings, timeout))
-    check_request(bus_request, settings)
-    relay: Relay = request.app.state.relay
-    stream = await relay.submit(bus_request)
-    received = [chunk async for chunk in _chunks(stream, await first_chunk(request, stream))]
+async def embeddings(body: EmbeddingsBody, take: Take) -> dict[str, Any]:
+    bus_request = body.to_contract(take.request_id("embd"), take.deadline_ms)
+    received = [chunk async for chunk in _chunks(*await take.submit(bus_request))]
     vectors = collect_vectors(received)
     if len(vectors) != len(bus_request.inputs):
         raise EngineError(f"the engine returned {len(vectors)} vectors for {len(bus_request.inputs)} inputs")
@@ -62,17 +54,11 @@ async def embeddings(body: EmbeddingsBody, request: Request,
 
 
 @router.post("/images/generations")
-async def images(body: ImageGenerationBody, request: Request,
-                 timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
-                 idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER)) -> dict[str, Any]:
-    settings: GatewaySettings = request.app.state.settings
-    bus_request = body.to_contract(request_id("img", request, idempotency_key), deadline_ms(settings, timeout))
-    check_request(bus_request, settings)
-    relay: Relay = request.app.state.relay
+async def images(body: ImageGenerationBody, request: Request, take: Take) -> dict[str, Any]:
+    bus_request = body.to_contract(take.request_id("img"), take.deadline_ms)
     files: Files = request.app.state.files
-    stream = await relay.submit(bus_request)
     made: list[ArtifactChunk] = []
-    async for chunk in _chunks(stream, await first_chunk(request, stream)):
+    async for chunk in _chunks(*await take.submit(bus_request)):
         if isinstance(chunk, ArtifactChunk):
             made.append(chunk)
     data = []
@@ -86,17 +72,11 @@ async def images(body: ImageGenerationBody, request: Request,
 
 
 @router.post("/audio/speech", response_model=None)
-async def speech(body: SpeechBody, request: Request,
-                 timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
-                 idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER)) -> Response:
+async def speech(body: SpeechBody, take: Take) -> Response:
     """Audio streams out as the worker makes it: WAV with an open-ended header, MP3 frame by frame,
     or raw 16-bit PCM."""
-    settings: GatewaySettings = request.app.state.settings
-    bus_request = body.to_contract(request_id("tts", request, idempotency_key), deadline_ms(settings, timeout))
-    check_request(bus_request, settings)
-    relay: Relay = request.app.state.relay
-    stream = await relay.submit(bus_request)
-    chunks = _chunks(stream, await first_chunk(request, stream))
+    bus_request = body.to_contract(take.request_id("tts"), take.deadline_ms)
+    chunks = _chunks(*await take.submit(bus_request))
 
     async def pcm() -> AsyncIterator[tuple[bytes, int]]:
         async for chunk in chunks:

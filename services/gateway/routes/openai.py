@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
@@ -14,43 +14,25 @@ from contracts.errors import ModalMeshError
 from contracts.requests import TextRequest
 from contracts.results import DeltaChunk, FinalChunk
 from services.gateway.errors import STATUS, error_body
-from services.gateway.intake import (
-    IDEMPOTENCY_HEADER,
-    TIMEOUT_HEADER,
-    deadline_ms,
-    first_chunk,
-    request_id,
-    until_disconnected,
-)
-from services.gateway.limits import check_request
+from services.gateway.intake import Intake, Take, until_disconnected
 from services.gateway.relay import ChunkStream, Relay
 from services.gateway.schemas import ChatCompletionBody, CompletionBody
-from services.gateway.settings import GatewaySettings
 from services.gateway.shapes import Shape, public_finish_reason
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(
-    body: ChatCompletionBody, request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
-    idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER),
-) -> Any:
-    settings: GatewaySettings = request.app.state.settings
-    images = await body.checked_images(request.app.state.files, settings.max_images, settings.max_image_bytes,
-                                       settings.max_image_side)
-    bus_request = body.to_contract(request_id("chatcmpl", request, idempotency_key), deadline_ms(settings, timeout),
-                                   settings.default_max_tokens, images)
-    return await _serve(request, bus_request, body.include_usage, chat=True)
+async def chat_completions(body: ChatCompletionBody, take: Take) -> Any:
+    settings = take.settings
+    images = await body.checked_images(take.request.app.state.files, settings.max_images,
+                                       settings.max_image_bytes, settings.max_image_side)
+    bus_request = body.to_contract(take.request_id("chatcmpl"), take.deadline_ms, settings.default_max_tokens, images)
+    return await _serve(take, bus_request, body.include_usage, chat=True)
 
 
 @router.post("/completions", response_model=None)
-async def completions(
-    body: CompletionBody, request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
-    idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER),
-) -> Any:
-    settings: GatewaySettings = request.app.state.settings
-    bus_request = body.to_contract(request_id("cmpl", request, idempotency_key), deadline_ms(settings, timeout),
-                                   settings.default_max_tokens)
-    return await _serve(request, bus_request, body.include_usage, chat=False)
+async def completions(body: CompletionBody, take: Take) -> Any:
+    bus_request = body.to_contract(take.request_id("cmpl"), take.deadline_ms, take.settings.default_max_tokens)
+    return await _serve(take, bus_request, body.include_usage, chat=False)
 
 
 @router.get("/models")
@@ -67,16 +49,13 @@ async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-async def _serve(request: Request, bus_request: TextRequest, include_usage: bool, *, chat: bool) -> Any:
-    relay: Relay = request.app.state.relay
-    check_request(bus_request, request.app.state.settings)
-    stream = await relay.submit(bus_request)
+async def _serve(take: Intake, bus_request: TextRequest, include_usage: bool, *, chat: bool) -> Any:
+    stream, first = await take.submit(bus_request)
     shape = Shape(bus_request.request_id, bus_request.model, chat=chat)
-    first = await first_chunk(request, stream)  # before answering, so early failures keep their status
     if bus_request.stream:
         return EventSourceResponse(_sse(stream, shape, first, include_usage), sep="\n", ping=15)
     try:
-        return JSONResponse(await until_disconnected(request, _collect(stream, shape, first)))
+        return JSONResponse(await until_disconnected(take.request, _collect(stream, shape, first)))
     finally:
         await stream.close()
 

@@ -29,7 +29,7 @@ from services.common.results import replay_results
 from services.common.vectors import collect_vectors
 from services.gateway.errors import STATUS, error_body
 from services.gateway.files import Files
-from services.gateway.intake import IDEMPOTENCY_HEADER, TIMEOUT_HEADER, deadline_ms, request_id
+from services.gateway.intake import Take
 from services.gateway.limits import check_request
 from services.gateway.relay import Relay
 from services.gateway.schemas import (
@@ -91,17 +91,12 @@ class TaskNotFound(ModelNotFound):
 
 
 @router.post("/tasks", status_code=202)
-async def create_task(body: TaskBody, request: Request,
-                      timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
-                      idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER)) -> dict[str, Any]:
+async def create_task(body: TaskBody, take: Take) -> dict[str, Any]:
     """Queue any request; the answer carries the task id and status `queued` at once."""
-    settings: GatewaySettings = request.app.state.settings
-    rid = request_id(f"task-{body.modality}", request, idempotency_key)
-    bus_request = await _to_request(body, rid, deadline_ms(settings, timeout), request)
-    check_request(bus_request, settings)
-    relay: Relay = request.app.state.relay
-    state = await relay.enqueue(bus_request)
-    return await _task_object(request, state)
+    bus_request = await _to_request(body, take.request_id(f"task-{body.modality}"), take.deadline_ms, take.request)
+    check_request(bus_request, take.settings)
+    relay: Relay = take.request.app.state.relay
+    return await _task_object(take.request, await relay.enqueue(bus_request))
 
 
 @router.get("/tasks/{task_id}")

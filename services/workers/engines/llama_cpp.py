@@ -21,7 +21,7 @@ from typing import Any, cast
 from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, ChatMessage, ChatRequest, CompletionRequest, Modality, TextRequest
 from contracts.results import Timings, Usage
-from services.workers.engine import Engine, EngineEvent, Finished, TextDelta, expect, iterate_in_thread
+from services.workers.engine import CancelFlags, Engine, EngineEvent, Finished, TextDelta, expect, iterate_in_thread
 from services.workers.stops import StopScanner
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,14 @@ class _Prompt:
     stop: tuple[str, ...]
 
 
-class LlamaCppEngine(Engine):
+class LlamaCppEngine(CancelFlags, Engine):
     kind = "llama_cpp"
 
     def __init__(self, config: LlamaCppConfig) -> None:
         self.config = config
         self._instances: list[Any] = []
         self._free: asyncio.Queue[Any] = asyncio.Queue()
-        self._cancel: dict[str, threading.Event] = {}
+        CancelFlags.__init__(self)
         self._formatter: Any = None
         # One long-lived thread per slot: starting a thread per request costs time before the first token.
         self._threads = ThreadPoolExecutor(max_workers=config.slots, thread_name_prefix="llama")
@@ -123,7 +123,7 @@ class LlamaCppEngine(Engine):
 
     async def generate(self, any_request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
         request = cast(TextRequest, expect(any_request, (ChatRequest, CompletionRequest), self.kind))
-        cancel = self._cancel.setdefault(request.request_id, threading.Event())
+        cancel = self.flag(request.request_id)
         llm = await self._free.get()
         try:
             # The engine's own time to first token starts here, as a direct caller would see it.
@@ -138,7 +138,7 @@ class LlamaCppEngine(Engine):
             async for event in iterate_in_thread(run, self._threads):
                 yield event
         finally:
-            self._cancel.pop(request.request_id, None)
+            self.drop(request.request_id)
             self._free.put_nowait(llm)
 
     def _run(
@@ -249,14 +249,8 @@ class LlamaCppEngine(Engine):
 
         return LogitsProcessorList([add])
 
-    async def abort(self, request_id: str) -> None:
-        event = self._cancel.get(request_id)
-        if event is not None:
-            event.set()
-
     async def cleanup(self) -> None:
-        for event in self._cancel.values():
-            event.set()
+        self.abort_all()
         # Let running generations see their cancel and end before their model is freed under them.
         await asyncio.to_thread(self._threads.shutdown, wait=True, cancel_futures=True)
         instances, self._instances = self._instances, []
