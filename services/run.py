@@ -79,6 +79,11 @@ def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int
                 {**common, "MODALMESH_WORKER_WORKER_ID": wid, "MODALMESH_WORKER_ENGINE": engine})
         for modality, (wid, engine) in MEDIA_WORKERS.items() if modality in modalities
     ]
+    # A neural voice when one is configured: a Piper `.onnx` with its `.onnx.json` beside it.
+    if voice := os.environ.get("MODALMESH_PIPER_VOICE"):
+        worker_programs.append(Program("worker-speech-piper", f"{py} -m services.workers", 20, {
+            **common, "MODALMESH_WORKER_WORKER_ID": "speech-piper", "MODALMESH_WORKER_ENGINE": "piper",
+            "MODALMESH_WORKER_MODEL_PATH": voice}))
     return [
         Program("nats", f"{nats_server_binary()} -js -sd {data / 'nats'} -a 127.0.0.1 -p {nats_port}",
                 1, {}),
@@ -193,7 +198,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     url = f"http://{args.host}:{args.port}"
     try:
-        live = wait_until_serving(url, key, supervisor, args.ready_timeout, expected=len(modalities))
+        expected = len(modalities) + bool(os.environ.get("MODALMESH_PIPER_VOICE"))
+        live = wait_until_serving(url, key, supervisor, args.ready_timeout, expected=expected)
     except SystemExit:
         stop()
         supervisor.wait()

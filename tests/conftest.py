@@ -51,8 +51,12 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
 
 @pytest.fixture(scope="session")
 def media_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """The stack with one worker per media modality (embeddings, images, speech, video) and their default models."""
-    stack = LocalStack(data=Path(tmp_path_factory.mktemp("media")), modalities="embedding,image,speech,video")
+    """The stack with one worker per media modality (embeddings, images, speech, video) and their default
+    models, and a Piper worker with the tiny voice."""
+    from services.workers.tiny_voice import ensure_tiny_voice
+
+    stack = LocalStack(data=Path(tmp_path_factory.mktemp("media")), modalities="embedding,image,speech,video",
+                       env={"MODALMESH_PIPER_VOICE": str(ensure_tiny_voice())})
     try:
         with stack:
             yield stack

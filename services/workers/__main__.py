@@ -52,12 +52,19 @@ def build_engine(settings: WorkerSettings) -> Engine:
             model_id=settings.model_id or "tiny-video", model_path=settings.model_path or ensure_tiny_video(),
             device=settings.device, max_text_tokens=None if settings.model_path else TINY_VIDEO_TEXT_TOKENS,
         ))
+    if settings.engine == "piper":
+        from services.workers.engines.piper import PiperConfig, PiperEngine
+
+        if settings.model_path is None:
+            raise SystemExit("the piper engine needs a voice: MODALMESH_WORKER_MODEL_PATH=/voices/<voice>.onnx")
+        return PiperEngine(PiperConfig(model_id=settings.model_id or settings.model_path.stem,
+                                       model_path=settings.model_path, use_cuda=settings.device.startswith("cuda")))
     if settings.engine == "espeak":
         from services.workers.engines.espeak import EspeakEngine
 
         return EspeakEngine(settings.model_id or "espeak")
     raise SystemExit(f"MODALMESH_WORKER_ENGINE={settings.engine!r} is not a known engine "
-                     "(llama_cpp, sentence_transformers, diffusers, diffusers_video, espeak)")
+                     "(llama_cpp, sentence_transformers, diffusers, diffusers_video, espeak, piper)")
 
 
 async def main() -> None:

@@ -19,7 +19,7 @@ class WorkerSettings(ServiceSettings):
         description="Stable id: a restarted worker with the same id resumes its assignments.",
     )
     engine: str = Field(default="llama_cpp",
-                        description="llama_cpp, sentence_transformers, diffusers, diffusers_video or espeak.")
+                        description="llama_cpp, sentence_transformers, diffusers, diffusers_video, espeak or piper.")
     model_id: str | None = Field(default=None, description="Id clients use in `model`. Unset: the engine's default.")
     model_path: Path | None = Field(
         default=None, description="GGUF file or model folder. Unset: the engine's built-in or tiny default."

@@ -123,3 +123,12 @@ def test_bad_media_requests_get_clear_errors(media_stack: LocalStack, path: str,
     res = httpx.post(f"{media_stack.url}{path}", json=body, headers=media_stack.headers, timeout=60)
     assert res.status_code == status, res.text
     assert res.json()["error"]["message"]
+
+
+def test_a_configured_piper_voice_speaks(client: openai.OpenAI) -> None:
+    from services.workers.tiny_voice import SAMPLE_RATE
+
+    model = next(m.id for m in client.models.list().data if m.id.startswith("tiny-piper"))
+    wav = client.audio.speech.create(model=model, input="One sentence. And another.", voice="alloy",
+                                     response_format="wav").read()
+    assert struct.unpack("<I", wav[24:28])[0] == SAMPLE_RATE and _wav_seconds(wav) > 0.1

@@ -142,3 +142,28 @@ async def test_video_engine_makes_an_mp4_with_the_asked_frames(tmp_path: Any) ->
             await _all(engine.generate(bad))
     finally:
         await engine.cleanup()
+
+
+async def test_piper_voice_streams_a_sentence_at_a_time() -> None:
+    from services.workers.engines.piper import PiperConfig, PiperEngine
+    from services.workers.tiny_voice import SAMPLE_RATE, ensure_tiny_voice
+
+    engine = PiperEngine(PiperConfig("tiny-piper", ensure_tiny_voice()))
+    await engine.start()
+    try:
+        def speak(text: str, speed: float = 1.0) -> SpeechRequest:
+            return SpeechRequest(request_id=f"p-{len(text)}-{speed}", model="tiny-piper", deadline_ms=_deadline(),
+                                 input=text, speed=speed)
+
+        events = await _all(engine.generate(speak("First sentence here. And a second one. A third.")))
+        pieces = [e for e in events if isinstance(e, Data)]
+        [wav] = [e for e in events if isinstance(e, File)]
+        assert len(pieces) == 3 and sample_rate_of(pieces[0].content_type) == SAMPLE_RATE
+        assert wav.data[44:] == b"".join(p.data for p in pieces)
+        short = [e for e in await _all(engine.generate(speak("Hi."))) if isinstance(e, File)][0]
+        fast = [e for e in await _all(engine.generate(speak("First sentence here. And a second one. A third.",
+                                                             speed=2.0))) if isinstance(e, File)][0]
+        assert short.meta["seconds"] < wav.meta["seconds"] / 3
+        assert fast.meta["seconds"] == pytest.approx(wav.meta["seconds"] / 2, rel=0.1)
+    finally:
+        await engine.cleanup()

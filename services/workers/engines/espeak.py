@@ -15,9 +15,8 @@ from typing import Any
 
 from contracts.errors import InvalidRequest
 from contracts.requests import AnyRequest, Modality, SpeechRequest
-from contracts.results import Usage
-from services.common.audio import pcm_content_type, wav_bytes
-from services.workers.engine import BlockingEngine, Data, Emit, File, Finished, Progress, check, expect
+from services.workers.engine import BlockingEngine, Emit, Progress, check, expect
+from services.workers.speech import SpeechOut
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +41,8 @@ class EspeakEngine(BlockingEngine):
         super().__init__(model_id, (Modality.speech,), slots=1)
         self._lib: Any = None
         self.sample_rate = 0
-        self._sink: Emit | None = None
+        self._out: SpeechOut | None = None
         self._cancelled: threading.Event | None = None
-        self._pieces: list[bytes] = []
         self._callback = _CALLBACK(self._on_audio)  # kept referenced: eSpeak calls it from C
 
     def load(self) -> None:
@@ -72,25 +70,20 @@ class EspeakEngine(BlockingEngine):
             raise InvalidRequest(f"unknown voice `{request.voice}`")
         self._lib.espeak_SetParameter(_ESPEAK_RATE, round(_DEFAULT_WPM * request.speed), 0)
         emit(Progress(0.0, "synthesising"))
-        self._sink, self._cancelled, self._pieces = emit, cancelled, []
+        out = SpeechOut(emit, self.sample_rate)
+        self._out, self._cancelled = out, cancelled
         try:
             text = request.input.encode()
             self._lib.espeak_Synth(text, len(text) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
         finally:
-            self._sink = self._cancelled = None
+            self._out = self._cancelled = None
         check(cancelled)
-        pcm = b"".join(self._pieces)
-        seconds = len(pcm) / 2 / self.sample_rate
-        emit(File(wav_bytes(pcm, self.sample_rate), "audio/wav", "wav",
-                  meta={"seconds": round(seconds, 3), "sample_rate": self.sample_rate}))
-        emit(Finished("stop", Usage(prompt_tokens=len(request.input))))
+        out.finish(len(request.input))
 
     def _on_audio(self, wav: Any, samples: int, _events: Any) -> int:
         """eSpeak's callback: one buffer of 16-bit samples. Returning 1 stops the synthesis."""
         if self._cancelled is None or self._cancelled.is_set():
             return 1
-        if samples > 0 and self._sink is not None:
-            pcm = ctypes.string_at(wav, samples * 2)
-            self._pieces.append(pcm)
-            self._sink(Data(pcm, pcm_content_type(self.sample_rate), index=0))
+        if samples > 0 and self._out is not None:
+            self._out.piece(ctypes.string_at(wav, samples * 2))
         return 0
