@@ -160,9 +160,9 @@ async def test_piper_voice_streams_a_sentence_at_a_time() -> None:
         [wav] = [e for e in events if isinstance(e, File)]
         assert len(pieces) == 3 and sample_rate_of(pieces[0].content_type) == SAMPLE_RATE
         assert wav.data[44:] == b"".join(p.data for p in pieces)
-        short = [e for e in await _all(engine.generate(speak("Hi."))) if isinstance(e, File)][0]
-        fast = [e for e in await _all(engine.generate(speak("First sentence here. And a second one. A third.",
-                                                             speed=2.0))) if isinstance(e, File)][0]
+        short = next(e for e in await _all(engine.generate(speak("Hi."))) if isinstance(e, File))
+        fast = next(e for e in await _all(engine.generate(speak("First sentence here. And a second one. A third.",
+                                                             speed=2.0))) if isinstance(e, File))
         assert short.meta["seconds"] < wav.meta["seconds"] / 3
         assert fast.meta["seconds"] == pytest.approx(wav.meta["seconds"] / 2, rel=0.1)
     finally:
