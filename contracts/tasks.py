@@ -19,6 +19,13 @@ class TaskStatus(str, Enum):
     cancelled = "cancelled"
 
 
+TASK_PREFIX = "task-"  # ids of requests submitted through the task API start with it
+
+
+def is_task(request_id: str) -> bool:
+    return request_id.startswith(TASK_PREFIX)
+
+
 FINAL_STATUSES = frozenset({TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled})
 
 

@@ -13,7 +13,7 @@ from nats.js.kv import KeyValue
 
 from contracts.base import now_ms
 from contracts.results import ErrorChunk
-from contracts.tasks import FINAL_STATUSES, TaskState, TaskStatus
+from contracts.tasks import FINAL_STATUSES, TaskState, TaskStatus, is_task
 from services.common.merge import RequestMerge
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ class TaskWriter:
     async def _write(self, state: TaskState) -> None:
         rid = state.request_id
         submitted = self._submitted.get(rid)
+        if submitted is None and not is_task(rid):
+            submitted = {}  # only the task API writes a submission to keep: no need to read one
         if submitted is None:
             try:
                 entry = await self.kv.get(rid)

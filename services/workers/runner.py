@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
@@ -44,6 +45,7 @@ class Worker:
     _in_flight: dict[str, _InFlight] = field(default_factory=dict)
     _cancels: RecentCancels = field(default_factory=RecentCancels)
     _status_pending: asyncio.Task[None] | None = None
+    _status_sent: float = 0.0
 
     @property
     def worker_id(self) -> str:
@@ -103,17 +105,22 @@ class Worker:
             await wait_or_stop(stop, self.settings.heartbeat_s)
 
     async def _publish_status(self) -> None:
+        self._status_sent = time.monotonic()
         if self.bus.nc.is_connected:
             await self.bus.nc.publish(subjects.worker_status(self.worker_id), self.status().encode())
 
     def _status_soon(self) -> None:
-        """Announce a change of load shortly: changes that come close together (a busy worker starts
-        and ends many requests a second) go out as one status, not one each."""
-        if self._status_pending is None or self._status_pending.done():
-            self._status_pending = asyncio.create_task(self._publish_status_after(STATUS_COALESCE_S))
+        """Announce a change of load: at once when the last status is older than STATUS_COALESCE_S,
+        else once that much time has passed, so a busy worker that starts and ends many requests a
+        second sends one status for several changes."""
+        if self._status_pending is not None and not self._status_pending.done():
+            return
+        wait = max(0.0, self._status_sent + STATUS_COALESCE_S - time.monotonic())
+        self._status_pending = asyncio.create_task(self._publish_status_after(wait))
 
     async def _publish_status_after(self, delay_s: float) -> None:
-        await asyncio.sleep(delay_s)
+        if delay_s:
+            await asyncio.sleep(delay_s)
         await self._publish_status()
 
     async def _on_assignment(self, msg: Msg) -> None:

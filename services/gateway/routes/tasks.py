@@ -22,7 +22,7 @@ from contracts.control import Cancel
 from contracts.errors import ModelNotFound
 from contracts.requests import TEXT_MODALITIES, AnyRequest, Modality
 from contracts.results import AnyChunk, ErrorChunk, decode_chunk
-from contracts.tasks import FINAL_STATUSES, TaskState
+from contracts.tasks import FINAL_STATUSES, TASK_PREFIX, TaskState
 from services.common.bus import Bus
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
@@ -93,7 +93,8 @@ class TaskNotFound(ModelNotFound):
 @router.post("/tasks", status_code=202)
 async def create_task(body: TaskBody, take: Take) -> dict[str, Any]:
     """Queue any request; the answer carries the task id and status `queued` at once."""
-    bus_request = await _to_request(body, take.request_id(f"task-{body.modality}"), take.deadline_ms, take.request)
+    rid = take.request_id(f"{TASK_PREFIX}{body.modality}")
+    bus_request = await _to_request(body, rid, take.deadline_ms, take.request)
     check_request(bus_request, take.settings)
     relay: Relay = take.request.app.state.relay
     return await _task_object(take.request, await relay.enqueue(bus_request))
