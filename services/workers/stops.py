@@ -20,16 +20,26 @@ class StopScanner:
         if self.stopped:
             return ""
         buf = self.held + text
-        hits = [i for i in (buf.find(s) for s in self.stops if s) if i >= 0]
-        if hits:
-            self.stopped, self.held = True, ""
-            return buf[: min(hits)]
-        keep = max((n for s in self.stops for n in range(min(len(s) - 1, len(buf)), 0, -1)
-                    if buf.endswith(s[:n])), default=0)
-        self.held = buf[len(buf) - keep:] if keep else ""
-        return buf[: len(buf) - keep]
+        hits = self._hits(buf)
+        first = min(hits) if hits else len(buf)
+        # Where a stop sequence could still begin: a proper prefix of one ends the buffer. One that
+        # begins before the first complete hit may yet complete and cut the text earlier.
+        open_at = min((len(buf) - n for s in self.stops for n in range(1, min(len(s), len(buf) + 1))
+                       if buf.endswith(s[:n]) and len(buf) - n < first), default=None)
+        if open_at is None:
+            self.held, self.stopped = "", bool(hits)
+            return buf[:first]
+        self.held = buf[open_at:]
+        return buf[:open_at]
 
     def flush(self) -> str:
-        """At the end of generation: what was held back was not a stop sequence after all."""
-        out, self.held = ("" if self.stopped else self.held), ""
-        return out
+        """At the end of generation: what was held back, up to a stop sequence it holds."""
+        if self.stopped:
+            return ""
+        buf, self.held = self.held, ""
+        hits = self._hits(buf)
+        self.stopped = bool(hits)
+        return buf[: min(hits)] if hits else buf
+
+    def _hits(self, buf: str) -> list[int]:
+        return [i for i in (buf.find(s) for s in self.stops if s) if i >= 0]

@@ -30,3 +30,8 @@ def test_any_split_gives_the_text_up_to_the_first_stop(text: str, stops: list[st
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     expected = text[: min(hits)] if hits else text
     assert run(pieces, tuple(stops)) == (expected, bool(hits))
+
+
+def test_a_longer_stop_that_began_earlier_wins() -> None:
+    # found by the property test: "<" completes first, but "><<" began before it
+    assert run(["><", "<"], ("<", "><<")) == ("", True)
