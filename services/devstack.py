@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from services.natsauth import ADMIN, NatsUsers
 from services.run import nats_server_binary
 
 
@@ -56,7 +57,8 @@ class LocalStack:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://127.0.0.1:{self.nats_port}"
+        """The stack's NATS as its admin user (the launcher made the users when it started)."""
+        return NatsUsers.load_or_create(self.data / "nats-auth").url(ADMIN, "127.0.0.1", self.nats_port)
 
     def __enter__(self) -> LocalStack:
         self._launcher = subprocess.Popen(

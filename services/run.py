@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.gateway.auth import key_hash
+from services.natsauth import NatsUsers
 from services.workers.tiny_diffusion import ensure_tiny_sd, ensure_tiny_video
 from services.workers.tiny_model import ensure_tiny_gguf, ensure_tiny_mmproj
 
@@ -66,8 +67,13 @@ ALL_MODALITIES = ("text", *MEDIA_WORKERS)
 def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int, workers: int = 1,
              modalities: tuple[str, ...] = ALL_MODALITIES) -> list[Program]:
     py = sys.executable
-    nats_url = f"nats://127.0.0.1:{nats_port}"
-    common = {"MODALMESH_NATS_URL": nats_url, "PYTHONUNBUFFERED": "1"}
+    users = NatsUsers.load_or_create(data / "nats-auth")
+
+    def as_role(role: str) -> dict[str, str]:
+        """The environment of a service that connects to NATS as `role` (its own user)."""
+        return {"MODALMESH_NATS_URL": users.url(role, "127.0.0.1", nats_port), "PYTHONUNBUFFERED": "1"}
+
+    common = as_role("worker")
     slots = os.environ.get("MODALMESH_WORKER_SLOTS", "2")
     worker_programs = [
         Program(f"worker-llm-{i}", f"{py} -m services.workers", 20,
@@ -85,15 +91,15 @@ def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int
             **common, "MODALMESH_WORKER_WORKER_ID": "speech-piper", "MODALMESH_WORKER_ENGINE": "piper",
             "MODALMESH_WORKER_MODEL_PATH": voice}))
     return [
-        Program("nats", f"{nats_server_binary()} -js -sd {data / 'nats'} -a 127.0.0.1 -p {nats_port}",
-                1, {}),
+        Program("nats", f"{nats_server_binary()} -c {users.conf_path} -js -sd {data / 'nats'} -a 127.0.0.1 "
+                f"-p {nats_port}", 1, {}),
         Program("monitor", f"{py} -m services.monitor", 5,
-                {**common, "MODALMESH_MONITOR_METRICS_PORT": str(metrics_port)}),
-        Program("scheduler", f"{py} -m services.scheduler", 10, common),
-        Program("aggregator", f"{py} -m services.aggregator", 10, common),
+                {**as_role("monitor"), "MODALMESH_MONITOR_METRICS_PORT": str(metrics_port)}),
+        Program("scheduler", f"{py} -m services.scheduler", 10, as_role("scheduler")),
+        Program("aggregator", f"{py} -m services.aggregator", 10, as_role("aggregator")),
         *worker_programs,
         Program("gateway", f"{py} -m services.gateway", 30,
-                {**common, "MODALMESH_GATEWAY_PORT": str(port), "MODALMESH_GATEWAY_HOST": host,
+                {**as_role("gateway"), "MODALMESH_GATEWAY_PORT": str(port), "MODALMESH_GATEWAY_HOST": host,
                  "MODALMESH_GATEWAY_API_KEYS_FILE": str(data / "api_keys")}),
     ]
 
@@ -180,7 +186,9 @@ def main() -> None:
         ensure_tiny_sd()
         ensure_tiny_video()
     key = api_key(data)
-    conf = data / "supervisord.conf"
+    conf = data / "supervisord.conf"  # holds the services' NATS passwords: owner-only
+    conf.touch(mode=0o600)
+    conf.chmod(0o600)
     conf.write_text(supervisord_conf(
         data, programs(data, args.port, args.nats_port, args.host, args.metrics_port, args.workers, modalities)))
     # Own session: Ctrl-C reaches this launcher only, which stops supervisord, which stops the rest in order.
@@ -206,7 +214,9 @@ def main() -> None:
         raise
     print(f"\nModalMesh is up: open {url}/#key={key}  (models: {', '.join(live)})", flush=True)
     print(f"API key: {key}   (curl -H 'Authorization: Bearer {key}' {url}/v1/models)", flush=True)
-    print(f"OpenAI API: {url}/v1   NATS: nats://127.0.0.1:{args.nats_port}   logs: {data / 'logs'}", flush=True)
+    print(f"OpenAI API: {url}/v1   logs: {data / 'logs'}", flush=True)
+    print(f"NATS: nats://127.0.0.1:{args.nats_port} (user admin, password in {data / 'nats-auth' / 'users.json'};"
+          " every service has its own user)", flush=True)
     print(f"Node metrics (Prometheus): http://127.0.0.1:{args.metrics_port}/metrics", flush=True)
     print("Ctrl-C stops everything.", flush=True)
     supervisor.wait()

@@ -67,5 +67,6 @@ async def connect(url: str, name: str) -> Bus:
     ):
         with attempt:
             await bootstrap(js)
-    log.info("%s connected to %s", name, nc.connected_url.netloc if nc.connected_url else url)
+    where = nc.connected_url
+    log.info("%s connected to %s:%s", name, where.hostname if where else "?", where.port if where else "?")
     return Bus(nc=nc, js=js)

@@ -1,0 +1,94 @@
+"""NATS users for the embedded stack: one per service role, with least-privilege subject permissions,
+and an `admin` for people and tests (the NATS CLI, benchmarks, the chaos checker).
+
+`make run` writes random passwords once into `.data/nats/users.json` and the server's
+`authorization` block into `.data/nats/auth.conf`, both owner-only. Services get their user in
+`MODALMESH_NATS_URL` (`nats://<role>:<password>@host:port`). Nothing has a default password, and a
+connection without one is refused.
+
+Each role may publish and subscribe only the application subjects its job needs (`contracts.subjects`).
+JetStream's own API (`$JS.API.>`, acks, flow control) is open to every role, because every service
+runs the same idempotent bootstrap; what a role may write into a KV bucket or the object store is
+limited to its own bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+INBOX = "_INBOX.>"
+JETSTREAM = ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>"]
+
+
+@dataclass(frozen=True)
+class Role:
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...] = ()
+    kv_write: tuple[str, ...] = ()  # buckets this role puts into
+    objects: tuple[str, ...] = ()  # object stores this role writes files into
+
+    def permissions(self) -> dict[str, dict[str, list[str]]]:
+        publish = [*self.publish, *JETSTREAM, *(f"$KV.{b}.>" for b in self.kv_write),
+                   *(f"$O.{o}.>" for o in self.objects)]
+        return {"publish": {"allow": publish}, "subscribe": {"allow": [*self.subscribe, INBOX]}}
+
+
+ROLES: dict[str, Role] = {
+    "gateway": Role(publish=("req.>", "cancel.>"), subscribe=("out.>", "worker.status.>", "telemetry.>"),
+                    kv_write=("tasks",)),
+    "scheduler": Role(publish=("assign.>", "result.>", "alert.>"),
+                      subscribe=("worker.status.>", "telemetry.>", "cancel.>")),
+    "worker": Role(publish=("result.>", "worker.status.>"), subscribe=("cancel.>", "control.>"),
+                   kv_write=("models",), objects=("artifacts",)),
+    "aggregator": Role(publish=("out.>",), kv_write=("tasks",)),
+    "monitor": Role(publish=("telemetry.>", "alert.>"), kv_write=("nodes",)),
+}
+ADMIN = "admin"
+
+
+@dataclass
+class NatsUsers:
+    """The users of one data folder: passwords made once, kept owner-only, reused on every start."""
+
+    folder: Path
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load_or_create(cls, folder: Path) -> NatsUsers:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stored = folder / "users.json"
+        passwords = json.loads(stored.read_text()) if stored.exists() else {}
+        for user in (ADMIN, *ROLES):
+            passwords.setdefault(user, secrets.token_urlsafe(24))
+        _write_private(stored, json.dumps(passwords, indent=1))
+        users = cls(folder, passwords)
+        _write_private(users.conf_path, users.server_conf())
+        return users
+
+    @property
+    def conf_path(self) -> Path:
+        return self.folder / "auth.conf"
+
+    def server_conf(self) -> str:
+        """nats-server's `authorization` block (JSON is valid NATS config)."""
+        users: list[dict[str, object]] = [{"user": ADMIN, "password": self.passwords[ADMIN]}]
+        users += [{"user": role, "password": self.passwords[role], "permissions": spec.permissions()}
+                  for role, spec in ROLES.items()]
+        return "authorization " + json.dumps({"users": users}, indent=1) + "\n"
+
+    def url(self, user: str, host: str, port: int) -> str:
+        return f"nats://{quote(user)}:{quote(self.passwords[user], safe='')}@{host}:{port}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only, never briefly readable by others."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
