@@ -23,6 +23,7 @@ ASSIGNMENTS = "ASSIGNMENTS"
 RESULTS = "RESULTS"
 TELEMETRY = "TELEMETRY"
 ALERTS = "ALERTS"
+DEAD_LETTERS = "DEAD_LETTERS"
 
 KV_NODES = "nodes"
 KV_MODELS = "models"
@@ -84,6 +85,15 @@ STREAMS: tuple[StreamConfig, ...] = (
         max_age=7 * 24 * 3600.0,
     ),
 )
+
+STREAMS = (*STREAMS, StreamConfig(
+    name=DEAD_LETTERS,
+    subjects=[subjects.DEAD_ALL],
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    max_age=7 * 24 * 3600.0,
+    duplicate_window=DEDUP_WINDOW_S,
+))
 
 BUCKETS: tuple[KeyValueConfig, ...] = (
     KeyValueConfig(bucket=KV_NODES, history=1, storage=StorageType.FILE),

@@ -11,6 +11,7 @@ WORKER_STATUS_ALL = "worker.status.>"
 CANCEL_ALL = "cancel.>"
 TELEMETRY_ALL = "telemetry.>"
 ALERTS_ALL = "alert.>"
+DEAD_ALL = "dead.>"
 
 
 def _token(value: str) -> str:
@@ -54,6 +55,16 @@ def telemetry(node: str) -> str:
 
 def alert(severity: str, node: str) -> str:
     return f"alert.{_token(severity)}.{_token(node)}"
+
+
+def dead(modality: Modality) -> str:
+    """Where a request that kept failing is kept, for people to look at and replay."""
+    return f"dead.{modality.value}"
+
+
+def max_deliveries_advisory(stream: str, consumer: str) -> str:
+    """JetStream's advisory when a consumer gives up on a message after `max_deliver` tries."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{_token(stream)}.{_token(consumer)}"
 
 
 def last_token(subject: str) -> str:

@@ -41,8 +41,8 @@ class Role:
 ROLES: dict[str, Role] = {
     "gateway": Role(publish=("req.>", "cancel.>"), subscribe=("out.>", "worker.status.>", "telemetry.>"),
                     kv_write=("tasks",)),
-    "scheduler": Role(publish=("assign.>", "result.>", "alert.>"),
-                      subscribe=("worker.status.>", "telemetry.>", "cancel.>")),
+    "scheduler": Role(publish=("assign.>", "result.>", "alert.>", "dead.>"),
+                      subscribe=("worker.status.>", "telemetry.>", "cancel.>", "$JS.EVENT.ADVISORY.CONSUMER.>")),
     "worker": Role(publish=("result.>", "worker.status.>"), subscribe=("cancel.>", "control.>"),
                    kv_write=("models",), objects=("artifacts",)),
     "aggregator": Role(publish=("out.>",), kv_write=("tasks",)),

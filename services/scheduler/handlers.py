@@ -4,10 +4,12 @@ assignment is stored in ASSIGNMENTS, so a scheduler that dies mid-way loses noth
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 
+import nats
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -64,12 +66,18 @@ class Scheduler:
             stream=streams.REQUESTS,
             manual_ack=True,
             cb=self._on_request,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.settings.ack_wait_s),
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.settings.ack_wait_s,
+                                  max_deliver=self.settings.max_deliver),
         )
+        # One scheduler (a queue group) takes each request that ran out of deliveries.
+        dead_sub = await self.bus.nc.subscribe(
+            subjects.max_deliveries_advisory(streams.REQUESTS, streams.SCHEDULER_CONSUMER),
+            queue=streams.SCHEDULER_CONSUMER, cb=self._on_max_deliveries)
         log.info("scheduler ready, policy %s", self.settings.policy.value)
         await stop.wait()
         await req_sub.unsubscribe()
         await cancel_sub.unsubscribe()
+        await dead_sub.unsubscribe()
         await housekeeping
         await self.fleet.unfollow()
 
@@ -135,8 +143,10 @@ class Scheduler:
             return
         worker = self.decide(request)
         if worker is None:
-            # Not an error yet: a worker may be starting. Redelivered until the deadline.
-            await msg.nak(delay=self.settings.retry_no_worker_s)
+            # Not an error yet: a worker may be starting. Redelivered, ever less often, until the
+            # deadline or `max_deliver`.
+            tries = msg.metadata.num_delivered or 1
+            await msg.nak(delay=min(self.settings.retry_max_s, self.settings.retry_no_worker_s * 2 ** (tries - 1)))
             return
         assignment = Assignment(worker_id=worker, request=request)
         await self.bus.js.publish(
@@ -144,6 +154,23 @@ class Scheduler:
         )
         self.fleet.recent[worker] += 1
         await msg.ack()
+
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        """A request JetStream stopped delivering: keep it in `dead.<modality>`, tell its client, and
+        take it out of the work queue."""
+        try:
+            seq = int(json.loads(msg.data)["stream_seq"])
+            raw = await self.bus.js.get_msg(streams.REQUESTS, seq)
+            request = decode_request(raw.data or b"")
+        except (ValueError, KeyError, nats.errors.Error) as exc:
+            log.warning("max-deliveries advisory not handled: %s", exc)
+            return
+        await self.bus.js.publish(subjects.dead(request.modality), raw.data or b"",
+                                  headers={"Nats-Msg-Id": f"dead:{request.request_id}"})
+        await self._fail(request, ErrorCode.no_live_worker,
+                         f"gave up after {self.settings.max_deliver} tries: no worker could take it "
+                         f"(kept in {subjects.dead(request.modality)})")
+        await self.bus.js.delete_msg(streams.REQUESTS, seq)
 
     async def _on_cancel(self, msg: Msg) -> None:
         self._cancels.observe(msg)

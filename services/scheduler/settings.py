@@ -15,7 +15,11 @@ class SchedulerSettings(ServiceSettings):
     policy: Policy = Field(default=Policy.weighted, description="weighted, least_outstanding, round_robin, random.")
     weights: Weights = Field(default_factory=Weights, description='JSON, e.g. {"utilization": 0.5}.')
     limits: Limits = Field(default_factory=Limits)
-    retry_no_worker_s: float = Field(default=0.25, gt=0, description="Wait before retrying when no worker fits.")
+    retry_no_worker_s: float = Field(default=0.25, gt=0,
+                                     description="First wait before retrying when no worker fits; doubles each time.")
+    retry_max_s: float = Field(default=1.0, gt=0, description="Longest wait between such retries.")
+    max_deliver: int = Field(default=200, ge=2,
+                             description="Deliveries of a request before it goes to dead letters (`dead.<modality>`).")
     ack_wait_s: float = Field(default=10.0, gt=0)
     crash_loop_restarts: int = Field(default=3, ge=1, description="Restarts within the window = crash loop.")
     crash_loop_window_s: float = Field(default=300.0, gt=0)
