@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from contracts.results import (
     decode_chunk,
 )
 from services.common.bus import Bus
+from services.common.merge import RequestMerge
 
 log = logging.getLogger(__name__)
 ACK_WAIT_S = 2.0  # a delta unacknowledged this long is sent again
@@ -132,3 +134,26 @@ async def replay_results(bus: Bus, request_id: str, timeout_s: float = 5.0) -> l
                 return chunks
     finally:
         await sub.unsubscribe()
+
+
+async def follow_results(bus: Bus, request_id: str, after: int = -1) -> AsyncGenerator[AnyChunk, None]:
+    """The request's chunks in order, those stored in RESULTS and then those still to come, from seq
+    `after + 1` on, up to its terminal chunk: a reader that went away picks up where it left off."""
+    merge = RequestMerge()
+    sub = await bus.js.subscribe(subjects.result(request_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        while not merge.done:
+            msg = await sub.next_msg(timeout=None)
+            for chunk in merge.accept(decode_chunk(msg.data)):
+                if isinstance(chunk, ErrorChunk) or chunk.seq > after:
+                    yield chunk
+    finally:
+        await sub.unsubscribe()
+
+
+async def has_results(bus: Bus, request_id: str) -> bool:
+    try:
+        await bus.js.get_last_msg(streams.RESULTS, subjects.result(request_id))
+    except NotFoundError:
+        return False
+    return True

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -14,12 +16,14 @@ from fastapi import Depends, Header, Request
 from contracts.base import now_ms
 from contracts.errors import InvalidRequest
 from contracts.requests import AnyRequest
-from contracts.results import AnyChunk
+from contracts.results import AnyChunk, ErrorChunk, FinalChunk
 from services.gateway.limits import check_request
 from services.gateway.relay import ChunkStream
 from services.gateway.settings import GatewaySettings
 
 TIMEOUT_HEADER = "X-ModalMesh-Timeout"
+REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")  # the shape of ids the gateway makes (and bus tokens allow)
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
@@ -107,3 +111,22 @@ def intake(request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HE
 
 
 Take = Annotated[Intake, Depends(intake)]  # a route's parameter: `take: Take`
+
+
+async def chunks_of(stream: ChunkStream, first: AnyChunk) -> AsyncGenerator[AnyChunk, None]:
+    """The first chunk, then the rest up to the terminal one; the stream is closed in every case
+    (and the request cancelled if it had not ended)."""
+    try:
+        chunk = first
+        yield chunk
+        while not isinstance(chunk, (FinalChunk, ErrorChunk)):
+            chunk = await stream.next()
+            yield chunk
+    finally:
+        await stream.close()
+
+
+def last_event(header: str | None) -> int:
+    """The chunk number in an SSE `Last-Event-ID` header; -1 (from the start) when absent or odd."""
+    value = (header or "").strip()
+    return int(value) if value.isdigit() else -1

@@ -5,40 +5,29 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from contracts.errors import EngineError
-from contracts.results import AnyChunk, ArtifactChunk, DataChunk, FinalChunk
+from contracts.results import ArtifactChunk, DataChunk, FinalChunk
 from services.common.audio import encode_stream, sample_rate_of
 from services.common.vectors import collect_vectors, encode_vectors
 from services.gateway.files import Files
-from services.gateway.intake import Take
-from services.gateway.relay import ChunkStream
+from services.gateway.intake import Take, chunks_of
 from services.gateway.schemas import EmbeddingsBody, ImageGenerationBody, SpeechBody
 
 router = APIRouter(prefix="/v1", tags=["media"])
 AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "pcm": "audio/pcm"}
 
 
-async def _chunks(stream: ChunkStream, first: AnyChunk) -> AsyncIterator[AnyChunk]:
-    """The first chunk, then the rest up to the terminal one; the stream is closed in every case."""
-    try:
-        chunk = first
-        yield chunk
-        while not isinstance(chunk, FinalChunk):
-            chunk = await stream.next()
-            yield chunk
-    finally:
-        await stream.close()
-
-
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingsBody, take: Take) -> dict[str, Any]:
     bus_request = body.to_contract(take.request_id("embd"), take.deadline_ms)
-    received = [chunk async for chunk in _chunks(*await take.submit(bus_request))]
+    async with aclosing(chunks_of(*await take.submit(bus_request))) as chunks:
+        received = [chunk async for chunk in chunks]
     vectors = collect_vectors(received)
     if len(vectors) != len(bus_request.inputs):
         raise EngineError(f"the engine returned {len(vectors)} vectors for {len(bus_request.inputs)} inputs")
@@ -57,10 +46,8 @@ async def embeddings(body: EmbeddingsBody, take: Take) -> dict[str, Any]:
 async def images(body: ImageGenerationBody, request: Request, take: Take) -> dict[str, Any]:
     bus_request = body.to_contract(take.request_id("img"), take.deadline_ms)
     files: Files = request.app.state.files
-    made: list[ArtifactChunk] = []
-    async for chunk in _chunks(*await take.submit(bus_request)):
-        if isinstance(chunk, ArtifactChunk):
-            made.append(chunk)
+    async with aclosing(chunks_of(*await take.submit(bus_request))) as chunks:
+        made = [chunk async for chunk in chunks if isinstance(chunk, ArtifactChunk)]
     data = []
     for chunk in sorted(made, key=lambda c: c.artifact.index):
         if body.response_format == "b64_json":
@@ -76,12 +63,13 @@ async def speech(body: SpeechBody, take: Take) -> Response:
     """Audio streams out as the worker makes it: WAV with an open-ended header, MP3 frame by frame,
     or raw 16-bit PCM."""
     bus_request = body.to_contract(take.request_id("tts"), take.deadline_ms)
-    chunks = _chunks(*await take.submit(bus_request))
+    chunks = chunks_of(*await take.submit(bus_request))
 
     async def pcm() -> AsyncIterator[tuple[bytes, int]]:
-        async for chunk in chunks:
-            if isinstance(chunk, DataChunk):
-                yield base64.b64decode(chunk.data_b64), sample_rate_of(chunk.content_type)
+        async with aclosing(chunks):  # a client that hangs up cancels the synthesis at once
+            async for chunk in chunks:
+                if isinstance(chunk, DataChunk):
+                    yield base64.b64decode(chunk.data_b64), sample_rate_of(chunk.content_type)
 
     return StreamingResponse(encode_stream(pcm(), body.response_format),
                              media_type=AUDIO_TYPES[body.response_format])

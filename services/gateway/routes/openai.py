@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from contracts.errors import ModalMeshError
+from contracts.errors import ModalMeshError, ModelNotFound, error_for
 from contracts.requests import TextRequest
-from contracts.results import DeltaChunk, FinalChunk
+from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk
+from services.common.results import follow_results, has_results
 from services.gateway.errors import STATUS, error_body
-from services.gateway.intake import Intake, Take, until_disconnected
+from services.gateway.intake import (
+    REQUEST_ID,
+    Intake,
+    LastEventId,
+    Take,
+    chunks_of,
+    last_event,
+    until_disconnected,
+)
 from services.gateway.relay import ChunkStream, Relay
 from services.gateway.schemas import ChatCompletionBody, CompletionBody
 from services.gateway.shapes import Shape, public_finish_reason
@@ -53,7 +62,7 @@ async def _serve(take: Intake, bus_request: TextRequest, include_usage: bool, *,
     stream, first = await take.submit(bus_request)
     shape = Shape(bus_request.request_id, bus_request.model, chat=chat)
     if bus_request.stream:
-        return EventSourceResponse(_sse(stream, shape, first, include_usage), sep="\n", ping=15)
+        return EventSourceResponse(_sse(chunks_of(stream, first), shape, include_usage), sep="\n", ping=15)
     try:
         return JSONResponse(await until_disconnected(take.request, _collect(stream, shape, first)))
     finally:
@@ -70,24 +79,54 @@ async def _collect(stream: ChunkStream, shape: Shape, first: Any) -> dict[str, A
     return shape.complete("".join(parts), public_finish_reason(chunk.finish_reason), chunk.usage)
 
 
-async def _sse(stream: ChunkStream, shape: Shape, first: Any, include_usage: bool) -> AsyncIterator[str]:
-    """OpenAI's stream: a role chunk, content chunks, a finish chunk (with usage), then [DONE].
-    If the client goes away, sse-starlette cancels this generator and `close` cancels the request."""
+def _event(data: str, id: str | None = None) -> ServerSentEvent:
+    return ServerSentEvent(data, id=id, sep="\n")  # as OpenAI writes them (sse-starlette's own default is CRLF)
+
+
+async def _sse(chunks: AsyncGenerator[AnyChunk, None], shape: Shape, include_usage: bool,
+               role: bool = True) -> AsyncIterator[ServerSentEvent]:
+    """OpenAI's stream: a role chunk, content chunks, a finish chunk (with usage), then [DONE]. Each
+    content event's id is its chunk number, so a client cut off (a gateway restart) re-attaches with
+    `Last-Event-ID` at `GET .../{id}/events`. If the client goes away, sse-starlette cancels this
+    generator and closing the chunks cancels the request."""
+    if role:
+        yield _event(json.dumps(shape.chunk("", first=True)))
     try:
-        yield json.dumps(shape.chunk("", first=True))
-        chunk = first
-        while True:
+        async for chunk in chunks:
             if isinstance(chunk, DeltaChunk) and chunk.text:
-                yield json.dumps(shape.chunk(chunk.text, worker=chunk.worker_id))
+                yield _event(json.dumps(shape.chunk(chunk.text, worker=chunk.worker_id)), id=str(chunk.seq))
             elif isinstance(chunk, FinalChunk):
-                yield json.dumps(shape.finish_chunk(public_finish_reason(chunk.finish_reason), chunk.usage))
+                finish = shape.finish_chunk(public_finish_reason(chunk.finish_reason), chunk.usage)
+                yield _event(json.dumps(finish), id=str(chunk.seq))
                 if include_usage:
-                    yield json.dumps(shape.usage_chunk(chunk.usage))
-                break
-            chunk = await stream.next()
+                    yield _event(json.dumps(shape.usage_chunk(chunk.usage)))
+            elif isinstance(chunk, ErrorChunk):
+                raise error_for(chunk.code, chunk.message)
     except ModalMeshError as exc:
         # Headers are gone already: the error travels as an event, which the openai client raises.
-        yield json.dumps(error_body(STATUS.get(exc.code, 500), exc.message, exc.code.value))
+        yield _event(json.dumps(error_body(STATUS.get(exc.code, 500), exc.message, exc.code.value)))
     finally:
-        await stream.close()
-    yield "[DONE]"
+        await chunks.aclose()  # at once, not when the generator is collected: a disconnect cancels now
+    yield _event("[DONE]")
+
+
+@router.get("/chat/completions/{request_id}/events", response_model=None)
+async def chat_reattach(request_id: str, request: Request, last_event_id: LastEventId = None) -> EventSourceResponse:
+    """The rest of a streamed chat completion, after the `Last-Event-ID` chunk, in the same shape."""
+    return await _reattach(request, request_id, last_event_id, chat=True)
+
+
+@router.get("/completions/{request_id}/events", response_model=None)
+async def completion_reattach(request_id: str, request: Request,
+                              last_event_id: LastEventId = None) -> EventSourceResponse:
+    return await _reattach(request, request_id, last_event_id, chat=False)
+
+
+async def _reattach(request: Request, request_id: str, last_event_id: str | None, *, chat: bool) -> EventSourceResponse:
+    bus = request.app.state.relay.bus
+    if not REQUEST_ID.fullmatch(request_id) or not await has_results(bus, request_id):
+        raise ModelNotFound(f"No stream `{request_id[:80]}`")
+    after = last_event(last_event_id)
+    chunks = follow_results(bus, request_id, after)
+    return EventSourceResponse(_sse(chunks, Shape(request_id, "", chat=chat), include_usage=False, role=after < 0),
+                               sep="\n", ping=15)

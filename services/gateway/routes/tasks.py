@@ -7,12 +7,10 @@ any gateway, or the same one after a restart, answers for any task.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Request
-from nats.js.api import DeliverPolicy
+from fastapi import APIRouter, Request
 from nats.js.errors import KeyNotFoundError
 from pydantic import Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -21,15 +19,15 @@ from contracts import streams, subjects
 from contracts.control import Cancel
 from contracts.errors import ModelNotFound
 from contracts.requests import TEXT_MODALITIES, AnyRequest, Modality
-from contracts.results import AnyChunk, ErrorChunk, decode_chunk
+from contracts.results import AnyChunk, ErrorChunk
 from contracts.tasks import FINAL_STATUSES, TASK_PREFIX, TaskState
 from services.common.bus import Bus
 from services.common.merge import RequestMerge
-from services.common.results import replay_results
+from services.common.results import follow_results, replay_results
 from services.common.vectors import collect_vectors
 from services.gateway.errors import STATUS, error_body
 from services.gateway.files import Files
-from services.gateway.intake import Take
+from services.gateway.intake import REQUEST_ID, LastEventId, Take, last_event
 from services.gateway.limits import check_request
 from services.gateway.relay import Relay
 from services.gateway.schemas import (
@@ -44,7 +42,6 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.shapes import usage_dict
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
-TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 class ChatTask(ChatCompletionBody):
@@ -116,28 +113,19 @@ async def cancel_task(task_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/tasks/{task_id}/events", response_model=None)
-async def task_events(task_id: str, request: Request,
-                      last_event_id: str | None = Header(None, alias="Last-Event-ID")) -> EventSourceResponse:
+async def task_events(task_id: str, request: Request, last_event_id: LastEventId = None) -> EventSourceResponse:
     """Progress, partial results and the end, as SSE events whose ids are chunk numbers: reconnect
     with `Last-Event-ID` and the stream goes on after that event."""
     bus: Bus = request.app.state.relay.bus
     await _state(bus, task_id)  # 404 before the stream starts
-    after = int(last_event_id) if last_event_id and last_event_id.strip().lstrip("-").isdigit() else -1
-    return EventSourceResponse(_events(bus, request.app.state.files, str(request.base_url), task_id, after), ping=15)
+    return EventSourceResponse(_events(bus, request.app.state.files, str(request.base_url), task_id,
+                                       last_event(last_event_id)), ping=15)
 
 
 async def _events(bus: Bus, files: Files, base_url: str, task_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
     """Every chunk of the task from RESULTS in order (what is stored, then what comes), from `after` on."""
-    merge = RequestMerge()
-    sub = await bus.js.subscribe(subjects.result(task_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    try:
-        while not merge.done:
-            msg = await sub.next_msg(timeout=None)
-            for chunk in merge.accept(decode_chunk(msg.data)):
-                if isinstance(chunk, ErrorChunk) or chunk.seq > after:
-                    yield _event(chunk, files, base_url)
-    finally:
-        await sub.unsubscribe()
+    async for chunk in follow_results(bus, task_id, after):
+        yield _event(chunk, files, base_url)
 
 
 def _event(chunk: AnyChunk, files: Files, base_url: str) -> ServerSentEvent:
@@ -150,7 +138,7 @@ def _event(chunk: AnyChunk, files: Files, base_url: str) -> ServerSentEvent:
 
 
 async def _state(bus: Bus, task_id: str) -> TaskState:
-    if not TASK_ID.fullmatch(task_id):  # never a key or subject the bus would refuse
+    if not REQUEST_ID.fullmatch(task_id):  # never a key or subject the bus would refuse
         raise TaskNotFound(f"No task `{task_id[:80]}`")
     kv = await bus.js.key_value(streams.KV_TASKS)
     try:
