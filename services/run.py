@@ -90,6 +90,11 @@ def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int
         worker_programs.append(Program("worker-speech-piper", f"{py} -m services.workers", 20, {
             **common, "MODALMESH_WORKER_WORKER_ID": "speech-piper", "MODALMESH_WORKER_ENGINE": "piper",
             "MODALMESH_WORKER_MODEL_PATH": voice}))
+    # Any OpenAI-compatible server (vllm serve, Ollama, llama-server, ...) as a worker's engine.
+    if upstream := os.environ.get("MODALMESH_UPSTREAM_URL"):
+        worker_programs.append(Program("worker-upstream-1", f"{py} -m services.workers", 20, {
+            **common, "MODALMESH_WORKER_WORKER_ID": "upstream-1", "MODALMESH_WORKER_ENGINE": "openai_upstream",
+            "MODALMESH_WORKER_UPSTREAM_URL": upstream}))
     return [
         Program("nats", f"{nats_server_binary()} -c {users.conf_path} -js -sd {data / 'nats'} -a 127.0.0.1 "
                 f"-p {nats_port}", 1, {}),
@@ -206,7 +211,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     url = f"http://{args.host}:{args.port}"
     try:
-        expected = len(modalities) + bool(os.environ.get("MODALMESH_PIPER_VOICE"))
+        expected = len(modalities) + sum(bool(os.environ.get(v)) for v in ("MODALMESH_PIPER_VOICE",
+                                                                              "MODALMESH_UPSTREAM_URL"))
         live = wait_until_serving(url, key, supervisor, args.ready_timeout, expected=expected)
     except SystemExit:
         stop()

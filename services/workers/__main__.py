@@ -59,12 +59,21 @@ def build_engine(settings: WorkerSettings) -> Engine:
             raise SystemExit("the piper engine needs a voice: MODALMESH_WORKER_MODEL_PATH=/voices/<voice>.onnx")
         return PiperEngine(PiperConfig(model_id=settings.model_id or settings.model_path.stem,
                                        model_path=settings.model_path, use_cuda=settings.device.startswith("cuda")))
+    if settings.engine == "openai_upstream":
+        from services.workers.engines.upstream import UpstreamConfig, UpstreamEngine
+
+        if not settings.upstream_url:
+            raise SystemExit("the openai_upstream engine needs MODALMESH_WORKER_UPSTREAM_URL (e.g. http://host:8080/v1)")
+        return UpstreamEngine(UpstreamConfig(
+            base_url=settings.upstream_url, model_id=settings.model_id, upstream_model=settings.upstream_model,
+            api_key=settings.upstream_api_key, slots=settings.slots or 4,
+        ))
     if settings.engine == "espeak":
         from services.workers.engines.espeak import EspeakEngine
 
         return EspeakEngine(settings.model_id or "espeak")
     raise SystemExit(f"MODALMESH_WORKER_ENGINE={settings.engine!r} is not a known engine "
-                     "(llama_cpp, sentence_transformers, diffusers, diffusers_video, espeak, piper)")
+                     "(llama_cpp, sentence_transformers, diffusers, diffusers_video, espeak, piper, openai_upstream)")
 
 
 async def main() -> None:

@@ -18,8 +18,8 @@ class WorkerSettings(ServiceSettings):
         default_factory=lambda: f"llm-{os.getpid()}",
         description="Stable id: a restarted worker with the same id resumes its assignments.",
     )
-    engine: str = Field(default="llama_cpp",
-                        description="llama_cpp, sentence_transformers, diffusers, diffusers_video, espeak or piper.")
+    engine: str = Field(default="llama_cpp", description="llama_cpp, sentence_transformers, diffusers, "
+                        "diffusers_video, espeak, piper or openai_upstream.")
     model_id: str | None = Field(default=None, description="Id clients use in `model`. Unset: the engine's default.")
     model_path: Path | None = Field(
         default=None, description="GGUF file or model folder. Unset: the engine's built-in or tiny default."
@@ -27,6 +27,9 @@ class WorkerSettings(ServiceSettings):
     clip_model_path: Path | None = Field(
         default=None, description="llama.cpp vision projector (mmproj GGUF): the model then sees images. "
         "Unset with the tiny default model: the tiny projector.")
+    upstream_url: str | None = Field(default=None, description="openai_upstream: the server's base URL, up to /v1.")
+    upstream_model: str | None = Field(default=None, description="openai_upstream: the server's name for the model.")
+    upstream_api_key: str | None = Field(default=None, description="openai_upstream: bearer key for the server.")
     slots: int | None = Field(default=None, ge=1, description="Requests run at once. Unset: the engine's default.")
     device: str = Field(default="auto", description="Torch device for torch engines: auto, cpu, cuda, cuda:1 ...")
     max_batch: int = Field(default=64, ge=1, description="Most texts one embeddings forward pass takes.")

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from contracts.errors import EngineError, InvalidRequest
-from contracts.requests import AnyRequest, ChatMessage, ChatRequest, CompletionRequest, Modality, TextRequest
+from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, Modality, TextRequest
 from contracts.results import Timings, Usage
+from services.workers.chat_format import openai_messages
 from services.workers.engine import CancelFlags, Engine, EngineEvent, Finished, TextDelta, expect, iterate_in_thread
 from services.workers.stops import StopScanner
 
@@ -199,9 +200,7 @@ class LlamaCppEngine(CancelFlags, Engine):
         """A chat with images, through llama.cpp's multimodal library: the handler encodes each image
         into embeddings the model reads in place of its marker, then samples as usual. After a
         failover, the delivered text is the start of the assistant's turn."""
-        messages: list[dict[str, Any]] = [_openai_message(m) for m in request.messages]
-        if resume_text:
-            messages.append({"role": "assistant", "content": resume_text})
+        messages = openai_messages(request, resume_text)
         s = request.sampling
         sampled, finish_reason = 0, "length"
         first_token_at: float | None = None
@@ -259,14 +258,6 @@ class LlamaCppEngine(CancelFlags, Engine):
             if close is not None:
                 await asyncio.to_thread(close)
         self._free = asyncio.Queue()
-
-
-def _openai_message(message: ChatMessage) -> dict[str, Any]:
-    """A bus chat message as the OpenAI-shaped dict llama-cpp-python's handlers take."""
-    if not message.images:
-        return {"role": message.role, "content": message.content}
-    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}} for url in message.images]
-    return {"role": message.role, "content": [*parts, {"type": "text", "text": message.content}]}
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:
