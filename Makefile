@@ -42,10 +42,12 @@ test-fast: install-test
 	$(PY) -m pytest -q tests/unit
 
 ## bench: control-plane overhead and streaming throughput -> .data/bench/overhead.json, then media
-## (embeddings through the gateway vs direct, image time to first progress) -> .data/bench/media.json
+## (embeddings through the gateway vs direct, image time to first progress) -> .data/bench/media.json, then
+## an OpenAI-compatible server through the upstream engine vs called directly -> .data/bench/upstream.json
 bench: install-test
 	$(PY) -m bench.overhead
 	$(PY) -m bench.media
+	$(PY) -m bench.upstream
 
 ## bench-policies: the four scheduling policies on a SIMULATED fleet -> .data/bench/policies.{json,png}
 bench-policies: install-test

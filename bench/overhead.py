@@ -78,25 +78,30 @@ async def direct_tokens_per_s(model_path: Path, n_threads: int, runs: int, max_t
     return statistics.median(rates)
 
 
-async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int) -> tuple[str, float, float, int]:
+async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int,
+                      model: str = MODEL) -> tuple[str, float, float, int]:
     """One streamed chat: (request id, seconds to first content, seconds to [DONE], completion tokens)."""
-    body = {"model": MODEL, "messages": MESSAGES, "stream": True, "max_tokens": max_tokens, "seed": seed,
-            "logit_bias": {str(k): v for k, v in NO_EOS.items()}, "stream_options": {"include_usage": True}}
+    body = {"model": model, "messages": MESSAGES, "stream": True, "max_tokens": max_tokens, "seed": seed,
+            "logit_bias": {str(k): v for k, v in NO_EOS.items()}, "stream_options": {"include_usage": True},
+            "temperature": 1.0, "top_p": 1.0}  # spelled out: a server called directly has other defaults
     started = time.perf_counter()
     first = None
-    rid, tokens = "", 0
-    async with client.stream("POST", "/v1/chat/completions", json=body) as res:
+    rid, tokens, pieces = "", 0, 0
+    async with client.stream("POST", "/chat/completions" if client.base_url.path.endswith("/v1/") else
+                             "/v1/chat/completions", json=body) as res:
         res.raise_for_status()
         async for line in res.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
             rid = chunk["id"]
-            if chunk["choices"] and chunk["choices"][0]["delta"].get("content") and first is None:
-                first = time.perf_counter() - started
+            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                pieces += 1
+                first = first if first is not None else time.perf_counter() - started
             if chunk.get("usage") and not chunk["choices"]:
                 tokens = chunk["usage"]["completion_tokens"]
-    return rid, first or 0.0, time.perf_counter() - started, tokens
+    # A server that sends no usage while streaming: one content chunk per token.
+    return rid, first or 0.0, time.perf_counter() - started, tokens or pieces
 
 
 async def pipeline(stack: LocalStack, ttft_runs: int, tput_runs: int, max_tokens: int) -> dict[str, Any]:
