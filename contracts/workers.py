@@ -13,6 +13,7 @@ from contracts.requests import Modality
 class WorkerState(str, Enum):
     ready = "ready"
     draining = "draining"
+    unavailable = "unavailable"  # its engine cannot serve right now (a managed server restarting)
 
 
 class WorkerStatus(Message):
@@ -26,6 +27,7 @@ class WorkerStatus(Message):
     slots_free: int = Field(ge=0)
     outstanding: int = Field(ge=0, description="Assignments received and not yet finished.")
     state: WorkerState = WorkerState.ready
+    detail: str = Field(default="", description="Why the worker is not ready, when it is not.")
     started_ms: int = Field(default_factory=now_ms, description="When this worker process started.")
     ts_ms: int = Field(default_factory=now_ms)
 

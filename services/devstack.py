@@ -7,7 +7,6 @@ import os
 import queue
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,15 +17,10 @@ from types import TracebackType
 
 import httpx
 
+from services.common.ports import free_port
 from services.natsauth import ADMIN, NatsUsers
 from services.run import nats_server_binary
 from services.workers.tiny_model import ensure_tiny_gguf
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class StackDidNotStart(RuntimeError):

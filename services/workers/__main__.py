@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from services.common.bus import connect
 from services.common.logs import setup_logging
@@ -62,11 +63,13 @@ def build_engine(settings: WorkerSettings) -> Engine:
     if settings.engine == "openai_upstream":
         from services.workers.engines.upstream import UpstreamConfig, UpstreamEngine
 
-        if not settings.upstream_url:
-            raise SystemExit("the openai_upstream engine needs MODALMESH_WORKER_UPSTREAM_URL (e.g. http://host:8080/v1)")
+        if not (settings.upstream_url or settings.upstream_command):
+            raise SystemExit("the openai_upstream engine needs MODALMESH_WORKER_UPSTREAM_URL (http://host:8080/v1) "
+                             "or MODALMESH_WORKER_UPSTREAM_COMMAND (a server to start, with {port})")
         return UpstreamEngine(UpstreamConfig(
-            base_url=settings.upstream_url, model_id=settings.model_id, upstream_model=settings.upstream_model,
-            api_key=settings.upstream_api_key, slots=settings.slots or 4,
+            base_url=settings.upstream_url or "", model_id=settings.model_id, upstream_model=settings.upstream_model,
+            api_key=settings.upstream_api_key, slots=settings.slots or 4, command=settings.upstream_command,
+            log_path=Path(f"upstream-{settings.worker_id}.log") if settings.upstream_command else None,
         ))
     if settings.engine == "espeak":
         from services.workers.engines.espeak import EspeakEngine

@@ -83,6 +83,10 @@ class Engine(abc.ABC):
     def slots(self) -> int:
         """How many requests it runs at once."""
 
+    def health(self) -> tuple[bool, str]:
+        """Whether it can serve now, and why not (an engine whose backend is a separate server)."""
+        return True, ""
+
     @property
     def inputs(self) -> tuple[str, ...]:
         """What its requests may hold besides text (`image` for an engine that can see)."""

@@ -53,6 +53,8 @@ class Worker:
 
     def status(self) -> WorkerStatus:
         busy = len(self._in_flight)
+        healthy, detail = self.engine.health()
+        state = self.state if healthy or self.state is WorkerState.draining else WorkerState.unavailable
         return WorkerStatus(
             worker_id=self.worker_id,
             node=self.settings.node,
@@ -61,7 +63,8 @@ class Worker:
             slots_total=self.engine.slots,
             slots_free=max(0, self.engine.slots - busy),
             outstanding=busy,
-            state=self.state,
+            state=state,
+            detail=detail,
             started_ms=self.started_ms,
         )
 

@@ -29,6 +29,9 @@ class WorkerSettings(ServiceSettings):
         "Unset with the tiny default model: the tiny projector.")
     upstream_url: str | None = Field(default=None, description="openai_upstream: the server's base URL, up to /v1.")
     upstream_model: str | None = Field(default=None, description="openai_upstream: the server's name for the model.")
+    upstream_command: str | None = Field(
+        default=None, description="openai_upstream: start this server itself ({port} is filled in), restart it "
+        "when it exits, stop it with the worker. Replaces upstream_url.")
     upstream_api_key: str | None = Field(default=None, description="openai_upstream: bearer key for the server.")
     slots: int | None = Field(default=None, ge=1, description="Requests run at once. Unset: the engine's default.")
     device: str = Field(default="auto", description="Torch device for torch engines: auto, cpu, cuda, cuda:1 ...")

@@ -92,3 +92,41 @@ async def test_a_configured_name_and_clear_errors(server: LlamaServer) -> None:
     with pytest.raises(EngineError, match="not answering"):
         await asyncio.wait_for(nowhere.start(), 10)
     await nowhere.cleanup()
+
+
+async def test_a_managed_server_is_started_restarted_and_stopped() -> None:
+    import os
+    import signal
+    import sys
+
+    from services.workers.managed import ProcessState
+    from services.workers.tiny_model import ensure_tiny_gguf
+
+    command = (f"{sys.executable} -m llama_cpp.server --model {ensure_tiny_gguf()} --model_alias {ALIAS} "
+               "--host 127.0.0.1 --port {port}")
+    engine = UpstreamEngine(UpstreamConfig(base_url="", command=command))
+    engine.server.backoff_s = (0.1,)  # type: ignore[union-attr]
+    await engine.start()
+    server = engine.server
+    assert server is not None and server.state is ProcessState.running and engine.health() == (True, "")
+    assert engine.models == (ALIAS,)
+    first_pid = server.pid
+    assert first_pid is not None
+    os.kill(first_pid, signal.SIGKILL)  # a crash
+    for _ in range(100):  # noticed at once: the worker stops taking work
+        if not engine.health()[0]:
+            break
+        await asyncio.sleep(0.02)
+    healthy, detail = engine.health()
+    assert not healthy and "exited" in detail
+    for _ in range(300):  # and restarted by itself
+        if server.state is ProcessState.running and server.pid != first_pid:
+            break
+        await asyncio.sleep(0.1)
+    assert server.state is ProcessState.running and server.restarts == 1
+    events = [e async for e in engine.generate(_chat("m1", 4))]
+    assert isinstance(events[-1], Finished) and events[-1].finish_reason == "length"
+    await engine.cleanup()
+    assert server.state is ProcessState.stopped
+    with pytest.raises(ProcessLookupError):
+        os.kill(server.pid or 0, 0)  # gone, not left running

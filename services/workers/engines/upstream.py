@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -19,8 +20,10 @@ import httpx
 from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, Modality, TextRequest
 from contracts.results import Timings, Usage
+from services.common.ports import free_port
 from services.workers.chat_format import openai_messages
 from services.workers.engine import Engine, EngineEvent, Finished, TextDelta, expect
+from services.workers.managed import ManagedServer, ProcessState
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ class UpstreamConfig:
     slots: int = 4
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 300.0
+    command: str | None = None  # start the server itself: e.g. "llama-server -m m.gguf --port {port}"
+    log_path: Path | None = None  # where a started server's output goes
 
 
 class UpstreamEngine(Engine):
@@ -43,9 +48,14 @@ class UpstreamEngine(Engine):
         self.config = config
         self._stop: dict[str, asyncio.Event] = {}
         self._models: tuple[str, ...] = (config.model_id,) if config.model_id else ()
+        self.server: ManagedServer | None = None
+        base_url = config.base_url
+        if config.command:
+            self.server = ManagedServer(config.command, port=free_port(), log_path=config.log_path)
+            base_url = f"{self.server.base_url}/v1"
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._client = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/"), headers=headers,
+            base_url=base_url.rstrip("/"), headers=headers,
             timeout=httpx.Timeout(config.read_timeout_s, connect=config.connect_timeout_s),
             limits=httpx.Limits(max_connections=config.slots * 2),
         )
@@ -62,8 +72,15 @@ class UpstreamEngine(Engine):
     def slots(self) -> int:
         return self.config.slots
 
+    def health(self) -> tuple[bool, str]:
+        if self.server is None or self.server.state is ProcessState.running:
+            return True, ""
+        return False, f"upstream server {self.server.state.value}: {self.server.detail}"
+
     async def start(self) -> None:
-        """Wait until the server answers `/models` (it may still be loading), and learn its models."""
+        """Start the server if this engine manages it; learn the models it serves."""
+        if self.server is not None:
+            await self.server.start()
         listed = await self.upstream_models()
         if not self._models:
             self._models = listed
@@ -141,6 +158,8 @@ class UpstreamEngine(Engine):
         for event in self._stop.values():
             event.set()
         await self._client.aclose()
+        if self.server is not None:
+            await self.server.stop()
 
 
 async def _sse_data(res: httpx.Response) -> AsyncIterator[str]:
