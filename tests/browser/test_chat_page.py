@@ -32,6 +32,7 @@ def _page(stack: LocalStack) -> Iterator[Any]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
+            page.set_default_timeout(90_000)  # a busy 2-core machine runs the whole stack beside the browser
             page.goto(f"{stack.url}/#key={stack.api_key}")
             yield page
         finally:
@@ -70,6 +71,8 @@ def test_page_makes_an_image_with_a_progress_bar(media_stack: LocalStack) -> Non
                                " || document.querySelector('#media-status.error') !== null")
         status = page.text_content("#media-status") or ""
         progress = page.eval_on_selector("#progress", "e => e.value")
+        page.wait_for_function("(() => { const i = document.querySelector('#made img');"
+                               " return i !== null && i.complete && i.naturalWidth > 0; })()")
         size = page.eval_on_selector("#made img", "e => e.complete && [e.naturalWidth, e.naturalHeight]")
         page.select_option("#kind", "speech")
         page.wait_for_selector("#media-model option[value='espeak']", state="attached")
