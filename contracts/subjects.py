@@ -57,6 +57,9 @@ def alert(severity: str, node: str) -> str:
     return f"alert.{_token(severity)}.{_token(node)}"
 
 
+GIVEBACK = "scheduler.giveback"  # request-reply: a worker hands back an assignment it cannot finish
+
+
 def dead(modality: Modality) -> str:
     """Where a request that kept failing is kept, for people to look at and replay."""
     return f"dead.{modality.value}"

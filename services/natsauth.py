@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from contracts import subjects
+
 INBOX = "_INBOX.>"
 JETSTREAM = ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>"]
 
@@ -41,9 +43,10 @@ class Role:
 ROLES: dict[str, Role] = {
     "gateway": Role(publish=("req.>", "cancel.>"), subscribe=("out.>", "worker.status.>", "telemetry.>"),
                     kv_write=("tasks",)),
-    "scheduler": Role(publish=("assign.>", "result.>", "alert.>", "dead.>"),
-                      subscribe=("worker.status.>", "telemetry.>", "cancel.>", "$JS.EVENT.ADVISORY.CONSUMER.>")),
-    "worker": Role(publish=("result.>", "worker.status.>"), subscribe=("cancel.>", "control.>"),
+    "scheduler": Role(publish=("assign.>", "result.>", "alert.>", "dead.>", INBOX),  # INBOX: replies
+                      subscribe=("worker.status.>", "telemetry.>", "cancel.>", "$JS.EVENT.ADVISORY.CONSUMER.>",
+                                 subjects.GIVEBACK)),
+    "worker": Role(publish=("result.>", "worker.status.>", subjects.GIVEBACK), subscribe=("cancel.>", "control.>"),
                    kv_write=("models",), objects=("artifacts",)),
     "aggregator": Role(publish=("out.>",), kv_write=("tasks",)),
     "monitor": Role(publish=("telemetry.>", "alert.>"), kv_write=("nodes",)),

@@ -83,7 +83,8 @@ class ResultPublisher:
             self._unsettled = [u for u in self._unsettled if not u[2].done() or u[2].exception() is not None]
         self.seq += 1
 
-    async def _settle(self) -> None:
+    async def settle(self) -> None:
+        """Wait until every chunk published so far is stored (resending those that were lost)."""
         for payload, headers, ack in self._unsettled:
             try:
                 await asyncio.wait_for(asyncio.shield(ack), ACK_WAIT_S)
@@ -102,7 +103,7 @@ class ResultPublisher:
         await self._publish_acked(chunk.encode())
 
     async def _publish_acked(self, payload: bytes) -> None:
-        await self._settle()
+        await self.settle()
         await self._publish_retrying(payload, self._headers())
         self.seq += 1
 

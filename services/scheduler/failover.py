@@ -32,7 +32,7 @@ FAILOVER_ID = "failover"
 @dataclass
 class Failover:
     bus: Bus
-    choose: Callable[[AnyRequest], str | None]
+    choose: Callable[[AnyRequest, str | None], str | None]  # (request, worker to avoid) -> worker
     max_attempts: int = 3
     # Worker -> move only assignments made before this epoch ms (a restart), or all of them (None: a death).
     orphaned: dict[str, int | None] = field(default_factory=dict)
@@ -69,12 +69,12 @@ class Failover:
             old = Assignment.decode(raw.data or b"")
             if before_ms is not None and old.assigned_ms >= before_ms:
                 continue  # given to the new process: it is working on it
-            if not await self._move(old):
+            if not await self.move(old):
                 return False
             await self.bus.js.delete_msg(streams.ASSIGNMENTS, raw.seq or 0)
 
-    async def _move(self, old: Assignment) -> bool:
-        """Re-assign one assignment; False when no worker can take it right now."""
+    async def move(self, old: Assignment, exclude: str | None = None) -> bool:
+        """Re-assign one assignment (not to `exclude`); False when no worker can take it right now."""
         rid = old.request_id
         merge = RequestMerge()
         for chunk in await replay_results(self.bus, rid):
@@ -93,7 +93,7 @@ class Failover:
         if remaining <= 0:  # every token was delivered; only the final was lost
             await out.final("length", Usage(completion_tokens=merge.delivered_tokens), Timings())
             return True
-        worker = self.choose(old.request)
+        worker = self.choose(old.request, exclude)
         if worker is None:
             return False
         new = Assignment(worker_id=worker, attempt=attempt, request=old.request, resume_text=merge.merged_text,

@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import nats
 from nats.aio.msg import Msg
@@ -58,6 +58,8 @@ class Scheduler:
         await self._adopt_known_workers()
         housekeeping = asyncio.create_task(self._housekeeping(stop))
         cancel_sub = await self.bus.nc.subscribe(subjects.CANCEL_ALL, cb=self._on_cancel)
+        giveback_sub = await self.bus.nc.subscribe(subjects.GIVEBACK, queue=streams.SCHEDULER_CONSUMER,
+                                                   cb=self._on_give_back)
         # One durable consumer shared by every scheduler (a queue group): each request reaches one.
         req_sub = await self.bus.js.subscribe(
             subjects.REQUESTS_ALL,
@@ -78,6 +80,7 @@ class Scheduler:
         await req_sub.unsubscribe()
         await cancel_sub.unsubscribe()
         await dead_sub.unsubscribe()
+        await giveback_sub.unsubscribe()
         await housekeeping
         await self.fleet.unfollow()
 
@@ -116,9 +119,12 @@ class Scheduler:
                 await publish_alert(self.bus, alert, self.settings.webhook_url)
             await wait_or_stop(stop, self.settings.heartbeat_s / 2)
 
-    def decide(self, request: AnyRequest) -> str | None:
+    def decide(self, request: AnyRequest, exclude: str | None = None) -> str | None:
         started = time.perf_counter()
         snapshot = self.fleet.snapshot(request.model, time.monotonic(), self.settings.weights, self.settings.limits)
+        if exclude is not None:
+            snapshot = replace(snapshot, candidates=tuple(c for c in snapshot.candidates
+                                                          if c.worker.worker_id != exclude))
         worker = choose(self.settings.policy, snapshot, request_id=request.request_id, counter=self.decisions)
         self.decisions += 1
         self.decision_seconds.append(time.perf_counter() - started)
@@ -171,6 +177,17 @@ class Scheduler:
                          f"gave up after {self.settings.max_deliver} tries: no worker could take it "
                          f"(kept in {subjects.dead(request.modality)})")
         await self.bus.js.delete_msg(streams.REQUESTS, seq)
+
+    async def _on_give_back(self, msg: Msg) -> None:
+        """A worker whose engine lost its backend mid-request hands the assignment back: it moves to
+        another worker with `attempt + 1`, continuing after what was delivered, as after a death."""
+        try:
+            old = Assignment.decode(msg.data)
+        except ValueError:
+            await msg.respond(b"undecodable")
+            return
+        moved = await self.failover.move(old, exclude=old.worker_id)
+        await msg.respond(b"moved" if moved else b"no-worker")
 
     async def _on_cancel(self, msg: Msg) -> None:
         self._cancels.observe(msg)

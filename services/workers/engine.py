@@ -14,7 +14,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from contracts.errors import InvalidRequest
+from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, Modality
 from contracts.results import Timings, Usage
 
@@ -166,6 +166,11 @@ async def run_in_thread(work: Callable[[Emit], None], executor: Executor) -> Asy
     finally:
         # The producer stops by itself once aborted; never leave it writing into a dead loop.
         await done
+
+
+class BackendLost(EngineError):
+    """The engine's backend (an upstream server) went away in the middle of a request: the work can
+    move to another worker, as after a worker's death."""
 
 
 class Cancelled(Exception):

@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import nats
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ObjectMeta
 
@@ -21,7 +22,7 @@ from services.common.bus import Bus
 from services.common.cancels import RecentCancels
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
-from services.workers.engine import Data, Engine, File, Finished, Progress, TextDelta
+from services.workers.engine import BackendLost, Data, Engine, File, Finished, Progress, TextDelta
 from services.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,11 @@ class Worker:
         try:
             await self._generate(assignment, out)
             await msg.ack()
+        except BackendLost as exc:
+            log.warning("request %s: %s; handing it back", rid, exc.message)
+            if not await self._give_back(assignment, out):
+                await out.error(exc.code, exc.message)
+            await msg.ack()
         except ModalMeshError as exc:
             await out.error(exc.code, exc.message)
             await msg.ack()
@@ -191,6 +197,17 @@ class Worker:
                 else:
                     await out.final(event.finish_reason, _with_resumed(event.usage, assignment.resume_tokens),
                                     event.timings)
+
+    async def _give_back(self, assignment: Assignment, out: ResultPublisher) -> bool:
+        """Ask a scheduler to move `assignment` to another worker, once what was delivered is stored
+        (the new attempt continues after it). False when no scheduler took it."""
+        await out.settle()
+        await self._publish_status()  # the engine says why it cannot serve: no new work comes here
+        try:
+            reply = await self.bus.nc.request(subjects.GIVEBACK, assignment.encode(), timeout=5)
+        except nats.errors.Error:
+            return False
+        return reply.data == b"moved"
 
     async def _store(self, request_id: str, attempt: int, file: File) -> Artifact:
         """Put a finished file in the object store; its name is the id clients download it by."""

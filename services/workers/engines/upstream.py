@@ -22,7 +22,7 @@ from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, Modal
 from contracts.results import Timings, Usage
 from services.common.ports import free_port
 from services.workers.chat_format import openai_messages
-from services.workers.engine import Engine, EngineEvent, Finished, TextDelta, expect
+from services.workers.engine import BackendLost, Engine, EngineEvent, Finished, TextDelta, expect
 from services.workers.managed import ManagedServer, ProcessState
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class UpstreamEngine(Engine):
         cancelled = self._stop.setdefault(request.request_id, asyncio.Event())
         started = time.perf_counter()
         first_at: float | None = None
-        pieces, finish, usage = 0, "length", None
+        pieces, unreported, finish, usage = 0, 0, "length", None
         try:
             async with self._client.stream("POST", path, json=body) as res:
                 if res.status_code >= 400:
@@ -131,12 +131,20 @@ class UpstreamEngine(Engine):
                     chunk = json.loads(data)
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or []:
-                        text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-                        if text:
+                        delta = choice.get("delta") or {}
+                        text = delta.get("content") or choice.get("text") or ""
+                        # One content chunk per token, even an empty one (a token that ends mid-character),
+                        # but not the closing chunk: the count when the server sends no usage.
+                        if ("content" in delta or "text" in choice) and (text or not choice.get("finish_reason")):
                             pieces += 1
+                            unreported += 1
+                        if text:
                             first_at = first_at or time.perf_counter()
-                            yield TextDelta(text)
+                            yield TextDelta(text, tokens=unreported)
+                            unreported = 0
                         finish = choice.get("finish_reason") or finish
+        except httpx.TransportError as exc:  # connection refused, reset, cut off mid-stream
+            raise BackendLost(f"upstream {self.config.base_url} lost: {type(exc).__name__}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise EngineError(f"upstream {self.config.base_url} failed: {type(exc).__name__}: {exc}") from exc
         finally:
