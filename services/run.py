@@ -19,7 +19,7 @@ from pathlib import Path
 
 from services.gateway.auth import key_hash
 from services.natsauth import NatsUsers
-from services.workers.tiny_diffusion import ensure_tiny_sd, ensure_tiny_video
+from services.workers.tiny_diffusion import ensure_tiny_sd, ensure_tiny_video, tiny_pipelines_cached
 from services.workers.tiny_model import ensure_tiny_gguf, ensure_tiny_mmproj
 
 
@@ -187,7 +187,8 @@ def main() -> None:
         ensure_tiny_gguf()
         ensure_tiny_mmproj()
     if "image" in modalities or "video" in modalities:
-        print("preparing the tiny image and video pipelines (first run only) ...", flush=True)
+        if not tiny_pipelines_cached():
+            print("preparing the tiny image and video pipelines (first run only) ...", flush=True)
         ensure_tiny_sd()
         ensure_tiny_video()
     key = api_key(data)

@@ -107,10 +107,18 @@ def write_tiny_cogvideox(folder: Path, seed: int = 0) -> None:
 TINY_VIDEO_TEXT_TOKENS = 16
 
 
+def _folder(name: str) -> Path:
+    return cache_dir() / f"{name}-v{FORMAT_VERSION}"
+
+
+def tiny_pipelines_cached() -> bool:
+    return all((_folder(name) / "model_index.json").exists() for name in ("tiny-sd", "tiny-cogvideox"))
+
+
 def _ensure(name: str, write: Callable[[Path], None]) -> Path:
     """Folder `name` in the cache, built by `write` on first use (atomically: a half-written folder is
     never seen by a worker starting beside the builder)."""
-    folder = cache_dir() / f"{name}-v{FORMAT_VERSION}"
+    folder = _folder(name)
     if not (folder / "model_index.json").exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
