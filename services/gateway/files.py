@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from fastapi import Request
 from nats.js.errors import BadObjectMetaError, NotFoundError
+from nats.js.object_store import ObjectStore
 
 from contracts import streams
 from contracts.errors import ModelNotFound
@@ -30,6 +31,7 @@ class Files:
         self.bus = bus
         self._secret = (secret or secrets.token_hex(32)).encode()
         self.url_ttl_s = url_ttl_s
+        self._store: ObjectStore | None = None
 
     def _signature(self, file_id: str, expires: int) -> str:
         return hmac.new(self._secret, f"{file_id}:{expires}".encode(), hashlib.sha256).hexdigest()
@@ -50,9 +52,10 @@ class Files:
         """The file's bytes and content type."""
         if not FILE_ID.fullmatch(file_id):  # never a name the object store would refuse
             raise FileNotFound(f"No file `{file_id[:80]}`")
-        store = await self.bus.js.object_store(streams.OBJ_ARTIFACTS)
+        if self._store is None:  # looked up once, not on every download
+            self._store = await self.bus.js.object_store(streams.OBJ_ARTIFACTS)
         try:
-            result = await store.get(file_id)
+            result = await self._store.get(file_id)
         except (NotFoundError, BadObjectMetaError, ValueError):
             raise FileNotFound(f"No file `{file_id}`") from None
         info = result.info

@@ -15,6 +15,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import DeliverPolicy
+from nats.js.kv import KeyValue
 
 from contracts import streams, subjects
 from contracts.base import now_ms
@@ -87,8 +88,16 @@ class Relay:
         self.max_inflight_per_model = max_inflight_per_model
         self.inflight: Counter[str] = Counter()
         self._alerts_sub: Any = None
+        self._tasks: KeyValue | None = None
+
+    @property
+    def tasks(self) -> KeyValue:
+        """The `tasks` bucket, looked up once at start rather than on every request."""
+        assert self._tasks is not None, "Relay.start() first"
+        return self._tasks
 
     async def start(self) -> None:
+        self._tasks = await self.bus.js.key_value(streams.KV_TASKS)
         await self.fleet.follow(self.bus)
         self.fleet.watch(await (await self.bus.js.key_value(streams.KV_MODELS)).watchall(), self.fleet.on_model)
         # Every alert still in the stream, then new ones; an ordered consumer needs no cleanup.
@@ -127,7 +136,7 @@ class Relay:
             raise
         if ack.duplicate:
             await stream.close(cancel=False)
-            return ReplayStream(self.bus, request)
+            return ReplayStream(self.tasks, request)
         return stream
 
     async def enqueue(self, request: AnyRequest) -> TaskState:
@@ -135,7 +144,7 @@ class Relay:
         nobody waits here. A request id seen before (a retried idempotent request) is not run again:
         its current state comes back."""
         self.fleet.require_live(request.model, request.modality)
-        kv = await self.bus.js.key_value(streams.KV_TASKS)
+        kv = self.tasks
         state = TaskState(request_id=request.request_id, status=TaskStatus.queued, model=request.model,
                           modality=request.modality.value, created_ms=request.created_ms)
         try:
@@ -167,15 +176,14 @@ class ReplayStream:
     """The result of a request that already ran (or is running), read from the `tasks` bucket once it
     has ended, as one delta and the final chunk."""
 
-    def __init__(self, bus: Bus, request: AnyRequest) -> None:
-        self.bus = bus
+    def __init__(self, tasks: KeyValue, request: AnyRequest) -> None:
+        self.tasks = tasks
         self.request = request
         self.finished = False
         self._pending: list[AnyChunk] | None = None
 
     async def _final_state(self) -> TaskState:
-        kv = await self.bus.js.key_value(streams.KV_TASKS)
-        watcher = await kv.watch(self.request.request_id)
+        watcher = await self.tasks.watch(self.request.request_id)
         try:
             while True:
                 remaining = (self.request.deadline_ms - now_ms()) / 1000

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import nats
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ObjectMeta
+from nats.js.object_store import ObjectStore
 
 from contracts import streams, subjects
 from contracts.assignments import Assignment
@@ -47,6 +48,7 @@ class Worker:
     _cancels: RecentCancels = field(default_factory=RecentCancels)
     _status_pending: asyncio.Task[None] | None = None
     _status_sent: float = 0.0
+    _artifacts: ObjectStore | None = None
 
     @property
     def worker_id(self) -> str:
@@ -212,8 +214,9 @@ class Worker:
     async def _store(self, request_id: str, attempt: int, file: File) -> Artifact:
         """Put a finished file in the object store; its name is the id clients download it by."""
         name = f"{request_id}-{attempt}-{file.index}.{file.extension}"
-        store = await self.bus.js.object_store(streams.OBJ_ARTIFACTS)
-        await store.put(name, file.data, meta=ObjectMeta(name=name, description=file.content_type))
+        if self._artifacts is None:  # looked up once, on the first file
+            self._artifacts = await self.bus.js.object_store(streams.OBJ_ARTIFACTS)
+        await self._artifacts.put(name, file.data, meta=ObjectMeta(name=name, description=file.content_type))
         return Artifact(name=name, content_type=file.content_type, size=len(file.data), index=file.index,
                         meta=file.meta)
 

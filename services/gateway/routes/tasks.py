@@ -15,7 +15,7 @@ from nats.js.errors import KeyNotFoundError
 from pydantic import Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from contracts import streams, subjects
+from contracts import subjects
 from contracts.control import Cancel
 from contracts.errors import ModelNotFound
 from contracts.requests import TEXT_MODALITIES, AnyRequest, Modality
@@ -99,14 +99,14 @@ async def create_task(body: TaskBody, take: Take) -> dict[str, Any]:
 
 @router.get("/tasks/{task_id}")
 async def get_task(task_id: str, request: Request) -> dict[str, Any]:
-    return await _task_object(request, await _state(request.app.state.relay.bus, task_id))
+    return await _task_object(request, await _state(request.app.state.relay, task_id))
 
 
 @router.delete("/tasks/{task_id}")
 async def cancel_task(task_id: str, request: Request) -> dict[str, Any]:
     """Ask the fleet to stop the task: a queued task never starts, a running one stops at its next step."""
     bus: Bus = request.app.state.relay.bus
-    state = await _state(bus, task_id)
+    state = await _state(request.app.state.relay, task_id)
     if state.status not in FINAL_STATUSES:
         await bus.nc.publish(subjects.cancel(task_id), Cancel(request_id=task_id, reason="client_cancelled").encode())
     return await _task_object(request, state)
@@ -117,7 +117,7 @@ async def task_events(task_id: str, request: Request, last_event_id: LastEventId
     """Progress, partial results and the end, as SSE events whose ids are chunk numbers: reconnect
     with `Last-Event-ID` and the stream goes on after that event."""
     bus: Bus = request.app.state.relay.bus
-    await _state(bus, task_id)  # 404 before the stream starts
+    await _state(request.app.state.relay, task_id)  # 404 before the stream starts
     return EventSourceResponse(_events(bus, request.app.state.files, str(request.base_url), task_id,
                                        last_event(last_event_id)), ping=15)
 
@@ -137,12 +137,11 @@ def _event(chunk: AnyChunk, files: Files, base_url: str) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(data), event=chunk.kind, id=str(chunk.seq))
 
 
-async def _state(bus: Bus, task_id: str) -> TaskState:
+async def _state(relay: Relay, task_id: str) -> TaskState:
     if not REQUEST_ID.fullmatch(task_id):  # never a key or subject the bus would refuse
         raise TaskNotFound(f"No task `{task_id[:80]}`")
-    kv = await bus.js.key_value(streams.KV_TASKS)
     try:
-        entry = await kv.get(task_id)
+        entry = await relay.tasks.get(task_id)
     except (KeyNotFoundError, ValueError):
         raise TaskNotFound(f"No task `{task_id}`") from None
     if not entry.value:
