@@ -55,7 +55,7 @@ class LocalStack:
     @property
     def nats_url(self) -> str:
         """The stack's NATS as its admin user (the launcher made the users when it started)."""
-        return NatsUsers.load_or_create(self.data / "nats-auth").url(ADMIN, "127.0.0.1", self.nats_port)
+        return NatsUsers.load(self.data / "nats-auth").url(ADMIN, "127.0.0.1", self.nats_port)
 
     def __enter__(self) -> LocalStack:
         self._launcher = subprocess.Popen(

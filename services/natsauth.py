@@ -73,6 +73,11 @@ class NatsUsers:
         _write_private(users.conf_path, users.server_conf())
         return users
 
+    @classmethod
+    def load(cls, folder: Path) -> NatsUsers:
+        """The users a launcher already made, read only (for tests and tools that connect as admin)."""
+        return cls(folder, json.loads((folder / "users.json").read_text()))
+
     @property
     def conf_path(self) -> Path:
         return self.folder / "auth.conf"

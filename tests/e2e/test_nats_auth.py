@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _users(stack: LocalStack) -> NatsUsers:
-    return NatsUsers.load_or_create(stack.data / "nats-auth")
+    return NatsUsers.load(stack.data / "nats-auth")
 
 
 async def test_no_connection_without_a_valid_password(running_stack: LocalStack) -> None:
