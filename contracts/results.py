@@ -33,6 +33,11 @@ class Timings(BaseModel):
     engine_ttft_ms: float = Field(default=0.0, description="Engine start to first token.")
     engine_total_ms: float = Field(default=0.0, description="Engine start to last token.")
 
+    @classmethod
+    def since(cls, started: float, first_at: float | None, ended: float) -> Timings:
+        """From `time.perf_counter()` readings: the start, the first token (None: none came), the end."""
+        return cls(engine_ttft_ms=((first_at or ended) - started) * 1000, engine_total_ms=(ended - started) * 1000)
+
 
 class _ChunkBase(Message):
     request_id: str

@@ -18,8 +18,9 @@ from contracts import streams
 from contracts.errors import ModelNotFound
 from services.common.bus import Bus
 from services.gateway.auth import authenticate
+from services.gateway.intake import REQUEST_ID
 
-FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}(\.[a-z0-9]{1,8})?")
+FILE_ID = re.compile(REQUEST_ID.pattern + r"(\.[a-z0-9]{1,8})?")  # workers name files <request>-<attempt>-<n>.<ext>
 
 
 class FileNotFound(ModelNotFound):

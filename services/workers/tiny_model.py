@@ -32,6 +32,12 @@ _VOWELS = "aeiou"
 _PUNCT = list(".,!?;:'\"-()[]{}/\\@#$%^&*+=<>_`~|0123456789")
 
 
+def _digest(spec: object) -> str:
+    """Names a generated file after what it holds, so a changed spec or writer never reuses a stale one."""
+    key = repr((FORMAT_VERSION, sorted(asdict(spec).items())))  # type: ignore[call-overload]
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class TinySpec:
     """Shape of the generated model. The defaults make a ~2 MB model fast enough for tests."""
@@ -45,8 +51,7 @@ class TinySpec:
     seed: int = 1234
 
     def digest(self) -> str:
-        key = repr((FORMAT_VERSION, sorted(asdict(self).items())))
-        return hashlib.sha256(key.encode()).hexdigest()[:12]
+        return _digest(self)
 
 
 # A larger shape, slow enough per token to look like a real model on a CPU; used by the benchmark.
@@ -166,8 +171,7 @@ class TinyVisionSpec:
         return (self.image_size // self.patch_size) ** 2
 
     def digest(self) -> str:
-        key = repr((FORMAT_VERSION, sorted(asdict(self).items())))
-        return hashlib.sha256(key.encode()).hexdigest()[:12]
+        return _digest(self)
 
 
 def write_tiny_mmproj(path: Path, spec: TinyVisionSpec) -> None:

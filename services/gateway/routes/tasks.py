@@ -22,8 +22,7 @@ from contracts.requests import TEXT_MODALITIES, AnyRequest, Modality
 from contracts.results import AnyChunk, ErrorChunk
 from contracts.tasks import FINAL_STATUSES, TASK_PREFIX, TaskState
 from services.common.bus import Bus
-from services.common.merge import RequestMerge
-from services.common.results import follow_results, replay_results
+from services.common.results import follow_results
 from services.common.vectors import collect_vectors
 from services.gateway.errors import STATUS, error_body
 from services.gateway.files import Files
@@ -177,6 +176,4 @@ async def _task_object(request: Request, state: TaskState) -> dict[str, Any]:
 
 
 async def _embeddings(bus: Bus, task_id: str) -> list[list[float]]:
-    merge = RequestMerge()
-    ordered = [c for stored in await replay_results(bus, task_id) for c in merge.accept(stored)]
-    return [v.tolist() for v in collect_vectors(ordered)]
+    return [v.tolist() for v in collect_vectors([c async for c in follow_results(bus, task_id)])]

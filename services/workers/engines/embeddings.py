@@ -101,9 +101,9 @@ class EmbeddingsEngine(ThreadedEngine):
         per_piece = max(1, PIECE_BYTES // (dims * 4))
         for first in range(0, len(vectors), per_piece):
             yield Data(encode_vectors(vectors[first:first + per_piece]), vectors_content_type(dims), index=first)
-        elapsed = (time.perf_counter() - started) * 1000
-        yield Finished("stop", Usage(prompt_tokens=sum(token_counts)), Timings(engine_ttft_ms=elapsed,
-                                                                                 engine_total_ms=elapsed))
+        # One answer, not a stream: its first "token" is its end.
+        timings = Timings.since(started, None, time.perf_counter())
+        yield Finished("stop", Usage(prompt_tokens=sum(token_counts)), timings)
 
     async def _batch_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -184,14 +184,10 @@ class LlamaCppEngine(CancelFlags, Engine):
         if tail:
             first_token_at = first_token_at or time.perf_counter()
             yield TextDelta(tail, tokens=sampled - reported)
-        ended = time.perf_counter()
         yield Finished(
             finish_reason=finish_reason,
             usage=Usage(prompt_tokens=len(prompt.tokens), completion_tokens=sampled),
-            timings=Timings(
-                engine_ttft_ms=((first_token_at or ended) - started) * 1000,
-                engine_total_ms=(ended - started) * 1000,
-            ),
+            timings=Timings.since(started, first_token_at, time.perf_counter()),
         )
 
     def _run_with_images(
@@ -223,12 +219,10 @@ class LlamaCppEngine(CancelFlags, Engine):
                 yield TextDelta(text)
             if choice.get("finish_reason"):
                 finish_reason = choice["finish_reason"]
-        ended = time.perf_counter()
         yield Finished(
             finish_reason=finish_reason,
             usage=Usage(prompt_tokens=prompt_tokens or 0, completion_tokens=sampled),
-            timings=Timings(engine_ttft_ms=((first_token_at or ended) - started) * 1000,
-                            engine_total_ms=(ended - started) * 1000),
+            timings=Timings.since(started, first_token_at, time.perf_counter()),
         )
 
     @staticmethod

@@ -149,13 +149,11 @@ class UpstreamEngine(Engine):
             raise EngineError(f"upstream {self.config.base_url} failed: {type(exc).__name__}: {exc}") from exc
         finally:
             self._stop.pop(request.request_id, None)
-        ended = time.perf_counter()
         yield Finished(
             finish_reason=finish if finish in ("stop", "length", "cancelled") else "stop",
             usage=Usage(prompt_tokens=(usage or {}).get("prompt_tokens", 0),
                         completion_tokens=(usage or {}).get("completion_tokens", pieces)),
-            timings=Timings(engine_ttft_ms=((first_at or ended) - started) * 1000,
-                            engine_total_ms=(ended - started) * 1000),
+            timings=Timings.since(started, first_at, time.perf_counter()),
         )
 
     async def abort(self, request_id: str) -> None:
