@@ -26,6 +26,31 @@ class Modality(str, Enum):
 TEXT_MODALITIES = frozenset({Modality.chat, Modality.completion})
 
 
+class Priority(str, Enum):
+    """Who is served first when workers are busy: strictly by class, realtime before interactive
+    before batch, first come first served within a class. Waiting work is aged up a class at a time,
+    so batch work is never starved forever."""
+
+    realtime = "realtime"
+    interactive = "interactive"
+    batch = "batch"
+
+    @property
+    def rank(self) -> int:
+        """0 is served first."""
+        return _PRIORITY_RANKS[self]
+
+
+_PRIORITY_RANKS = {Priority.realtime: 0, Priority.interactive: 1, Priority.batch: 2}
+
+
+def default_priority(modalities: tuple[Modality, ...] | frozenset[Modality]) -> Priority:
+    """The class a model's requests get when neither the request nor its API key names one: slow
+    modalities (image, video) are batch work, the rest interactive."""
+    slow = {Modality.image, Modality.video}
+    return Priority.batch if modalities and set(modalities) <= slow else Priority.interactive
+
+
 class ChatMessage(BaseModel):
     """One turn of a conversation, as OpenAI's chat API has it: its text, and the images it shows."""
 
@@ -57,6 +82,7 @@ class _RequestBase(Message):
     created_ms: int = Field(default_factory=now_ms)
     deadline_ms: int = Field(description="Epoch ms after which nobody waits for the answer.")
     sampling: Sampling = Field(default_factory=Sampling)
+    priority: Priority = Field(default=Priority.interactive, description="Scheduling class.")
 
 
 class ChatRequest(_RequestBase):

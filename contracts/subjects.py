@@ -57,6 +57,14 @@ def alert(severity: str, node: str) -> str:
     return f"alert.{_token(severity)}.{_token(node)}"
 
 
+QUEUE_REPORTS_ALL = "sched.queues.>"
+
+
+def queue_report(scheduler_id: str) -> str:
+    """Each scheduler's report of what waits in it, per domain and priority class."""
+    return f"sched.queues.{_token(scheduler_id)}"
+
+
 GIVEBACK = "scheduler.giveback"  # request-reply: a worker hands back an assignment it cannot finish
 
 

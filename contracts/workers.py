@@ -7,7 +7,7 @@ from enum import Enum
 from pydantic import Field
 
 from contracts.base import Message, now_ms
-from contracts.requests import Modality
+from contracts.requests import Modality, Priority
 
 
 class WorkerState(str, Enum):
@@ -28,6 +28,7 @@ class WorkerStatus(Message):
     outstanding: int = Field(ge=0, description="Assignments received and not yet finished.")
     state: WorkerState = WorkerState.ready
     detail: str = Field(default="", description="Why the worker is not ready, when it is not.")
+    domain: str = Field(default="default", description="The resource domain whose queue and capacity it serves.")
     started_ms: int = Field(default_factory=now_ms, description="When this worker process started.")
     ts_ms: int = Field(default_factory=now_ms)
 
@@ -41,4 +42,7 @@ class ModelEntry(Message):
     source: str = Field(description="Where the weights come from: a path or a catalog reference.")
     inputs: tuple[str, ...] = Field(default=("text",), description="What requests may hold: text, image.")
     owned_by: str = "modalmesh"
+    priority_class: Priority = Field(default=Priority.interactive,
+                                     description="The class of its requests that name none (nor does their API key).")
+    domain: str = Field(default="default", description="The resource domain of the workers that serve it.")
     created_ms: int = Field(default_factory=now_ms)

@@ -41,9 +41,11 @@ class Role:
 
 
 ROLES: dict[str, Role] = {
-    "gateway": Role(publish=("req.>", "cancel.>"), subscribe=("out.>", "worker.status.>", "telemetry.>"),
+    "gateway": Role(publish=("req.>", "cancel.>"),
+                    subscribe=("out.>", "worker.status.>", "telemetry.>", subjects.QUEUE_REPORTS_ALL),
                     kv_write=("tasks",)),
-    "scheduler": Role(publish=("assign.>", "result.>", "alert.>", "dead.>", INBOX),  # INBOX: replies
+    "scheduler": Role(publish=("assign.>", "result.>", "alert.>", "dead.>", subjects.QUEUE_REPORTS_ALL,
+                               INBOX),  # INBOX: replies
                       subscribe=("worker.status.>", "telemetry.>", "cancel.>", "$JS.EVENT.ADVISORY.CONSUMER.>",
                                  subjects.GIVEBACK)),
     "worker": Role(publish=("result.>", "worker.status.>", subjects.GIVEBACK), subscribe=("cancel.>", "control.>"),

@@ -11,11 +11,11 @@ from fastapi.responses import FileResponse
 
 from services.common.bus import connect
 from services.gateway import errors
-from services.gateway.auth import KeyRing, authenticate
+from services.gateway.auth import KeyRing, authenticate, require_admin
 from services.gateway.files import Files
 from services.gateway.limits import BodySizeLimit
 from services.gateway.relay import Relay
-from services.gateway.routes import fleet, health, media, openai, tasks
+from services.gateway.routes import admin, fleet, health, media, openai, tasks
 from services.gateway.settings import GatewaySettings
 
 UI_DIR = Path(__file__).parent / "ui"
@@ -50,6 +50,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(tasks.router, dependencies=[Depends(authenticate)])
     app.include_router(media.files_router)  # the API key or a signed URL: see Files.authorize
     app.include_router(fleet.router, dependencies=[Depends(authenticate)])
+    app.include_router(admin.router, dependencies=[Depends(authenticate), Depends(require_admin)])
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -1,9 +1,11 @@
 """API keys: bearer tokens checked against SHA-256 hashes, so no key is ever kept in plain text.
 
 Keys come from `MODALMESH_GATEWAY_API_KEYS` (plain, hashed at start) and/or a file of hashes,
-`MODALMESH_GATEWAY_API_KEYS_FILE`, one key a line: `<sha256 hex> [name] [scope]`, where scope is
-`full` (the default) or `read` (GET routes only). `python -m services.gateway.auth hash KEY` prints
-such a line. Health probes and the docs need no key.
+`MODALMESH_GATEWAY_API_KEYS_FILE`, one key a line: `<sha256 hex> [name] [scope] [priority]`, where
+scope is `full` (the default), `read` (GET routes only) or `admin` (also the admin API), and priority
+is the class (realtime, interactive, batch) of the key's requests that name none. Keys from the
+environment have scope admin. `python -m services.gateway.auth hash KEY` prints such a line.
+Health probes and the docs need no key.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from pathlib import Path
 from fastapi import Request
 
 from contracts.errors import ModalMeshError, PermissionDenied, Unauthenticated
+from contracts.requests import Priority
+
+SCOPES = ("full", "read", "admin")
 
 
 def key_hash(key: str) -> str:
@@ -28,6 +33,7 @@ class KeyEntry:
     digest: str
     name: str = "key"
     scope: str = "full"
+    priority: Priority | None = None
 
 
 class KeyRing:
@@ -36,7 +42,8 @@ class KeyRing:
 
     @classmethod
     def load(cls, plain: list[str], file: Path | None) -> KeyRing:
-        entries = [KeyEntry(key_hash(k), f"env-{i}") for i, k in enumerate(plain) if k]
+        # Keys from the environment are the operator's own: they may use the admin API.
+        entries = [KeyEntry(key_hash(k), f"env-{i}", "admin") for i, k in enumerate(plain) if k]
         if file is not None:
             for n, line in enumerate(file.read_text().splitlines(), 1):
                 parts = line.split("#", 1)[0].split()
@@ -45,9 +52,13 @@ class KeyRing:
                 if len(parts[0]) != 64 or any(c not in "0123456789abcdef" for c in parts[0]):
                     raise ValueError(f"{file}:{n}: expected a sha256 hex digest, got {parts[0][:12]!r}...")
                 scope = parts[2] if len(parts) > 2 else "full"
-                if scope not in ("full", "read"):
-                    raise ValueError(f"{file}:{n}: scope must be full or read, not {scope!r}")
-                entries.append(KeyEntry(parts[0], parts[1] if len(parts) > 1 else f"file-{n}", scope))
+                if scope not in SCOPES:
+                    raise ValueError(f"{file}:{n}: scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+                try:
+                    priority = Priority(parts[3]) if len(parts) > 3 else None
+                except ValueError:
+                    raise ValueError(f"{file}:{n}: priority must be realtime, interactive or batch") from None
+                entries.append(KeyEntry(parts[0], parts[1] if len(parts) > 1 else f"file-{n}", scope, priority))
         if not entries:
             raise ValueError("no API key configured: set MODALMESH_GATEWAY_API_KEYS or MODALMESH_GATEWAY_API_KEYS_FILE")
         return cls(entries)
@@ -75,13 +86,20 @@ def authenticate(request: Request) -> KeyEntry:
     return entry
 
 
+def require_admin(request: Request) -> None:
+    """For the admin API, after `authenticate`: 403 unless the key's scope is admin."""
+    entry: KeyEntry = request.state.api_key
+    if entry.scope != "admin":
+        raise PermissionDenied(f"The key `{entry.name}` may not use the admin API")
+
+
 def _main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[0] != "hash":
         raise SystemExit("usage: python -m services.gateway.auth hash KEY")
     print(f"{key_hash(argv[1])} name full")
 
 
-__all__ = ["KeyEntry", "KeyRing", "ModalMeshError", "authenticate", "key_hash"]
+__all__ = ["KeyEntry", "KeyRing", "ModalMeshError", "authenticate", "key_hash", "require_admin"]
 
 if __name__ == "__main__":
     _main(sys.argv[1:])

@@ -15,13 +15,14 @@ from fastapi import Depends, Header, Request
 
 from contracts.base import now_ms
 from contracts.errors import InvalidRequest
-from contracts.requests import AnyRequest
+from contracts.requests import AnyRequest, Priority
 from contracts.results import AnyChunk, ErrorChunk, FinalChunk
 from services.gateway.limits import check_request
 from services.gateway.relay import ChunkStream
 from services.gateway.settings import GatewaySettings
 
 TIMEOUT_HEADER = "X-ModalMesh-Timeout"
+PRIORITY_HEADER = "X-ModalMesh-Priority"
 REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")  # the shape of ids the gateway makes (and bus tokens allow)
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -86,6 +87,7 @@ class Intake:
     request: Request
     timeout: str | None
     idempotency_key: str | None
+    priority_header: str | None = None
 
     @property
     def settings(self) -> GatewaySettings:
@@ -98,16 +100,34 @@ class Intake:
     def deadline_ms(self) -> int:
         return deadline_ms(self.settings, self.timeout)
 
-    async def submit(self, bus_request: AnyRequest) -> tuple[ChunkStream, AnyChunk]:
+    def prioritized(self, bus_request: AnyRequest, named: Priority | None) -> AnyRequest:
+        """`bus_request` with its priority class: the one the body names, else the header's, else the
+        API key's default, else the model's (from the catalog)."""
+        chosen = named or self._header_priority() or self.request.state.api_key.priority
+        if chosen is None:
+            entry = self.request.app.state.relay.fleet.catalog.get(bus_request.model)
+            chosen = entry.priority_class if entry is not None else Priority.interactive
+        return bus_request.model_copy(update={"priority": chosen})
+
+    def _header_priority(self) -> Priority | None:
+        if self.priority_header is None:
+            return None
+        try:
+            return Priority(self.priority_header.strip().lower())
+        except ValueError:
+            raise InvalidRequest(f"{PRIORITY_HEADER} must be one of {', '.join(p.value for p in Priority)}") from None
+
+    async def submit(self, bus_request: AnyRequest, priority: Priority | None = None) -> tuple[ChunkStream, AnyChunk]:
         """Check limits, publish, and wait for the first chunk (so early failures keep their status)."""
         check_request(bus_request, self.settings)
-        stream = await self.request.app.state.relay.submit(bus_request)
+        stream = await self.request.app.state.relay.submit(self.prioritized(bus_request, priority))
         return stream, await first_chunk(self.request, stream)
 
 
 def intake(request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
-           idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER)) -> Intake:
-    return Intake(request, timeout, idempotency_key)
+           idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER),
+           priority: str | None = Header(None, alias=PRIORITY_HEADER)) -> Intake:
+    return Intake(request, timeout, idempotency_key, priority)
 
 
 Take = Annotated[Intake, Depends(intake)]  # a route's parameter: `take: Take`

@@ -29,6 +29,7 @@ from contracts.errors import (
     Overloaded,
     error_for,
 )
+from contracts.queues import QueueReport
 from contracts.requests import AnyRequest, ChatRequest, Modality
 from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, Usage, decode_chunk
 from contracts.tasks import FINAL_STATUSES, TaskState, TaskStatus
@@ -49,6 +50,7 @@ class GatewayFleet(FleetView):
     and alerts (stream ALERTS)."""
 
     catalog: dict[str, ModelEntry] = field(default_factory=dict)
+    queue_reports: dict[str, tuple[float, QueueReport]] = field(default_factory=dict)  # by scheduler, when heard
     alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=1000))
     active_alerts: dict[tuple[str, str, str], Alert] = field(default_factory=dict)
 
@@ -72,6 +74,10 @@ class GatewayFleet(FleetView):
         else:
             self.active_alerts.pop(key, None)
 
+    def live_queue_reports(self, now: float) -> list[QueueReport]:
+        """The latest report of each scheduler heard from within `dead_after_s`."""
+        return [r for heard, r in self.queue_reports.values() if now - heard <= self.dead_after_s]
+
     def on_model(self, key: str, value: bytes | None) -> None:
         if value is None:
             self.catalog.pop(key, None)
@@ -88,6 +94,7 @@ class Relay:
         self.max_inflight_per_model = max_inflight_per_model
         self.inflight: Counter[str] = Counter()
         self._alerts_sub: Any = None
+        self._queues_sub: Any = None
         self._tasks: KeyValue | None = None
 
     @property
@@ -103,10 +110,12 @@ class Relay:
         # Every alert still in the stream, then new ones; an ordered consumer needs no cleanup.
         self._alerts_sub = await self.bus.js.subscribe(subjects.ALERTS_ALL, cb=self._on_alert, ordered_consumer=True,
                                                        deliver_policy=DeliverPolicy.ALL)
+        self._queues_sub = await self.bus.nc.subscribe(subjects.QUEUE_REPORTS_ALL, cb=self._on_queue_report)
 
     async def stop(self) -> None:
-        if self._alerts_sub is not None:
-            await self._alerts_sub.unsubscribe()
+        for sub in (self._alerts_sub, self._queues_sub):
+            if sub is not None:
+                await sub.unsubscribe()
         await self.fleet.unfollow()
 
     async def _on_alert(self, msg: Msg) -> None:
@@ -114,6 +123,14 @@ class Relay:
             self.fleet.record_alert(Alert.decode(msg.data))
         except ValueError:
             log.warning("undecodable alert on %s", msg.subject)
+
+    async def _on_queue_report(self, msg: Msg) -> None:
+        try:
+            report = QueueReport.decode(msg.data)
+        except ValueError:
+            log.warning("undecodable queue report on %s", msg.subject)
+            return
+        self.fleet.queue_reports[report.scheduler_id] = (time.monotonic(), report)
 
     async def submit(self, request: AnyRequest) -> ChunkStream:
         """Publish `request` durably and return the stream of its merged output. A request whose id

@@ -13,6 +13,7 @@ from contracts.requests import (
     CompletionRequest,
     EmbeddingRequest,
     ImageRequest,
+    Priority,
     Sampling,
     SpeechRequest,
     VideoRequest,
@@ -35,6 +36,7 @@ class _Body(BaseModel):
     n: int = Field(default=1, ge=1, le=1, description="Only one choice per request is supported.")
     logit_bias: dict[str, float] | None = None
     stream_options: dict[str, bool] | None = None
+    priority: Priority | None = Field(default=None, description="realtime, interactive or batch (ModalMesh's own).")
 
     @field_validator("stop")
     @classmethod
@@ -162,6 +164,7 @@ class _MediaBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1)
+    priority: Priority | None = Field(default=None, description="realtime, interactive or batch (ModalMesh's own).")
 
 
 def _size(value: str) -> tuple[int, int]:

@@ -1,11 +1,15 @@
-"""The scheduler's handlers: thin I/O around the pure policy. A request is acknowledged only once its
-assignment is stored in ASSIGNMENTS, so a scheduler that dies mid-way loses nothing."""
+"""The scheduler's handlers: thin I/O around the pure policy and queues. A request waits here (its
+message unacknowledged) until a worker of its domain has a free slot, the best priority first, and
+is acknowledged only once its assignment is stored in ASSIGNMENTS, so a scheduler that dies mid-way
+loses nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field, replace
 
@@ -17,6 +21,7 @@ from contracts import streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import ErrorCode
+from contracts.queues import DomainQueue, QueueReport
 from contracts.requests import AnyRequest, decode_request
 from contracts.results import Timings, Usage
 from contracts.workers import WorkerStatus
@@ -24,10 +29,12 @@ from services.common.alert_rules import AlertKey, CrashLoop, evaluate_offline
 from services.common.alerts import publish_alert
 from services.common.bus import Bus
 from services.common.cancels import RecentCancels
+from services.common.domains import Domains
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
 from services.scheduler.failover import Failover
 from services.scheduler.policy import choose
+from services.scheduler.queues import Queues, Waiting, plan
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.state import FleetState
 
@@ -47,8 +54,14 @@ class Scheduler:
     _started: dict[str, int] = field(default_factory=dict)  # each worker's process start, from heartbeats
     _crash_loop: CrashLoop = field(init=False)
     _cancels: RecentCancels = field(default_factory=RecentCancels)
+    domains: Domains = field(default_factory=Domains.load)
+    queues: Queues[Msg] = field(init=False)
+    scheduler_id: str = field(default_factory=lambda: f"{socket.gethostname().split('.')[0]}-{os.getpid()}")
+    _dispatching: bool = False
+    _dispatch_again: bool = False
 
     def __post_init__(self) -> None:
+        self.queues = Queues(aging_s=self.settings.aging_s)
         self.fleet = FleetState(dead_after_s=self.settings.dead_after_s)
         self.failover = Failover(self.bus, self.decide, self.settings.max_attempts)
         self._crash_loop = CrashLoop(self.settings.crash_loop_restarts, int(self.settings.crash_loop_window_s * 1000))
@@ -68,8 +81,9 @@ class Scheduler:
             stream=streams.REQUESTS,
             manual_ack=True,
             cb=self._on_request,
+            # Requests waiting here for a slot are unacknowledged: room for every queue's fill.
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.settings.ack_wait_s,
-                                  max_deliver=self.settings.max_deliver),
+                                  max_deliver=self.settings.max_deliver, max_ack_pending=self.settings.max_waiting),
         )
         # One scheduler (a queue group) takes each request that ran out of deliveries.
         dead_sub = await self.bus.nc.subscribe(
@@ -92,6 +106,8 @@ class Scheduler:
             await self.failover.worker_restarted(status.worker_id, status.started_ms)
         for alert in self._crash_loop.observe(status.worker_id, status.node, status.started_ms, now_ms()):
             await publish_alert(self.bus, alert, self.settings.webhook_url)
+        if self.queues:  # a slot may have come free
+            await self.dispatch()
 
     async def _adopt_known_workers(self) -> None:
         """Workers that have an assignment queue count as seen now: if one is already dead, it is
@@ -117,14 +133,82 @@ class Scheduler:
             )
             for alert in alerts:
                 await publish_alert(self.bus, alert, self.settings.webhook_url)
+            await self._tend_queues()
             await wait_or_stop(stop, self.settings.heartbeat_s / 2)
 
-    def decide(self, request: AnyRequest, exclude: str | None = None) -> str | None:
+    async def _tend_queues(self) -> None:
+        """Fail what waited past its deadline, tell JetStream the rest is still in hand, dispatch what
+        aging or freed capacity now lets go, and report the queues."""
+        for waiting in self.queues.expired(now_ms()):
+            await self._fail(waiting.request, ErrorCode.deadline_exceeded,
+                             f"the deadline passed while waiting for a free {waiting.domain} slot")
+            await waiting.handle.ack()
+        for waiting in self.queues.to_touch(time.monotonic(), self.settings.ack_wait_s / 3):
+            await waiting.handle.in_progress()
+        await self.dispatch()
+        if self.bus.nc.is_connected:
+            await self.bus.nc.publish(subjects.queue_report(self.scheduler_id), self.queue_report().encode())
+
+    def queue_report(self) -> QueueReport:
+        now = time.monotonic()
+        load = self.fleet.load(now)
+        domains = []
+        for name in sorted(self.queues.domains() | set(load) | set(self.domains.domains)):
+            spec = self.domains.spec(name)
+            in_flight, slots = load.get(name, (0, 0))
+            domains.append(DomainQueue(domain=name, in_flight=in_flight, slots=slots, max_queue=spec.max_queue,
+                                       max_concurrency=spec.max_concurrency, classes=self.queues.classes(name, now)))
+        return QueueReport(scheduler_id=self.scheduler_id, domains=tuple(domains))
+
+    async def dispatch(self) -> None:
+        """Send waiting requests to workers with free slots, best first (see `queues.plan`). One pass
+        at a time; a call during a pass makes it run once more."""
+        if self._dispatching:
+            self._dispatch_again = True
+            return
+        self._dispatching = True
+        try:
+            self._dispatch_again = True
+            while self._dispatch_again:
+                self._dispatch_again = False
+                now = time.monotonic()
+                for waiting, worker in plan(self.queues.order(now), self._room(now), self._pick):
+                    self.queues.dispatched(waiting, now)
+                    await self._assign(waiting.request, worker)
+                    await waiting.handle.ack()
+        finally:
+            self._dispatching = False
+
+    def _room(self, now: float) -> dict[str, int | None]:
+        """Per domain with waiting work: how many more requests its cap lets in flight (None: no cap)."""
+        load = self.fleet.load(now)
+        room: dict[str, int | None] = {}
+        for domain in self.queues.domains():
+            cap = self.domains.spec(domain).max_concurrency
+            room[domain] = None if cap is None else cap - load.get(domain, (0, 0))[0]
+        return room
+
+    def _pick(self, waiting: Waiting[Msg]) -> str | None:
+        worker = self.decide(waiting.request, domain=waiting.domain)
+        if worker is not None:
+            self.fleet.recent[worker] += 1  # its slot is taken from now on
+        return worker
+
+    async def _assign(self, request: AnyRequest, worker: str) -> None:
+        assignment = Assignment(worker_id=worker, request=request)
+        await self.bus.js.publish(
+            subjects.assign(worker), assignment.encode(), headers={"Nats-Msg-Id": assignment.dedup_id}
+        )
+
+    def decide(self, request: AnyRequest, exclude: str | None = None, domain: str | None = None) -> str | None:
+        """The worker `request` should go to. With `domain`, only that domain's workers with a free
+        slot count (None when there is none); without, any live worker serving the model does."""
         started = time.perf_counter()
         snapshot = self.fleet.snapshot(request.model, time.monotonic(), self.settings.weights, self.settings.limits)
-        if exclude is not None:
-            snapshot = replace(snapshot, candidates=tuple(c for c in snapshot.candidates
-                                                          if c.worker.worker_id != exclude))
+        if exclude is not None or domain is not None:
+            snapshot = replace(snapshot, candidates=tuple(
+                c for c in snapshot.candidates
+                if c.worker.worker_id != exclude and (domain is None or (c.worker.domain == domain and c.free > 0))))
         worker = choose(self.settings.policy, snapshot, request_id=request.request_id, counter=self.decisions)
         self.decisions += 1
         self.decision_seconds.append(time.perf_counter() - started)
@@ -147,19 +231,22 @@ class Scheduler:
             await self._fail(request, ErrorCode.deadline_exceeded, "deadline passed before a worker was free")
             await msg.ack()
             return
-        worker = self.decide(request)
-        if worker is None:
+        now = time.monotonic()
+        domain = self.fleet.domain_of(request.model, now)
+        if domain is None:
             # Not an error yet: a worker may be starting. Redelivered, ever less often, until the
             # deadline or `max_deliver`.
             tries = msg.metadata.num_delivered or 1
             await msg.nak(delay=min(self.settings.retry_max_s, self.settings.retry_no_worker_s * 2 ** (tries - 1)))
             return
-        assignment = Assignment(worker_id=worker, request=request)
-        await self.bus.js.publish(
-            subjects.assign(worker), assignment.encode(), headers={"Nats-Msg-Id": assignment.dedup_id}
-        )
-        self.fleet.recent[worker] += 1
-        await msg.ack()
+        max_queue = self.domains.spec(domain).max_queue
+        if max_queue is not None and request.request_id not in self.queues and self.queues.depth(domain) >= max_queue:
+            await ResultPublisher(self.bus, request.request_id, SCHEDULER_ID, attempt=1).error(
+                ErrorCode.overloaded, f"the {domain} queue is full ({max_queue} waiting); retry shortly")
+            await msg.ack()
+            return
+        self.queues.add(Waiting(request, domain, msg, since=now, touched=now))
+        await self.dispatch()
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
         """A request JetStream stopped delivering: keep it in `dead.<modality>`, tell its client, and
@@ -190,7 +277,12 @@ class Scheduler:
         await msg.respond(b"moved" if moved else b"no-worker")
 
     async def _on_cancel(self, msg: Msg) -> None:
-        self._cancels.observe(msg)
+        cancel = self._cancels.observe(msg)
+        waiting = self.queues.remove(cancel.request_id) if cancel is not None else None
+        if waiting is not None:  # cancelled while it waited for a slot: it never starts
+            await ResultPublisher(self.bus, waiting.request_id, SCHEDULER_ID, attempt=1).final(
+                "cancelled", Usage(), Timings())
+            await waiting.handle.ack()
 
     async def _fail(self, request: AnyRequest, code: ErrorCode, message: str) -> None:
         log.info("request %s failed: %s", request.request_id, message)

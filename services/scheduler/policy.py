@@ -51,6 +51,11 @@ class Candidate:
     def in_hand(self) -> int:
         return self.worker.outstanding + self.recent
 
+    @property
+    def free(self) -> int:
+        """Slots it has left, counting what was sent since its heartbeat."""
+        return max(0, self.worker.slots_total - self.in_hand)
+
 
 @dataclass(frozen=True)
 class Weights:

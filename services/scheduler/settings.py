@@ -23,5 +23,9 @@ class SchedulerSettings(ServiceSettings):
     ack_wait_s: float = Field(default=10.0, gt=0)
     crash_loop_restarts: int = Field(default=3, ge=1, description="Restarts within the window = crash loop.")
     crash_loop_window_s: float = Field(default=300.0, gt=0)
+    aging_s: float = Field(default=10.0, ge=0, description="Waiting this long lifts a request one priority class "
+                           "(batch to interactive to realtime), so none starves; 0: never.")
+    max_waiting: int = Field(default=10_000, ge=1, description="Requests one scheduler holds while they wait for "
+                             "a slot (JetStream's max_ack_pending for its consumer).")
     max_attempts: int = Field(default=3, ge=1, description="Tries per request before it fails (failover).")
     webhook_url: str | None = Field(default=None, description="POST fleet alerts here as JSON.")

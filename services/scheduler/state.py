@@ -25,3 +25,16 @@ class FleetState(FleetView):
             if not self.nodes.is_down(w.node, now)
         )
         return Snapshot(candidates, model_mem_mb=model_mem_mb, weights=weights, limits=limits)
+
+    def domain_of(self, model: str, now: float) -> str | None:
+        """The resource domain whose workers serve `model` (the first by name, should several);
+        None while no live worker serves it."""
+        return min((w.domain for w in self.workers.serving(model, now)), default=None)
+
+    def load(self, now: float) -> dict[str, tuple[int, int]]:
+        """Per domain: requests its live workers have in hand, and their slots."""
+        load: dict[str, tuple[int, int]] = {}
+        for w in self.workers.live(now):
+            in_hand, slots = load.get(w.domain, (0, 0))
+            load[w.domain] = (in_hand + w.outstanding + self.recent.get(w.worker_id, 0), slots + w.slots_total)
+        return load

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from services.common.bus import connect
+from services.common.domains import Domains, confine, default_domain
 from services.common.logs import setup_logging
 from services.common.runtime import run
 from services.common.shutdown import stop_event_on_signals
@@ -84,11 +85,13 @@ async def main() -> None:
     setup_logging(f"worker[{settings.worker_id}]", settings.log_level)
     stop = stop_event_on_signals()
     engine = build_engine(settings)
+    domain = settings.domain or default_domain(engine.modalities)
+    confine(Domains.load().spec(domain))  # before the engine starts its threads, which inherit it
     try:
         await engine.start()
         bus = await connect(settings.nats_url, f"worker-{settings.worker_id}")
         try:
-            await Worker(settings, engine, bus).run(stop)
+            await Worker(settings, engine, bus, domain=domain).run(stop)
         finally:
             await bus.close()
     finally:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from services.common.domains import limit_gpu_memory
 from services.workers.engine import Emit, Progress, check
 
 
@@ -29,6 +30,7 @@ def load_pipeline(pipeline_class: Any, path: Path, device: str) -> Any:
     if not Path(path).is_dir():
         raise FileNotFoundError(f"no pipeline folder at {path}")
     target = pick_device(device)
+    limit_gpu_memory(target)
     dtype = torch.float16 if target.startswith("cuda") else torch.float32
     pipe = pipeline_class.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
     pipe = pipe.to(target)

@@ -16,7 +16,7 @@ from contracts import streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import ErrorCode, ModalMeshError
-from contracts.requests import TEXT_MODALITIES
+from contracts.requests import TEXT_MODALITIES, default_priority
 from contracts.results import Artifact, Timings, Usage
 from contracts.workers import ModelEntry, WorkerState, WorkerStatus
 from services.common.bus import Bus
@@ -42,6 +42,7 @@ class Worker:
     settings: WorkerSettings
     engine: Engine
     bus: Bus
+    domain: str = "default"
     state: WorkerState = WorkerState.ready
     started_ms: int = field(default_factory=now_ms)
     _in_flight: dict[str, _InFlight] = field(default_factory=dict)
@@ -68,6 +69,7 @@ class Worker:
             outstanding=busy,
             state=state,
             detail=detail,
+            domain=self.domain,
             started_ms=self.started_ms,
         )
 
@@ -101,7 +103,8 @@ class Worker:
         kv = await self.bus.js.key_value(streams.KV_MODELS)
         for model in self.engine.models:
             entry = ModelEntry(id=model, modality=self.engine.modalities, engine=self.engine.kind,
-                               inputs=self.engine.inputs,
+                               inputs=self.engine.inputs, domain=self.domain,
+                               priority_class=self.settings.priority_class or default_priority(self.engine.modalities),
                                source=str(getattr(getattr(self.engine, "config", None), "model_path", "")))
             await kv.put(model, entry.encode())
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from contracts.requests import Priority
 from services.common.settings import ServiceSettings
 
 
@@ -34,6 +35,11 @@ class WorkerSettings(ServiceSettings):
         "when it exits, stop it with the worker. Replaces upstream_url.")
     upstream_api_key: str | None = Field(default=None, description="openai_upstream: bearer key for the server.")
     slots: int | None = Field(default=None, ge=1, description="Requests run at once. Unset: the engine's default.")
+    domain: str | None = Field(default=None, description="Resource domain (see MODALMESH_DOMAINS_FILE). Unset: its "
+                               "modality's own (llm, embedding, image, speech).")
+    priority_class: Priority | None = Field(
+        default=None, description="Class of its models' requests that name none: realtime, interactive or batch. "
+        "Unset: batch for image and video, interactive for the rest.")
     device: str = Field(default="auto", description="Torch device for torch engines: auto, cpu, cuda, cuda:1 ...")
     max_batch: int = Field(default=64, ge=1, description="Most texts one embeddings forward pass takes.")
     n_ctx: int = Field(default=2048, ge=128)

@@ -26,7 +26,7 @@ AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "pcm": "audio/pcm"}
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingsBody, take: Take) -> dict[str, Any]:
     bus_request = body.to_contract(take.request_id("embd"), take.deadline_ms)
-    async with aclosing(chunks_of(*await take.submit(bus_request))) as chunks:
+    async with aclosing(chunks_of(*await take.submit(bus_request, body.priority))) as chunks:
         received = [chunk async for chunk in chunks]
     vectors = collect_vectors(received)
     if len(vectors) != len(bus_request.inputs):
@@ -46,7 +46,7 @@ async def embeddings(body: EmbeddingsBody, take: Take) -> dict[str, Any]:
 async def images(body: ImageGenerationBody, request: Request, take: Take) -> dict[str, Any]:
     bus_request = body.to_contract(take.request_id("img"), take.deadline_ms)
     files: Files = request.app.state.files
-    async with aclosing(chunks_of(*await take.submit(bus_request))) as chunks:
+    async with aclosing(chunks_of(*await take.submit(bus_request, body.priority))) as chunks:
         made = [chunk async for chunk in chunks if isinstance(chunk, ArtifactChunk)]
     data = []
     for chunk in sorted(made, key=lambda c: c.artifact.index):
@@ -63,7 +63,7 @@ async def speech(body: SpeechBody, take: Take) -> Response:
     """Audio streams out as the worker makes it: WAV with an open-ended header, MP3 frame by frame,
     or raw 16-bit PCM."""
     bus_request = body.to_contract(take.request_id("tts"), take.deadline_ms)
-    chunks = chunks_of(*await take.submit(bus_request))
+    chunks = chunks_of(*await take.submit(bus_request, body.priority))
 
     async def pcm() -> AsyncIterator[tuple[bytes, int]]:
         async with aclosing(chunks):  # a client that hangs up cancels the synthesis at once

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from contracts.errors import ModalMeshError, ModelNotFound, error_for
-from contracts.requests import TextRequest
+from contracts.requests import Priority, TextRequest
 from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk
 from services.common.results import follow_results, has_results
 from services.gateway.errors import STATUS, error_body
@@ -35,13 +35,13 @@ async def chat_completions(body: ChatCompletionBody, take: Take) -> Any:
     images = await body.checked_images(take.request.app.state.files, settings.max_images,
                                        settings.max_image_bytes, settings.max_image_side)
     bus_request = body.to_contract(take.request_id("chatcmpl"), take.deadline_ms, settings.default_max_tokens, images)
-    return await _serve(take, bus_request, body.include_usage, chat=True)
+    return await _serve(take, bus_request, body.include_usage, chat=True, priority=body.priority)
 
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionBody, take: Take) -> Any:
     bus_request = body.to_contract(take.request_id("cmpl"), take.deadline_ms, take.settings.default_max_tokens)
-    return await _serve(take, bus_request, body.include_usage, chat=False)
+    return await _serve(take, bus_request, body.include_usage, chat=False, priority=body.priority)
 
 
 @router.get("/models")
@@ -58,8 +58,9 @@ async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-async def _serve(take: Intake, bus_request: TextRequest, include_usage: bool, *, chat: bool) -> Any:
-    stream, first = await take.submit(bus_request)
+async def _serve(take: Intake, bus_request: TextRequest, include_usage: bool, *, chat: bool,
+                 priority: Priority | None) -> Any:
+    stream, first = await take.submit(bus_request, priority)
     shape = Shape(bus_request.request_id, bus_request.model, chat=chat)
     if bus_request.stream:
         return EventSourceResponse(_sse(chunks_of(stream, first), shape, include_usage), sep="\n", ping=15)

@@ -90,7 +90,7 @@ class TaskNotFound(ModelNotFound):
 async def create_task(body: TaskBody, take: Take) -> dict[str, Any]:
     """Queue any request; the answer carries the task id and status `queued` at once."""
     rid = take.request_id(f"{TASK_PREFIX}{body.modality}")
-    bus_request = await _to_request(body, rid, take.deadline_ms, take.request)
+    bus_request = take.prioritized(await _to_request(body, rid, take.deadline_ms, take.request), body.priority)
     check_request(bus_request, take.settings)
     relay: Relay = take.request.app.state.relay
     return await _task_object(take.request, await relay.enqueue(bus_request))

@@ -1,0 +1,92 @@
+"""Resource domains: named pools of workers, each with its own queue, its own cap on work in flight
+and its own share of the machine, so slow work (images) never takes what real-time work (chat) owns.
+
+One YAML file, `MODALMESH_DOMAINS_FILE`, names them; the scheduler reads it for queues and caps,
+each worker for the CPUs it may run on and its share of GPU memory:
+
+    domains:
+      llm-realtime: {cpus: [0]}
+      image: {max_concurrency: 1, max_queue: 100, cpus: [1], gpu_memory_fraction: 0.3}
+
+A worker joins a domain with `MODALMESH_WORKER_DOMAIN`; without one it is in its modality's own
+domain (`llm`, `embedding`, `image`, `speech`), so every kind of work has its own queue even with
+no file. A domain the file does not name has no cap.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.requests import TEXT_MODALITIES, Modality
+
+DOMAINS_FILE_ENV = "MODALMESH_DOMAINS_FILE"
+GPU_SHARE_ENV = "MODALMESH_GPU_MEMORY_FRACTION"  # set by `confine`, read by `limit_gpu_memory`
+
+
+class DomainSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_concurrency: int | None = Field(default=None, ge=1, description="Requests in flight on its workers, at most.")
+    max_queue: int | None = Field(default=None, ge=0, description="Waiting requests beyond which new ones get 429.")
+    cpus: tuple[int, ...] | None = Field(default=None, min_length=1, description="CPU cores its workers run on.")
+    gpu_memory_fraction: float | None = Field(default=None, gt=0, le=1,
+                                              description="Share of its GPU's memory a torch worker may take.")
+
+
+class Domains(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    domains: dict[str, DomainSpec] = Field(default_factory=dict)
+
+    def spec(self, name: str) -> DomainSpec:
+        return self.domains.get(name) or DomainSpec()
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> Domains:
+        """The file at `path` (or `MODALMESH_DOMAINS_FILE`); no file, no caps. A bad file fails loudly."""
+        path = path or os.environ.get(DOMAINS_FILE_ENV)
+        if not path:
+            return cls()
+        try:
+            return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        except (OSError, yaml.YAMLError, ValueError) as exc:
+            raise SystemExit(f"{DOMAINS_FILE_ENV}={path}: {exc}") from None
+
+
+def default_domain(modalities: tuple[Modality, ...]) -> str:
+    """The domain of a worker that names none: one per kind of work."""
+    kinds = set(modalities)
+    if kinds and kinds <= TEXT_MODALITIES:
+        return "llm"
+    if kinds and kinds <= {Modality.image, Modality.video}:
+        return "image"
+    if kinds == {Modality.embedding}:
+        return "embedding"
+    if kinds == {Modality.speech}:
+        return "speech"
+    return "default"
+
+
+def confine(spec: DomainSpec) -> None:
+    """Keep this process (the threads it starts from now on) to the domain's CPUs, with thread pools
+    sized to them, and a torch engine to its share of GPU memory. Call it before the engine starts."""
+    if spec.cpus:
+        os.sched_setaffinity(0, spec.cpus)
+        os.environ["OMP_NUM_THREADS"] = str(len(spec.cpus))  # torch and BLAS size their pools by it
+    if spec.gpu_memory_fraction is not None:
+        os.environ[GPU_SHARE_ENV] = str(spec.gpu_memory_fraction)
+
+
+def limit_gpu_memory(device: str) -> None:
+    """For a torch engine about to load onto `device`: hold it to the domain's share of that GPU's
+    memory (set by `confine`), so a model that outgrows it fails to allocate instead of taking what
+    another domain owns."""
+    share = os.environ.get(GPU_SHARE_ENV)
+    if share and device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_per_process_memory_fraction(float(share), torch.device(device))
