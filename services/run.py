@@ -54,7 +54,7 @@ def api_key(data: Path) -> str:
         stored.write_text(key + "\n")
     keys_file = data / "api_keys"
     keys_file.touch(mode=0o600)
-    keys_file.write_text(f"{key_hash(key)} make-run full\n")
+    keys_file.write_text(f"{key_hash(key)} make-run admin\n")  # the operator's own key
     return key
 
 

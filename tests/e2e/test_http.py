@@ -200,3 +200,41 @@ async def test_crashed_worker_is_restarted(client: httpx.AsyncClient, running_st
             break
         await asyncio.sleep(0.2)
     assert res.status_code == 200 and res.json()["usage"]["completion_tokens"] >= 1
+
+
+async def _dispatched(client: httpx.AsyncClient, domain: str, priority: str) -> int:
+    res = await client.get("/v1/admin/queues")
+    assert res.status_code == 200
+    rows = {row["domain"]: row for row in res.json()["data"]}
+    return rows[domain]["classes"][priority]["dispatched"] if domain in rows else 0
+
+
+async def _dispatched_becomes(client: httpx.AsyncClient, priority: str, expected: int) -> None:
+    for _ in range(50):  # schedulers report twice a heartbeat
+        if await _dispatched(client, "llm", priority) == expected:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"{priority}: {await _dispatched(client, 'llm', priority)} dispatched, expected {expected}")
+
+
+async def test_priority_from_the_body_or_the_header_reaches_the_scheduler(client: httpx.AsyncClient) -> None:
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 2}
+    await _dispatched_becomes(client, "realtime", await _dispatched(client, "llm", "realtime"))  # reports flowing
+    realtime, batch = await _dispatched(client, "llm", "realtime"), await _dispatched(client, "llm", "batch")
+    assert (await client.post("/v1/chat/completions", json={**body, "priority": "realtime"})).status_code == 200
+    await _dispatched_becomes(client, "realtime", realtime + 1)
+    res = await client.post("/v1/chat/completions", json=body, headers={"X-ModalMesh-Priority": "batch"})
+    assert res.status_code == 200
+    await _dispatched_becomes(client, "batch", batch + 1)
+    bad = await client.post("/v1/chat/completions", json=body, headers={"X-ModalMesh-Priority": "urgent"})
+    assert bad.status_code == 400 and "X-ModalMesh-Priority" in bad.json()["error"]["message"]
+    wrong = await client.post("/v1/chat/completions", json={**body, "priority": "urgent"})
+    assert wrong.status_code == 400
+
+
+async def test_admin_models_shows_where_each_model_runs(client: httpx.AsyncClient) -> None:
+    res = await client.get("/v1/admin/models")
+    assert res.status_code == 200
+    entry = {m["id"]: m for m in res.json()["data"]}[MODEL]
+    assert entry["domain"] == "llm" and entry["priority_class"] == "interactive" and entry["state"] == "running"
+    assert len(entry["replicas"]) >= 1 and entry["replicas"][0]["slots"] >= 1

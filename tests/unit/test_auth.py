@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from contracts.requests import Priority
 from services.gateway.app import create_app
 from services.gateway.auth import KeyRing, key_hash
 from services.gateway.settings import GatewaySettings
@@ -46,3 +47,24 @@ def test_read_key_may_get_but_not_post(tmp_path: Path) -> None:
                                       "param": None, "code": "permission_denied"}
     unknown = client.get("/v1/models", headers={"Authorization": "Bearer nope"})
     assert unknown.status_code == 401 and unknown.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_key_file_may_give_a_default_priority_and_the_admin_scope(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(f"{key_hash('batch-key')} nightly full batch\n{key_hash('ops-key')} ops admin\n")
+    ring = KeyRing.load(["env-key"], keys)
+    assert ring.find("batch-key").priority is Priority.batch  # type: ignore[union-attr]
+    assert ring.find("ops-key").scope == "admin" and ring.find("ops-key").priority is None  # type: ignore[union-attr]
+    assert ring.find("env-key").scope == "admin"  # type: ignore[union-attr]  # the operator's own key
+    keys.write_text(f"{key_hash('k')} name full urgent\n")
+    with pytest.raises(ValueError, match="priority must be"):
+        KeyRing.load([], keys)
+
+
+def test_only_admin_keys_reach_the_admin_api(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(f"{key_hash('full-key')} app full\n")
+    client = TestClient(create_app(GatewaySettings(api_keys_file=keys)))
+    denied = client.get("/v1/admin/queues", headers={"Authorization": "Bearer full-key"})
+    assert denied.status_code == 403
+    assert denied.json()["error"]["message"] == "The key `app` may not use the admin API"
