@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp once (cached by pip afterwards): use every core for it.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-fast bench bench-policies chaos lint format clean install install-test browser
+.PHONY: run test test-fast bench bench-policies bench-isolation chaos lint format clean install install-test browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench: install-test
 ## bench-policies: the four scheduling policies on a SIMULATED fleet -> .data/bench/policies.{json,png}
 bench-policies: install-test
 	$(PY) -m bench.policies
+
+## bench-isolation: realtime chat TTFT while image jobs fill their domain, domains on and off -> .data/bench/isolation.json
+bench-isolation: install-test
+	$(PY) -m bench.isolation
 
 ## chaos: SIGKILL workers, scheduler, aggregator and NATS under load -> .data/bench/chaos.json
 chaos: install-test

@@ -79,11 +79,14 @@ async def direct_tokens_per_s(model_path: Path, n_threads: int, runs: int, max_t
 
 
 async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int,
-                      model: str = MODEL) -> tuple[str, float, float, int]:
+                      model: str = MODEL, priority: str | None = None) -> tuple[str, float, float, int]:
     """One streamed chat: (request id, seconds to first content, seconds to [DONE], completion tokens)."""
-    body = {"model": model, "messages": MESSAGES, "stream": True, "max_tokens": max_tokens, "seed": seed,
-            "logit_bias": {str(k): v for k, v in NO_EOS.items()}, "stream_options": {"include_usage": True},
-            "temperature": 1.0, "top_p": 1.0}  # spelled out: a server called directly has other defaults
+    body: dict[str, Any] = {
+        "model": model, "messages": MESSAGES, "stream": True, "max_tokens": max_tokens, "seed": seed,
+        "logit_bias": {str(k): v for k, v in NO_EOS.items()}, "stream_options": {"include_usage": True},
+        "temperature": 1.0, "top_p": 1.0}  # spelled out: a server called directly has other defaults
+    if priority is not None:
+        body["priority"] = priority
     started = time.perf_counter()
     first = None
     rid, tokens, pieces = "", 0, 0

@@ -1,0 +1,128 @@
+"""Resource isolation: does real-time chat keep its time to first token while image jobs keep their
+domain busy? The whole stack with its real default engines (tiny llama.cpp, tiny Stable Diffusion),
+three times:
+
+- `llm_ttft_p95_ms_idle`: realtime chat, nothing else running (domains on).
+- `llm_ttft_p95_ms_loaded_isolated`: the same while image clients keep the image domain full, with
+  domains on: `llm` owns CPU 0, `image` CPU 1 and at most one job at a time.
+- `llm_ttft_p95_ms_loaded_shared`: the same load with domains off (no domains file): the image
+  engine's threads run on every core, beside the LLM's.
+
+Each phase also reports the images made per second, the price the image domain pays for isolation.
+Target: loaded_isolated within 10% of idle. Needs two CPU cores or more. Writes
+.data/bench/isolation.json and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.overhead import percentile, progress, stream_once
+from services.devstack import LocalStack
+
+CHAT, IMAGE = "tiny-llama", "tiny-sd"
+ISOLATED = """\
+domains:
+  llm: {cpus: [0]}
+  image: {cpus: [1], max_concurrency: 1}
+"""
+
+
+async def chat_ttfts(client: httpx.AsyncClient, runs: int, label: str) -> list[float]:
+    ttfts = []
+    for i in range(runs):
+        _, ttft, _, _ = await stream_once(client, 4, seed=i, model=CHAT, priority="realtime")
+        ttfts.append(ttft * 1000)
+        progress(label, i + 1, runs)
+        await asyncio.sleep(0.02)  # a chat user's pace, not a flood
+    return ttfts
+
+
+async def image_load(client: httpx.AsyncClient, stop: asyncio.Event, made: list[float], busy: asyncio.Event,
+                     size: int, steps: int) -> None:
+    """One image client: ask for the next image as soon as the last one is back (`busy` once one is)."""
+    body = {"model": IMAGE, "prompt": "a lighthouse at dusk", "size": f"{size}x{size}", "steps": steps,
+            "response_format": "b64_json"}
+    while not stop.is_set():
+        res = await client.post("/v1/images/generations", json=body, timeout=600)
+        res.raise_for_status()
+        made.append(time.monotonic())
+        busy.set()
+
+
+async def phase(stack: LocalStack, runs: int, clients: int, size: int, steps: int, label: str) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client:
+        for i in range(5):  # warm-up
+            await stream_once(client, 2, seed=i, model=CHAT)
+        stop, busy = asyncio.Event(), asyncio.Event()
+        made: list[float] = []
+        loaders = [asyncio.create_task(image_load(client, stop, made, busy, size, steps)) for _ in range(clients)]
+        if clients:
+            await busy.wait()  # the image domain has finished one job: it is busy before the first chat
+        started = time.monotonic()
+        ttfts = await chat_ttfts(client, runs, label)
+        elapsed = time.monotonic() - started
+        stop.set()
+        for task in loaders:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                await task
+    return {"ttft_p50_ms": round(percentile(ttfts, 50), 3), "ttft_p95_ms": round(percentile(ttfts, 95), 3),
+            "images_per_s": round(len([t for t in made if t >= started]) / elapsed, 3)}
+
+
+def run_phase(domains: str | None, **kwargs: Any) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as data:
+        env = {"MODALMESH_LOG_LEVEL": "WARNING", "MODALMESH_WORKER_SLOTS": "1"}
+        if domains is not None:
+            (Path(data) / "domains.yaml").write_text(domains)
+            env["MODALMESH_DOMAINS_FILE"] = str(Path(data) / "domains.yaml")
+        with LocalStack(data=Path(data), env=env, modalities="text,image") as stack:
+            return asyncio.run(phase(stack, **kwargs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=200, help="chats per phase")
+    parser.add_argument("--image-clients", type=int, default=3, help="image clients that keep the domain full")
+    parser.add_argument("--size", type=int, default=64,
+                        help="image side (the tiny UNet attends at full size: 128 is 6x slower)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path(".data/bench/isolation.json"))
+    args = parser.parse_args()
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("isolation needs two CPU cores or more: one for chat, one for images")
+    load = {"runs": args.runs, "size": args.size, "steps": args.steps}
+    idle = run_phase(ISOLATED, clients=0, label="idle (domains on)", **load)
+    isolated = run_phase(ISOLATED, clients=args.image_clients, label="image load, domains on", **load)
+    shared = run_phase(None, clients=args.image_clients, label="image load, domains off", **load)
+    result = {
+        "llm_ttft_p95_ms_idle": idle["ttft_p95_ms"],
+        "llm_ttft_p95_ms_loaded_isolated": isolated["ttft_p95_ms"],
+        "llm_ttft_p95_ms_loaded_shared": shared["ttft_p95_ms"],
+        "isolated_vs_idle": round(isolated["ttft_p95_ms"] / idle["ttft_p95_ms"], 4),
+        "shared_vs_idle": round(shared["ttft_p95_ms"] / idle["ttft_p95_ms"], 4),
+        "phases": {"idle": idle, "loaded_isolated": isolated, "loaded_shared": shared},
+        "targets": {"isolated_vs_idle": 1.10},
+        "setup": {**load, "image_clients": args.image_clients, "domains_on": ISOLATED, "cpus": os.cpu_count(),
+                  "machine": platform.machine(), "python": platform.python_version(), "run_id": uuid.uuid4().hex[:8]},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
