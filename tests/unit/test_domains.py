@@ -1,0 +1,57 @@
+"""Resource domains: the file, each kind of work's own domain, and a worker kept to its CPUs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from contracts.requests import Modality
+from services.common.domains import Domains, DomainSpec, default_domain
+
+
+def test_the_file_names_caps_and_shares(tmp_path: Path) -> None:
+    path = tmp_path / "domains.yaml"
+    path.write_text("domains:\n  image: {max_concurrency: 1, max_queue: 10, cpus: [1], gpu_memory_fraction: 0.3}\n")
+    domains = Domains.load(path)
+    assert domains.spec("image") == DomainSpec(max_concurrency=1, max_queue=10, cpus=(1,), gpu_memory_fraction=0.3)
+    assert domains.spec("llm") == DomainSpec()  # not named: no cap
+
+
+def test_without_a_file_no_domain_has_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODALMESH_DOMAINS_FILE", raising=False)
+    assert Domains.load().domains == {} and Domains.load().spec("image") == DomainSpec()
+
+
+@pytest.mark.parametrize("text", ["domains:\n  image: {max_concurency: 1}\n", "domains:\n  image: {cpus: []}\n",
+                                  "domains: [\n"])
+def test_a_bad_file_stops_the_service_naming_the_variable(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "domains.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit, match="MODALMESH_DOMAINS_FILE"):
+        Domains.load(path)
+
+
+def test_each_kind_of_work_has_its_own_domain_by_default() -> None:
+    assert default_domain((Modality.chat, Modality.completion)) == "llm"
+    assert default_domain((Modality.image,)) == "image" == default_domain((Modality.video,))
+    assert default_domain((Modality.embedding,)) == "embedding"
+    assert default_domain((Modality.speech,)) == "speech"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPU cores to pin to one")
+def test_confine_keeps_the_process_and_its_new_threads_to_the_domains_cpus() -> None:
+    core = max(os.sched_getaffinity(0))
+    code = (
+        "import os, threading\n"
+        "from services.common.domains import DomainSpec, confine\n"
+        f"confine(DomainSpec(cpus=({core},)))\n"
+        "seen = []\n"
+        "t = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0))); t.start(); t.join()\n"
+        "print(sorted(os.sched_getaffinity(0)), sorted(seen[0]), os.environ['OMP_NUM_THREADS'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [f"[{core}]", f"[{core}]", "1"]
