@@ -29,6 +29,7 @@ KV_NODES = "nodes"
 KV_MODELS = "models"
 KV_TASKS = "tasks"
 OBJ_ARTIFACTS = "artifacts"
+OBJ_MODELS = "models"  # model files shared through the fleet: `<model id>/<path in its folder>`
 
 SCHEDULER_CONSUMER = "scheduler"
 AGGREGATOR_CONSUMER = "aggregator"
@@ -115,8 +116,9 @@ async def bootstrap(js: JetStreamContext) -> None:
             await js.key_value(kv.bucket)
         except (NotFoundError, BadRequestError):
             await js.create_key_value(kv)
-    try:
-        await js.object_store(OBJ_ARTIFACTS)
-    except (NotFoundError, BadRequestError):
-        await js.create_object_store(OBJ_ARTIFACTS)
+    for store in (OBJ_ARTIFACTS, OBJ_MODELS):
+        try:
+            await js.object_store(store)
+        except (NotFoundError, BadRequestError):
+            await js.create_object_store(store)
     log.debug("bootstrap done: %d streams, %d buckets", len(STREAMS), len(BUCKETS))

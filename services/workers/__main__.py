@@ -13,6 +13,7 @@ from services.common.shutdown import stop_event_on_signals
 from services.workers.engine import Engine
 from services.workers.runner import Worker
 from services.workers.settings import WorkerSettings
+from services.workers.weights import WeightsError, fetch, verify
 
 log = logging.getLogger("services.workers")
 
@@ -80,10 +81,32 @@ def build_engine(settings: WorkerSettings) -> Engine:
                      "(llama_cpp, sentence_transformers, diffusers, diffusers_video, espeak, piper, openai_upstream)")
 
 
+async def trusted_weights(settings: WorkerSettings) -> WorkerSettings:
+    """Settings whose model is on this node and matches its manifest: fetched from the fleet first
+    when `model_fetch` names it. Weights that do not match stop the worker with the reason."""
+    try:
+        if settings.model_fetch:
+            bus = await connect(settings.nats_url, f"worker-{settings.worker_id}-fetch")
+            try:
+                path = await fetch(bus, settings.model_fetch, settings.models_dir)
+            finally:
+                await bus.close()
+            settings = settings.model_copy(update={"model_path": path})
+        if settings.model_path is not None and settings.verify_weights:
+            if verify(settings.model_path) is None:
+                log.info("%s has no manifest: loaded unchecked", settings.model_path)
+            else:
+                log.info("%s matches its manifest", settings.model_path)
+    except WeightsError as exc:
+        raise SystemExit(f"refusing to load the model: {exc.message}") from None
+    return settings
+
+
 async def main() -> None:
     settings = WorkerSettings()
     setup_logging(f"worker[{settings.worker_id}]", settings.log_level)
     stop = stop_event_on_signals()
+    settings = await trusted_weights(settings)
     engine = build_engine(settings)
     domain = settings.domain or default_domain(engine.modalities)
     confine(Domains.load().spec(domain))  # before the engine starts its threads, which inherit it

@@ -34,6 +34,12 @@ class WorkerSettings(ServiceSettings):
         default=None, description="openai_upstream: start this server itself ({port} is filled in), restart it "
         "when it exits, stop it with the worker. Replaces upstream_url.")
     upstream_api_key: str | None = Field(default=None, description="openai_upstream: bearer key for the server.")
+    model_fetch: str | None = Field(default=None, description="Copy this model from the fleet's object store "
+                                    "(`python -m services.workers.models publish`) into models_dir and load it.")
+    models_dir: Path = Field(default=Path.home() / ".cache" / "modalmesh" / "models",
+                             description="Where fetched models are kept.")
+    verify_weights: bool = Field(default=True, description="Check the model against its sha256 manifest, when it "
+                                 "has one, before loading it.")
     slots: int | None = Field(default=None, ge=1, description="Requests run at once. Unset: the engine's default.")
     domain: str | None = Field(default=None, description="Resource domain (see MODALMESH_DOMAINS_FILE). Unset: its "
                                "modality's own (llm, embedding, image, speech).")
