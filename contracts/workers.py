@@ -45,4 +45,13 @@ class ModelEntry(Message):
     priority_class: Priority = Field(default=Priority.interactive,
                                      description="The class of its requests that name none (nor does their API key).")
     domain: str = Field(default="default", description="The resource domain of the workers that serve it.")
+    # From the catalog file (`declared`); a worker that loads the model does not overwrite these.
+    declared: bool = Field(default=False, description="Written from the catalog file, not by a worker.")
+    memory_mb: float | None = Field(default=None, description="Memory it needs, given or estimated.")
+    priority: int = Field(default=5, ge=1, le=10, description="Placement priority: a higher one may push a lower out.")
+    min_replicas: int = Field(default=0, ge=0, description="Copies kept loaded even when idle.")
+    max_replicas: int = Field(default=1, ge=1)
+    idle_unload_s: float | None = Field(default=None, gt=0, description="Unloaded after this long without work.")
+    node_labels: dict[str, str] = Field(default_factory=dict, description="Only on nodes with these labels.")
+    fallback: str | None = Field(default=None, description="A model that serves its requests when it has no capacity.")
     created_ms: int = Field(default_factory=now_ms)

@@ -32,6 +32,7 @@ from services.common.cancels import RecentCancels
 from services.common.domains import Domains
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
+from services.scheduler.catalog import follow_file
 from services.scheduler.failover import Failover
 from services.scheduler.policy import choose
 from services.scheduler.queues import Queues, Waiting, plan
@@ -70,6 +71,8 @@ class Scheduler:
         await self.fleet.follow(self.bus, on_status=self._on_status)
         await self._adopt_known_workers()
         housekeeping = asyncio.create_task(self._housekeeping(stop))
+        catalog = (asyncio.create_task(follow_file(self.bus, self.settings.catalog_file, stop))
+                   if self.settings.catalog_file is not None else None)
         cancel_sub = await self.bus.nc.subscribe(subjects.CANCEL_ALL, cb=self._on_cancel)
         giveback_sub = await self.bus.nc.subscribe(subjects.GIVEBACK, queue=streams.SCHEDULER_CONSUMER,
                                                    cb=self._on_give_back)
@@ -96,6 +99,8 @@ class Scheduler:
         await dead_sub.unsubscribe()
         await giveback_sub.unsubscribe()
         await housekeeping
+        if catalog is not None:
+            await catalog
         await self.fleet.unfollow()
 
     async def _on_status(self, status: WorkerStatus) -> None:

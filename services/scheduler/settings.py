@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -23,6 +25,8 @@ class SchedulerSettings(ServiceSettings):
     ack_wait_s: float = Field(default=10.0, gt=0)
     crash_loop_restarts: int = Field(default=3, ge=1, description="Restarts within the window = crash loop.")
     crash_loop_window_s: float = Field(default=300.0, gt=0)
+    catalog_file: Path | None = Field(default=None, description="The model catalog (YAML), mirrored into the "
+                                      "`models` bucket and re-read when it changes.")
     aging_s: float = Field(default=10.0, ge=0, description="Waiting this long lifts a request one priority class "
                            "(batch to interactive to realtime), so none starves; 0: never.")
     max_waiting: int = Field(default=10_000, ge=1, description="Requests one scheduler holds while they wait for "

@@ -100,8 +100,15 @@ class Worker:
         await cancel_sub.unsubscribe()
 
     async def _register_models(self) -> None:
+        """Enter each model in the catalog, unless the catalog file declares it (the operator's word wins)."""
         kv = await self.bus.js.key_value(streams.KV_MODELS)
         for model in self.engine.models:
+            try:
+                known = await kv.get(model)
+                if known.value and ModelEntry.decode(known.value).declared:
+                    continue
+            except nats.js.errors.KeyNotFoundError:
+                pass
             entry = ModelEntry(id=model, modality=self.engine.modalities, engine=self.engine.kind,
                                inputs=self.engine.inputs, domain=self.domain,
                                priority_class=self.settings.priority_class or default_priority(self.engine.modalities),

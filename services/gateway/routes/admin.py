@@ -56,5 +56,9 @@ async def models(request: Request) -> dict[str, Any]:
                      "in_flight": w.outstanding} for w in live if entry.id in w.models]
         data.append({"id": entry.id, "engine": entry.engine, "modalities": [m.value for m in entry.modality],
                      "source": entry.source, "domain": entry.domain, "priority_class": entry.priority_class.value,
-                     "state": "running" if replicas else "stopped", "replicas": replicas})
+                     "declared": entry.declared, "priority": entry.priority, "memory_mb": entry.memory_mb,
+                     "min_replicas": entry.min_replicas, "max_replicas": entry.max_replicas,
+                     "idle_unload_s": entry.idle_unload_s, "node_labels": entry.node_labels,
+                     "fallback": entry.fallback, "state": "running" if replicas else "stopped",
+                     "replicas": replicas})
     return {"object": "list", "data": data}
