@@ -1,0 +1,133 @@
+"""The placement planner on random fleets: never over-commit memory, never preempt an equal or
+higher priority, respect labels and replica bounds, and converge without flapping."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.scheduler.placement import Action, Held, Host, Load, Reason, Unload, Wanted, plan
+
+NOW = 1000.0
+
+
+def apply(hosts: list[Host], actions: list[Action], now: float = NOW) -> list[Host]:
+    """The fleet after the workers carried `actions` out."""
+    held = {h.worker_id: dict(h.held) for h in hosts}
+    for a in actions:
+        if isinstance(a, Unload):
+            assert a.model in held[a.worker_id], f"{a} unloads what is not there"
+            del held[a.worker_id][a.model]
+        else:
+            assert a.model not in held[a.worker_id], f"{a} loads a second copy on one worker"
+            held[a.worker_id][a.model] = Held(memory_mb=0, last_used_s=now)  # memory filled in below
+    return [Host(h.worker_id, h.capacity_mb, h.labels, held[h.worker_id], h.cached) for h in hosts]
+
+
+def with_memory(hosts: list[Host], catalog: Mapping[str, Wanted]) -> list[Host]:
+    return [Host(h.worker_id, h.capacity_mb, h.labels,
+                 {m: Held(catalog[m].memory_mb if m in catalog else x.memory_mb, x.last_used_s, x.in_flight, x.pinned)
+                  for m, x in h.held.items()}, h.cached) for h in hosts]
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> tuple[list[Host], list[Wanted], dict[str, int]]:
+    models = [f"m{i}" for i in range(draw(st.integers(1, 6)))]
+    wanted = []
+    for m in models:
+        low = draw(st.integers(0, 2))
+        wanted.append(Wanted(
+            model=m, memory_mb=draw(st.sampled_from([500.0, 2000.0, 4000.0, 8000.0, 14000.0])),
+            priority=draw(st.integers(1, 10)), min_replicas=low, max_replicas=low + draw(st.integers(0, 2)) or 1,
+            idle_unload_s=draw(st.one_of(st.none(), st.sampled_from([1.0, 60.0, 600.0]))),
+            node_labels=draw(st.sampled_from([{}, {}, {"gpu": "true"}, {"jetson": "true"}])),
+        ))
+    catalog = {w.model: w for w in wanted}
+    hosts = []
+    for i in range(draw(st.integers(1, 4))):
+        capacity = draw(st.sampled_from([4000.0, 8000.0, 16000.0, 24000.0]))
+        held: dict[str, Held] = {}
+        for m in draw(st.lists(st.sampled_from(models), unique=True, max_size=3)):
+            if sum(x.memory_mb for x in held.values()) + catalog[m].memory_mb <= capacity:
+                held[m] = Held(catalog[m].memory_mb, last_used_s=draw(st.sampled_from([0.0, 990.0, NOW])),
+                               in_flight=draw(st.integers(0, 1)), pinned=draw(st.booleans()) and draw(st.booleans()))
+        labels = draw(st.sampled_from([{}, {"gpu": "true"}, {"jetson": "true"}]))
+        hosts.append(Host(f"w{i}", capacity, labels, held, cached=frozenset(draw(st.lists(st.sampled_from(models))))))
+    waiting = {m: draw(st.integers(0, 3)) for m in models}
+    return hosts, wanted, waiting
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleets())
+def test_no_plan_over_commits_memory_or_preempts_an_equal_or_higher_priority(
+    fleet: tuple[list[Host], list[Wanted], dict[str, int]],
+) -> None:
+    hosts, wanted, waiting = fleet
+    catalog = {w.model: w for w in wanted}
+    actions = plan(hosts, wanted, waiting, NOW)
+    after = with_memory(apply(hosts, actions), catalog)
+    for h in after:
+        assert h.used_mb <= h.capacity_mb, f"{h.worker_id} over-committed: {h.used_mb} > {h.capacity_mb}"
+    pinned = {(h.worker_id, m) for h in hosts for m, x in h.held.items() if x.pinned}
+    for a in actions:
+        if isinstance(a, Unload):
+            assert (a.worker_id, a.model) not in pinned, f"{a} unloads a pinned model"
+            if a.reason is Reason.preempted:
+                assert a.by is not None and catalog[a.model].priority < catalog[a.by].priority, a
+        else:
+            host = next(h for h in hosts if h.worker_id == a.worker_id)
+            assert all(host.labels.get(k) == v for k, v in catalog[a.model].node_labels.items()), a
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleets())
+def test_planning_again_converges_and_never_undoes_its_own_loads(
+    fleet: tuple[list[Host], list[Wanted], dict[str, int]],
+) -> None:
+    hosts, wanted, waiting = fleet
+    catalog = {w.model: w for w in wanted}
+    loaded_by_plan: set[tuple[str, str]] = set()
+    for _ in range(12):
+        actions = plan(hosts, wanted, waiting, NOW)
+        if not actions:
+            break
+        for a in actions:
+            if isinstance(a, Load):
+                loaded_by_plan.add((a.worker_id, a.model))
+            elif a.reason is not Reason.preempted:
+                assert (a.worker_id, a.model) not in loaded_by_plan, f"flapping: {a} after loading it"
+        hosts = with_memory(apply(hosts, actions), catalog)
+    else:
+        raise AssertionError("the plan never settled")
+    for w in wanted:  # settled within the replica bounds (pinned copies may exceed them)
+        copies = [h for h in hosts if w.model in h.held]
+        assert len([h for h in copies if not h.held[w.model].pinned]) <= w.max_replicas
+
+
+def test_a_priority_9_model_arriving_on_a_full_gpu_pushes_out_the_priority_3_model() -> None:
+    gpu = Host("gpu-worker", capacity_mb=24_000, held={"chat-p3": Held(20_000, last_used_s=NOW - 5, in_flight=2)})
+    wanted = [Wanted("chat-p3", 20_000, priority=3, min_replicas=1), Wanted("vision-p9", 16_000, priority=9,
+                                                                           min_replicas=1)]
+    actions = plan([gpu], wanted, {}, NOW)
+    assert actions == [Unload("chat-p3", "gpu-worker", Reason.preempted, by="vision-p9"),
+                       Load("vision-p9", "gpu-worker", Reason.warm)]
+    # ... and the priority-3 model, wanting its warm copy back, cannot push the priority-9 one out.
+    after = with_memory(apply([gpu], actions), {w.model: w for w in wanted})
+    assert plan(after, wanted, {"chat-p3": 5}, NOW) == []
+
+
+def test_models_load_where_they_fit_tightest_and_where_their_files_are() -> None:
+    roomy, snug = Host("roomy", 24_000), Host("snug", 5_000)
+    assert plan([roomy, snug], [Wanted("m", 4_000, min_replicas=1)], {}, NOW) == [Load("m", "snug", Reason.warm)]
+    cached = Host("cached", 24_000, cached=frozenset({"m"}))
+    assert plan([cached, snug], [Wanted("m", 4_000, min_replicas=1)], {}, NOW) == [Load("m", "cached", Reason.warm)]
+
+
+def test_idle_replicas_beyond_the_minimum_unload_and_waiting_work_adds_one() -> None:
+    hosts = [Host("a", 8_000, held={"m": Held(2_000, last_used_s=NOW - 700)}),
+             Host("b", 8_000, held={"m": Held(2_000, last_used_s=NOW - 10)}), Host("c", 8_000)]
+    m = Wanted("m", 2_000, min_replicas=1, max_replicas=3, idle_unload_s=600)
+    assert plan(hosts, [m], {}, NOW) == [Unload("m", "a", Reason.idle)]
+    assert plan(hosts, [m], {"m": 4}, NOW) == [Load("m", "c", Reason.demand)]  # busy: no idle unload, one more
