@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 
 from contracts import streams, subjects
 from contracts.telemetry import NodeCapabilities, NodeTelemetry
-from contracts.workers import WorkerStatus
+from contracts.workers import ModelEntry, WorkerStatus
 from services.common.bus import Bus
 from services.common.liveness import LiveTable, WorkerTable
 
@@ -40,6 +40,7 @@ class FleetView:
     workers: WorkerTable = field(init=False)
     nodes: LiveTable[NodeTelemetry] = field(init=False)
     capabilities: dict[str, NodeCapabilities] = field(default_factory=dict)
+    catalog: dict[str, ModelEntry] = field(default_factory=dict)  # the `models` bucket, once followed
     _subs: list[Any] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _on_status_hook: StatusHook | None = None
@@ -55,6 +56,15 @@ class FleetView:
                        await bus.nc.subscribe(subjects.TELEMETRY_ALL, cb=self._on_telemetry)]
         nodes = await (await bus.js.key_value(streams.KV_NODES)).watchall()
         self.watch(nodes, self._on_node)
+
+    async def follow_catalog(self, bus: Bus) -> None:
+        self.watch(await (await bus.js.key_value(streams.KV_MODELS)).watchall(), self._on_model)
+
+    def _on_model(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.catalog.pop(key, None)
+        else:
+            self.catalog[key] = ModelEntry.decode(value)
 
     def watch(self, watcher: Any, apply: Callable[[str, bytes | None], None]) -> None:
         self._tasks.append(asyncio.create_task(watch_bucket(watcher, apply)))

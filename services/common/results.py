@@ -53,13 +53,15 @@ class ResultPublisher:
     worker_id: str
     attempt: int
     seq: int = 0
+    served_model: str | None = None  # set when a fallback model answers: every chunk says so
     _unsettled: list[tuple[bytes, dict[str, str], asyncio.Future[Any]]] = field(default_factory=list)
 
     def _headers(self) -> dict[str, str]:
         return {"Nats-Msg-Id": f"{self.request_id}:{self.attempt}:{self.seq}"}
 
     def _ids(self) -> dict[str, Any]:
-        return {"request_id": self.request_id, "seq": self.seq, "attempt": self.attempt, "worker_id": self.worker_id}
+        return {"request_id": self.request_id, "seq": self.seq, "attempt": self.attempt, "worker_id": self.worker_id,
+                "model": self.served_model}
 
     async def delta(self, text: str, tokens: int) -> None:
         await self._publish_fast(DeltaChunk(**self._ids(), text=text, tokens=tokens))

@@ -34,7 +34,6 @@ from contracts.requests import AnyRequest, ChatRequest, Modality
 from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, Usage, decode_chunk
 from contracts.tasks import FINAL_STATUSES, TaskState, TaskStatus
 from contracts.telemetry import Alert, AlertState
-from contracts.workers import ModelEntry
 from services.common.bus import Bus
 from services.common.fleet import FleetView
 from services.common.merge import RequestMerge
@@ -49,7 +48,6 @@ class GatewayFleet(FleetView):
     """The fleet as the gateway needs it: besides workers and nodes, the catalog (`models` bucket)
     and alerts (stream ALERTS)."""
 
-    catalog: dict[str, ModelEntry] = field(default_factory=dict)
     queue_reports: dict[str, tuple[float, QueueReport]] = field(default_factory=dict)  # by scheduler, when heard
     alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=1000))
     active_alerts: dict[tuple[str, str, str], Alert] = field(default_factory=dict)
@@ -63,7 +61,9 @@ class GatewayFleet(FleetView):
                                  f"not {modality.value}")
         if images and "image" not in self.catalog[model].inputs:
             raise InvalidRequest(f"The model `{model}` cannot see images")
-        if not self.workers.serving(model, time.monotonic()):
+        now = time.monotonic()
+        fallback = self.catalog[model].fallback
+        if not self.workers.serving(model, now) and not (fallback and self.workers.serving(fallback, now)):
             raise NoLiveWorker(f"No live worker serves `{model}` right now; retry shortly")
 
     def record_alert(self, alert: Alert) -> None:
@@ -78,11 +78,6 @@ class GatewayFleet(FleetView):
         """The latest report of each scheduler heard from within `dead_after_s`."""
         return [r for heard, r in self.queue_reports.values() if now - heard <= self.dead_after_s]
 
-    def on_model(self, key: str, value: bytes | None) -> None:
-        if value is None:
-            self.catalog.pop(key, None)
-        else:
-            self.catalog[key] = ModelEntry.decode(value)
 
 
 class Relay:
@@ -106,7 +101,7 @@ class Relay:
     async def start(self) -> None:
         self._tasks = await self.bus.js.key_value(streams.KV_TASKS)
         await self.fleet.follow(self.bus)
-        self.fleet.watch(await (await self.bus.js.key_value(streams.KV_MODELS)).watchall(), self.fleet.on_model)
+        await self.fleet.follow_catalog(self.bus)
         # Every alert still in the stream, then new ones; an ordered consumer needs no cleanup.
         self._alerts_sub = await self.bus.js.subscribe(subjects.ALERTS_ALL, cb=self._on_alert, ordered_consumer=True,
                                                        deliver_policy=DeliverPolicy.ALL)

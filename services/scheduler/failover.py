@@ -97,7 +97,8 @@ class Failover:
         if worker is None:
             return False
         new = Assignment(worker_id=worker, attempt=attempt, request=old.request, resume_text=merge.merged_text,
-                         resume_tokens=merge.delivered_tokens, first_seq=merge.next_seq)
+                         resume_tokens=merge.delivered_tokens, first_seq=merge.next_seq,
+                         fallback_for=old.fallback_for)
         await self.bus.js.publish(subjects.assign(worker), new.encode(), headers={"Nats-Msg-Id": new.dedup_id})
         self.reassigned += 1
         log.info("request %s: attempt %d on %s after %d delivered tokens", rid, attempt, worker,

@@ -69,6 +69,7 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.fleet.follow(self.bus, on_status=self._on_status)
+        await self.fleet.follow_catalog(self.bus)
         await self._adopt_known_workers()
         housekeeping = asyncio.create_task(self._housekeeping(stop))
         catalog = (asyncio.create_task(follow_file(self.bus, self.settings.catalog_file, stop))
@@ -179,7 +180,7 @@ class Scheduler:
                 now = time.monotonic()
                 for waiting, worker in plan(self.queues.order(now), self._room(now), self._pick):
                     self.queues.dispatched(waiting, now)
-                    await self._assign(waiting.request, worker)
+                    await self._assign(waiting.request, worker, waiting.fallback_for)
                     await waiting.handle.ack()
         finally:
             self._dispatching = False
@@ -194,13 +195,32 @@ class Scheduler:
         return room
 
     def _pick(self, waiting: Waiting[Msg]) -> str | None:
+        """A worker with a free slot for the waiting request; failing that, one for its model's catalog
+        fallback once it has waited `fallback_after_s` (at once when nothing serves its model), in
+        which case the request is re-addressed to the fallback model."""
         worker = self.decide(waiting.request, domain=waiting.domain)
+        fallback = self._fallback(waiting.request.model)
+        now = time.monotonic()
+        if worker is None and fallback is not None and waiting.fallback_for is None and (
+                now - waiting.since >= self.settings.fallback_after_s
+                or self.fleet.domain_of(waiting.request.model, now) is None):
+            rerouted = waiting.request.model_copy(update={"model": fallback})
+            fallback_domain = self.fleet.domain_of(fallback, now)
+            worker = self.decide(rerouted, domain=fallback_domain) if fallback_domain else None
+            if worker is not None:
+                log.info("request %s: %s has no capacity, served by its fallback %s",
+                         waiting.request_id, waiting.request.model, fallback)
+                waiting.fallback_for, waiting.request = waiting.request.model, rerouted
         if worker is not None:
             self.fleet.recent[worker] += 1  # its slot is taken from now on
         return worker
 
-    async def _assign(self, request: AnyRequest, worker: str) -> None:
-        assignment = Assignment(worker_id=worker, request=request)
+    def _fallback(self, model: str) -> str | None:
+        entry = self.fleet.catalog.get(model)
+        return entry.fallback if entry is not None else None
+
+    async def _assign(self, request: AnyRequest, worker: str, fallback_for: str | None = None) -> None:
+        assignment = Assignment(worker_id=worker, request=request, fallback_for=fallback_for)
         await self.bus.js.publish(
             subjects.assign(worker), assignment.encode(), headers={"Nats-Msg-Id": assignment.dedup_id}
         )
@@ -238,6 +258,9 @@ class Scheduler:
             return
         now = time.monotonic()
         domain = self.fleet.domain_of(request.model, now)
+        fallback = self._fallback(request.model)
+        if domain is None and fallback is not None:  # nothing serves the model: wait where its fallback runs
+            domain = self.fleet.domain_of(fallback, now)
         if domain is None:
             # Not an error yet: a worker may be starting. Redelivered, ever less often, until the
             # deadline or `max_deliver`.

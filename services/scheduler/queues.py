@@ -38,6 +38,7 @@ class Waiting(Generic[H]):
     handle: H
     since: float  # monotonic seconds: when it began to wait
     touched: float = 0.0  # when the stream was last told it is still being worked on
+    fallback_for: str | None = None  # the model asked for, once re-addressed to its fallback
 
     @property
     def request_id(self) -> str:

@@ -27,6 +27,8 @@ class SchedulerSettings(ServiceSettings):
     crash_loop_window_s: float = Field(default=300.0, gt=0)
     catalog_file: Path | None = Field(default=None, description="The model catalog (YAML), mirrored into the "
                                       "`models` bucket and re-read when it changes.")
+    fallback_after_s: float = Field(default=2.0, ge=0, description="A request waiting this long for a model "
+                                    "that names a fallback in the catalog goes to the fallback, if it has room.")
     aging_s: float = Field(default=10.0, ge=0, description="Waiting this long lifts a request one priority class "
                            "(batch to interactive to realtime), so none starves; 0: never.")
     max_waiting: int = Field(default=10_000, ge=1, description="Requests one scheduler holds while they wait for "

@@ -160,7 +160,8 @@ class Worker:
 
     async def _execute(self, assignment: Assignment, msg: Msg) -> None:
         rid = assignment.request_id
-        out = ResultPublisher(self.bus, rid, self.worker_id, assignment.attempt, seq=assignment.first_seq)
+        out = ResultPublisher(self.bus, rid, self.worker_id, assignment.attempt, seq=assignment.first_seq,
+                              served_model=assignment.request.model if assignment.fallback_for else None)
         keepalive = asyncio.create_task(self._keep_alive(msg))
         watchdog = asyncio.create_task(self._abort_at_deadline(assignment))
         try:

@@ -238,3 +238,28 @@ async def test_admin_models_shows_where_each_model_runs(client: httpx.AsyncClien
     entry = {m["id"]: m for m in res.json()["data"]}[MODEL]
     assert entry["domain"] == "llm" and entry["priority_class"] == "interactive" and entry["state"] == "running"
     assert len(entry["replicas"]) >= 1 and entry["replicas"][0]["slots"] >= 1
+
+
+async def test_a_model_with_no_worker_is_answered_by_its_catalog_fallback_which_says_so(
+    client: httpx.AsyncClient, running_stack: RunningStack,
+) -> None:
+    bus = await connect(running_stack.nats_url, "test-catalog")
+    kv = await bus.js.key_value(streams.KV_MODELS)
+    ghost = ModelEntry(id="ghost-chat", modality=(Modality.chat,), engine="llama_cpp", source="nowhere",
+                       declared=True, fallback=MODEL)
+    await kv.put(ghost.id, ghost.encode())
+    try:
+        for _ in range(50):  # the gateway and the scheduler follow the bucket
+            res = await client.post("/v1/chat/completions", json={"model": "ghost-chat", "messages": HELLO,
+                                                                   "max_tokens": 3})
+            if res.status_code != 404:
+                break
+            await asyncio.sleep(0.1)
+        assert res.status_code == 200, res.text
+        assert res.json()["model"] == MODEL and res.json()["choices"][0]["message"]["content"]
+        streamed = await post_stream(client, {"model": "ghost-chat", "messages": HELLO, "max_tokens": 3,
+                                              "stream": True})
+        assert {json.loads(e)["model"] for e in streamed if e != "[DONE]"} == {MODEL}
+    finally:
+        await kv.delete(ghost.id)
+        await bus.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,19 +15,21 @@ from pathlib import Path
 import pytest
 from nats.aio.subscription import Subscription
 
-from contracts import subjects
+from contracts import streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.control import Cancel
 from contracts.queues import QueueReport
-from contracts.requests import ChatMessage, ChatRequest, ImageRequest, Priority
+from contracts.requests import ChatMessage, ChatRequest, ImageRequest, Modality, Priority
 from contracts.results import FinalChunk, decode_chunk
-from contracts.workers import WorkerStatus
+from contracts.workers import ModelEntry, WorkerStatus
 from services.common.bus import Bus, connect
 from services.common.domains import Domains, DomainSpec
 from services.scheduler.handlers import Scheduler
 from services.scheduler.settings import SchedulerSettings
 from tests.natsserver import NatsServer
+
+FALLBACK_AFTER_S = 0.6
 
 
 @dataclass
@@ -68,7 +71,8 @@ async def harness() -> AsyncIterator[Harness]:
         server = NatsServer(store=Path(store)).start()
         stop = asyncio.Event()
         bus = await connect(server.url, "test")
-        settings = SchedulerSettings(nats_url=server.url, heartbeat_s=0.2, aging_s=600)
+        settings = SchedulerSettings(nats_url=server.url, heartbeat_s=0.2, aging_s=600,
+                                     fallback_after_s=FALLBACK_AFTER_S)
         scheduler = Scheduler(settings, await connect(server.url, "scheduler"),
                               domains=Domains(domains={"image": DomainSpec(max_concurrency=1)}))
         task = asyncio.create_task(scheduler.run(stop))
@@ -142,3 +146,36 @@ async def test_a_request_cancelled_while_it_waits_never_starts(harness: Harness)
     assert isinstance(chunk, FinalChunk) and chunk.finish_reason == "cancelled"
     await harness.status("w1", outstanding=0)
     await nothing_more(assigned)
+
+
+async def _declare(bus: Bus, model: str, fallback: str) -> None:
+    kv = await bus.js.key_value(streams.KV_MODELS)
+    entry = ModelEntry(id=model, modality=(Modality.chat,), engine="llama_cpp", source="catalog", declared=True,
+                       fallback=fallback)
+    await kv.put(model, entry.encode())
+    await asyncio.sleep(0.2)  # the scheduler follows the bucket
+
+
+async def test_a_request_that_waits_too_long_goes_to_its_catalog_fallback(harness: Harness) -> None:
+    await _declare(harness.bus, "chat-m", fallback="small-m")
+    assigned = await harness.bus.nc.subscribe(subjects.ASSIGN_ALL)
+    await harness.status("w1", outstanding=1)  # chat-m's only worker is busy
+    await harness.status("w-small", outstanding=0, model="small-m")
+    sent = time.monotonic()
+    await harness.send(chat("impatient", Priority.interactive))
+    moved = Assignment.decode((await assigned.next_msg(timeout=5)).data)
+    assert time.monotonic() - sent >= FALLBACK_AFTER_S * 0.9  # it waited for chat-m first
+    assert moved.worker_id == "w-small" and moved.request.model == "small-m" and moved.fallback_for == "chat-m"
+
+
+async def test_a_model_nothing_serves_goes_to_its_fallback_at_once(harness: Harness) -> None:
+    await _declare(harness.bus, "ghost-m", fallback="small-m")
+    assigned = await harness.bus.nc.subscribe(subjects.ASSIGN_ALL)
+    await harness.status("w-small", outstanding=0, model="small-m")
+    request = ChatRequest(request_id="ghostly", model="ghost-m", deadline_ms=now_ms() + 600_000,
+                          messages=(ChatMessage(role="user", content="hi"),))
+    sent = time.monotonic()
+    await harness.send(request)
+    moved = Assignment.decode((await assigned.next_msg(timeout=5)).data)
+    assert time.monotonic() - sent < FALLBACK_AFTER_S
+    assert moved.request.model == "small-m" and moved.fallback_for == "ghost-m"

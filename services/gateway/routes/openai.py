@@ -61,7 +61,8 @@ async def list_models(request: Request) -> dict[str, Any]:
 async def _serve(take: Intake, bus_request: TextRequest, include_usage: bool, *, chat: bool,
                  priority: Priority | None) -> Any:
     stream, first = await take.submit(bus_request, priority)
-    shape = Shape(bus_request.request_id, bus_request.model, chat=chat)
+    # A catalog fallback that answered for want of capacity says so: its id is the response's model.
+    shape = Shape(bus_request.request_id, first.model or bus_request.model, chat=chat)
     if bus_request.stream:
         return EventSourceResponse(_sse(chunks_of(stream, first), shape, include_usage), sep="\n", ping=15)
     try:
