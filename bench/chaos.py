@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from bench.overhead import write_report
 from services.common.bus import connect
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
@@ -246,9 +247,7 @@ def main() -> None:
             result = asyncio.run(run_chaos(stack, args))
     result["setup"] = {"workers": args.workers, "concurrency": args.concurrency, "interval_s": args.interval,
                        "dead_after_s": 1.0, "seed": args.seed}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

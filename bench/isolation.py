@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.overhead import percentile, progress, stream_once
+from bench.overhead import percentile, progress, stream_once, write_report
 from services.devstack import LocalStack
 
 CHAT, IMAGE = "tiny-llama", "tiny-sd"
@@ -119,9 +118,7 @@ def main() -> None:
         "setup": {**load, "image_clients": args.image_clients, "domains_on": ISOLATED, "cpus": os.cpu_count(),
                   "machine": platform.machine(), "python": platform.python_version(), "run_id": uuid.uuid4().hex[:8]},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -26,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench.overhead import percentile, progress
+from bench.overhead import percentile, progress, write_report
 from services.devstack import LocalStack
 
 EMBED, IMAGE = "all-minilm-l6-v2", "tiny-sd"
@@ -134,9 +133,7 @@ def main() -> None:
                   "batch": args.batch, "runs": args.runs, "threads": args.threads, "image_runs": args.image_runs,
                   "machine": platform.machine(), "cpus": os.cpu_count(), "run_id": uuid.uuid4().hex[:8]},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

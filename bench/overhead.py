@@ -46,6 +46,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def write_report(out: Path, result: dict[str, Any]) -> None:
+    """Write a benchmark's figures to `out` as JSON, and print them."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
 def progress(label: str, done: int, total: int) -> None:
     width = 30
     if done != total and done % max(1, total // width):
@@ -178,9 +185,7 @@ def main() -> None:
                   "threads": args.threads, "machine": platform.machine(), "python": platform.python_version(),
                   "run_id": uuid.uuid4().hex[:8]},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

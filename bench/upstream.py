@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import uuid
@@ -18,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from bench.overhead import progress, stream_once
+from bench.overhead import progress, stream_once, write_report
 from services.devstack import LlamaServer, LocalStack
 from services.workers.tiny_model import BENCH_SPEC, ensure_tiny_gguf
 
@@ -62,9 +61,7 @@ def main() -> None:
     result = {**figures, "targets": {"upstream_vs_direct": 0.95},
               "setup": {"server": "python -m llama_cpp.server", "model": BENCH_SPEC.digest(), "runs": args.runs,
                         "max_tokens": args.max_tokens, "threads": args.threads, "run_id": uuid.uuid4().hex[:8]}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,7 @@ why, instead of silence. Its own NATS server: the scheduler's consumer is made w
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from nats.js.errors import NotFoundError
@@ -18,31 +15,17 @@ from contracts.base import now_ms
 from contracts.errors import ErrorCode
 from contracts.requests import ChatMessage, ChatRequest
 from contracts.results import ErrorChunk, decode_chunk
-from services.common.bus import Bus, connect
-from services.scheduler.handlers import Scheduler
-from services.scheduler.settings import SchedulerSettings
-from tests.natsserver import NatsServer
+from services.common.bus import Bus
+from tests.natsserver import scheduler_on_own_server
 
 MAX_DELIVER = 4
 
 
 @pytest.fixture
 async def scheduled() -> AsyncIterator[Bus]:
-    with tempfile.TemporaryDirectory() as store:
-        server = NatsServer(store=Path(store)).start()
-        stop = asyncio.Event()
-        bus = await connect(server.url, "test")
-        settings = SchedulerSettings(nats_url=server.url, retry_no_worker_s=0.02, retry_max_s=0.05,
-                                     max_deliver=MAX_DELIVER, heartbeat_s=0.2)
-        task = asyncio.create_task(Scheduler(settings, await connect(server.url, "scheduler")).run(stop))
-        try:
-            yield bus
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(task, 10)
-            await bus.close()
-            server.stop()
+    settings = {"retry_no_worker_s": 0.02, "retry_max_s": 0.05, "max_deliver": MAX_DELIVER, "heartbeat_s": 0.2}
+    async with scheduler_on_own_server(settings) as bus:
+        yield bus
 
 
 async def test_a_request_nobody_takes_goes_to_dead_letters_and_its_client_gets_an_error(scheduled: Bus) -> None:

@@ -5,12 +5,9 @@ the real scheduler; the test plays the worker's side of the bus (its heartbeats 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from nats.aio.subscription import Subscription
@@ -23,11 +20,9 @@ from contracts.queues import QueueReport
 from contracts.requests import ChatMessage, ChatRequest, ImageRequest, Modality, Priority
 from contracts.results import FinalChunk, decode_chunk
 from contracts.workers import ModelEntry, WorkerStatus
-from services.common.bus import Bus, connect
+from services.common.bus import Bus
 from services.common.domains import Domains, DomainSpec
-from services.scheduler.handlers import Scheduler
-from services.scheduler.settings import SchedulerSettings
-from tests.natsserver import NatsServer
+from tests.natsserver import scheduler_on_own_server
 
 FALLBACK_AFTER_S = 0.6
 
@@ -67,24 +62,10 @@ def chat(rid: str, priority: Priority) -> ChatRequest:
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
-    with tempfile.TemporaryDirectory() as store:
-        server = NatsServer(store=Path(store)).start()
-        stop = asyncio.Event()
-        bus = await connect(server.url, "test")
-        settings = SchedulerSettings(nats_url=server.url, heartbeat_s=0.2, aging_s=600,
-                                     fallback_after_s=FALLBACK_AFTER_S)
-        scheduler = Scheduler(settings, await connect(server.url, "scheduler"),
-                              domains=Domains(domains={"image": DomainSpec(max_concurrency=1)}))
-        task = asyncio.create_task(scheduler.run(stop))
-        await asyncio.sleep(0.3)  # its consumer exists before the first request
-        try:
-            yield Harness(bus, started_ms=now_ms())
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(task, 10)
-            await bus.close()
-            server.stop()
+    settings = {"heartbeat_s": 0.2, "aging_s": 600, "fallback_after_s": FALLBACK_AFTER_S}
+    domains = Domains(domains={"image": DomainSpec(max_concurrency=1)})
+    async with scheduler_on_own_server(settings, domains=domains) as bus:
+        yield Harness(bus, started_ms=now_ms())
 
 
 async def test_waiting_requests_go_out_realtime_first_then_interactive_then_batch(harness: Harness) -> None:
