@@ -28,8 +28,12 @@ class DomainQueue(BaseModel):
     max_queue: int | None = Field(default=None, description="Waiting requests beyond which new ones are refused.")
     slots: int = Field(default=0, ge=0, description="Slots of its live workers.")
     classes: dict[Priority, ClassQueue] = Field(default_factory=dict)
+    cold_starts: int = Field(default=0, ge=0, description="Requests whose model no live worker held when they came.")
+    warm_hits: int = Field(default=0, ge=0, description="Requests whose model was loaded when they came.")
 
 
 class QueueReport(Message):
     scheduler_id: str
     domains: tuple[DomainQueue, ...] = ()
+    placements: dict[str, int] = Field(default_factory=dict, description="Load and unload commands sent, by "
+                                       "reason (warm, demand, idle, surplus, preempted).")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.base import Message, now_ms
 from contracts.requests import Modality, Priority
@@ -14,6 +14,16 @@ class WorkerState(str, Enum):
     ready = "ready"
     draining = "draining"
     unavailable = "unavailable"  # its engine cannot serve right now (a managed server restarting)
+
+
+class HeldModel(BaseModel):
+    """A model a hosting worker has loaded: what the placement planner needs of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_mb: float = Field(ge=0)
+    last_used_ms: int = Field(description="When it last started a request (or was loaded).")
+    in_flight: int = Field(default=0, ge=0)
 
 
 class WorkerStatus(Message):
@@ -29,6 +39,9 @@ class WorkerStatus(Message):
     state: WorkerState = WorkerState.ready
     detail: str = Field(default="", description="Why the worker is not ready, when it is not.")
     domain: str = Field(default="default", description="The resource domain whose queue and capacity it serves.")
+    memory_mb: float = Field(default=0.0, ge=0, description="Memory it may fill with catalog models the placement "
+                             "controller loads; 0 for a worker with one fixed model.")
+    held: dict[str, HeldModel] = Field(default_factory=dict, description="Catalog models it has loaded on command.")
     started_ms: int = Field(default_factory=now_ms, description="When this worker process started.")
     ts_ms: int = Field(default_factory=now_ms)
 

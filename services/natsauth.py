@@ -44,10 +44,11 @@ ROLES: dict[str, Role] = {
     "gateway": Role(publish=("req.>", "cancel.>"),
                     subscribe=("out.>", "worker.status.>", "telemetry.>", subjects.QUEUE_REPORTS_ALL),
                     kv_write=("tasks",)),
-    "scheduler": Role(publish=("assign.>", "result.>", "alert.>", "dead.>", subjects.QUEUE_REPORTS_ALL,
+    "scheduler": Role(publish=("assign.>", "result.>", "alert.>", "dead.>", "control.>", subjects.QUEUE_REPORTS_ALL,
                                INBOX),  # INBOX: replies
                       subscribe=("worker.status.>", "telemetry.>", "cancel.>", "$JS.EVENT.ADVISORY.CONSUMER.>",
-                                 subjects.GIVEBACK)),
+                                 subjects.GIVEBACK),
+                      kv_write=("models",)),  # the catalog file's entries
     "worker": Role(publish=("result.>", "worker.status.>", subjects.GIVEBACK), subscribe=("cancel.>", "control.>"),
                    kv_write=("models",), objects=("artifacts",)),
     "aggregator": Role(publish=("out.>",), kv_write=("tasks",)),

@@ -90,6 +90,11 @@ def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int
         worker_programs.append(Program("worker-speech-piper", f"{py} -m services.workers", 20, {
             **common, "MODALMESH_WORKER_WORKER_ID": "speech-piper", "MODALMESH_WORKER_ENGINE": "piper",
             "MODALMESH_WORKER_MODEL_PATH": voice}))
+    # A worker that hosts catalog models on the placement controller's command, in this much memory.
+    if host_memory := os.environ.get("MODALMESH_HOST_MEMORY_MB"):
+        worker_programs.append(Program("worker-host-1", f"{py} -m services.workers", 20, {
+            **common, "MODALMESH_WORKER_WORKER_ID": "host-1", "MODALMESH_WORKER_ENGINE": "host",
+            "MODALMESH_WORKER_MEMORY_MB": host_memory}))
     # Any OpenAI-compatible server (vllm serve, Ollama, llama-server, ...) as a worker's engine.
     if upstream := os.environ.get("MODALMESH_UPSTREAM_URL"):
         worker_programs.append(Program("worker-upstream-1", f"{py} -m services.workers", 20, {

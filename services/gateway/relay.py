@@ -62,9 +62,12 @@ class GatewayFleet(FleetView):
         if images and "image" not in self.catalog[model].inputs:
             raise InvalidRequest(f"The model `{model}` cannot see images")
         now = time.monotonic()
-        fallback = self.catalog[model].fallback
-        if not self.workers.serving(model, now) and not (fallback and self.workers.serving(fallback, now)):
-            raise NoLiveWorker(f"No live worker serves `{model}` right now; retry shortly")
+        entry = self.catalog[model]
+        if self.workers.serving(model, now) or (entry.fallback and self.workers.serving(entry.fallback, now)):
+            return
+        if entry.declared and entry.memory_mb and any(w.memory_mb > 0 for w in self.workers.live(now)):
+            return  # the placement controller loads it onto a host worker; the request waits for that
+        raise NoLiveWorker(f"No live worker serves `{model}` right now; retry shortly")
 
     def record_alert(self, alert: Alert) -> None:
         self.alerts.append(alert)

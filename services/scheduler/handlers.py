@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import nats
@@ -20,11 +21,12 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from contracts import streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
+from contracts.control import ModelCommand
 from contracts.errors import ErrorCode
 from contracts.queues import DomainQueue, QueueReport
 from contracts.requests import AnyRequest, decode_request
 from contracts.results import Timings, Usage
-from contracts.workers import WorkerStatus
+from contracts.workers import WorkerState, WorkerStatus
 from services.common.alert_rules import AlertKey, CrashLoop, evaluate_offline
 from services.common.alerts import publish_alert
 from services.common.bus import Bus
@@ -34,6 +36,8 @@ from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
 from services.scheduler.catalog import follow_file
 from services.scheduler.failover import Failover
+from services.scheduler.placement import Held, Host, Load, Unload, Wanted
+from services.scheduler.placement import plan as place
 from services.scheduler.policy import choose
 from services.scheduler.queues import Queues, Waiting, plan
 from services.scheduler.settings import SchedulerSettings
@@ -59,6 +63,9 @@ class Scheduler:
     queues: Queues[Msg] = field(init=False)
     scheduler_id: str = field(default_factory=lambda: f"{socket.gethostname().split('.')[0]}-{os.getpid()}")
     _dispatching: bool = False
+    _commanded: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (load|unload, model, worker)
+    _placed_at: float = 0.0
+    placements: Counter[str] = field(default_factory=Counter)  # commands sent, by reason
     _dispatch_again: bool = False
 
     def __post_init__(self) -> None:
@@ -151,6 +158,9 @@ class Scheduler:
             await waiting.handle.ack()
         for waiting in self.queues.to_touch(time.monotonic(), self.settings.ack_wait_s / 3):
             await waiting.handle.in_progress()
+        if time.monotonic() - self._placed_at >= self.settings.placement_interval_s:
+            self._placed_at = time.monotonic()
+            await self._place()
         await self.dispatch()
         if self.bus.nc.is_connected:
             await self.bus.nc.publish(subjects.queue_report(self.scheduler_id), self.queue_report().encode())
@@ -163,8 +173,10 @@ class Scheduler:
             spec = self.domains.spec(name)
             in_flight, slots = load.get(name, (0, 0))
             domains.append(DomainQueue(domain=name, in_flight=in_flight, slots=slots, max_queue=spec.max_queue,
-                                       max_concurrency=spec.max_concurrency, classes=self.queues.classes(name, now)))
-        return QueueReport(scheduler_id=self.scheduler_id, domains=tuple(domains))
+                                       max_concurrency=spec.max_concurrency, classes=self.queues.classes(name, now),
+                                       cold_starts=self.queues.cold_starts[name],
+                                       warm_hits=self.queues.warm_hits[name]))
+        return QueueReport(scheduler_id=self.scheduler_id, domains=tuple(domains), placements=dict(self.placements))
 
     async def dispatch(self) -> None:
         """Send waiting requests to workers with free slots, best first (see `queues.plan`). One pass
@@ -198,9 +210,10 @@ class Scheduler:
         """A worker with a free slot for the waiting request; failing that, one for its model's catalog
         fallback once it has waited `fallback_after_s` (at once when nothing serves its model), in
         which case the request is re-addressed to the fallback model."""
+        now = time.monotonic()
+        waiting.domain = self.fleet.domain_of(waiting.request.model, now) or waiting.domain  # a model placed since
         worker = self.decide(waiting.request, domain=waiting.domain)
         fallback = self._fallback(waiting.request.model)
-        now = time.monotonic()
         if worker is None and fallback is not None and waiting.fallback_for is None and (
                 now - waiting.since >= self.settings.fallback_after_s
                 or self.fleet.domain_of(waiting.request.model, now) is None):
@@ -214,6 +227,48 @@ class Scheduler:
         if worker is not None:
             self.fleet.recent[worker] += 1  # its slot is taken from now on
         return worker
+
+    def _placeable(self, model: str) -> bool:
+        entry = self.fleet.catalog.get(model)
+        return entry is not None and entry.declared and bool(entry.memory_mb)
+
+    async def _place(self) -> None:
+        """Plan placement (services/scheduler/placement.py) over the host workers and the declared
+        catalog, and send the load and unload commands. A command sent and not yet seen in the
+        worker's heartbeat counts as done for `placement_grace_s`, so nothing is asked twice."""
+        now, wall = time.monotonic(), now_ms()
+        self._commanded = {k: t for k, t in self._commanded.items() if now - t <= self.settings.placement_grace_s}
+        hosts = []
+        for w in self.fleet.workers.live(now):
+            if w.memory_mb <= 0 or w.state is not WorkerState.ready:
+                continue
+            held = {m: Held(h.memory_mb, last_used_s=now - (wall - h.last_used_ms) / 1000, in_flight=h.in_flight)
+                    for m, h in w.held.items()}
+            for key in [k for k in self._commanded if k[2] == w.worker_id]:
+                kind, model, _ = key
+                if (kind == "load") == (model in w.held):  # the heartbeat shows it done
+                    del self._commanded[key]
+                elif kind == "load":
+                    held[model] = Held(self.fleet.catalog[model].memory_mb or 0.0 if model in self.fleet.catalog
+                                       else 0.0, last_used_s=now)
+                else:
+                    held.pop(model, None)
+            caps = self.fleet.capabilities.get(w.node)
+            hosts.append(Host(w.worker_id, w.memory_mb, caps.labels if caps else {}, held))
+        if not hosts:
+            return
+        wanted = [Wanted(e.id, e.memory_mb or 0.0, e.priority, e.min_replicas, e.max_replicas, e.idle_unload_s,
+                         e.node_labels) for e in self.fleet.catalog.values() if self._placeable(e.id)]
+        waiting = Counter(w.request.model for w in self.queues.waiting.values())
+        for action in place(hosts, wanted, waiting, now):
+            kind = "load" if isinstance(action, Load) else "unload"
+            self._commanded[(kind, action.model, action.worker_id)] = now
+            self.placements[action.reason.name] += 1
+            by = action.by if isinstance(action, Unload) else None
+            log.info("%s %s on %s: %s%s", kind, action.model, action.worker_id, action.reason.value,
+                     f" ({by})" if by else "")
+            await self.bus.nc.publish(subjects.control(action.worker_id), ModelCommand(
+                action=kind, model=action.model, reason=action.reason.name, by=by).encode())  # type: ignore[arg-type]
 
     def _fallback(self, model: str) -> str | None:
         entry = self.fleet.catalog.get(model)
@@ -259,8 +314,11 @@ class Scheduler:
         now = time.monotonic()
         domain = self.fleet.domain_of(request.model, now)
         fallback = self._fallback(request.model)
+        cold = domain is None
         if domain is None and fallback is not None:  # nothing serves the model: wait where its fallback runs
             domain = self.fleet.domain_of(fallback, now)
+        if domain is None and self._placeable(request.model):  # the placement controller will load it
+            domain = self.fleet.catalog[request.model].domain
         if domain is None:
             # Not an error yet: a worker may be starting. Redelivered, ever less often, until the
             # deadline or `max_deliver`.
@@ -273,7 +331,7 @@ class Scheduler:
                 ErrorCode.overloaded, f"the {domain} queue is full ({max_queue} waiting); retry shortly")
             await msg.ack()
             return
-        self.queues.add(Waiting(request, domain, msg, since=now, touched=now))
+        self.queues.add(Waiting(request, domain, msg, since=now, touched=now, cold=cold))
         await self.dispatch()
 
     async def _on_max_deliveries(self, msg: Msg) -> None:

@@ -39,6 +39,7 @@ class Waiting(Generic[H]):
     since: float  # monotonic seconds: when it began to wait
     touched: float = 0.0  # when the stream was last told it is still being worked on
     fallback_for: str | None = None  # the model asked for, once re-addressed to its fallback
+    cold: bool = False  # no live worker held its model when it came
 
     @property
     def request_id(self) -> str:
@@ -76,6 +77,8 @@ class Queues(Generic[H]):
     aging_s: float
     waiting: dict[str, Waiting[H]] = field(default_factory=dict)  # by request id
     dispatched_count: Counter[tuple[str, Priority]] = field(default_factory=Counter)
+    cold_starts: Counter[str] = field(default_factory=Counter)  # per domain
+    warm_hits: Counter[str] = field(default_factory=Counter)
     _waits: dict[tuple[str, Priority], deque[float]] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -105,6 +108,7 @@ class Queues(Generic[H]):
         self.remove(waiting.request_id)
         key = (waiting.domain, waiting.request.priority)
         self.dispatched_count[key] += 1
+        (self.cold_starts if waiting.cold else self.warm_hits)[waiting.domain] += 1
         self._waits.setdefault(key, deque(maxlen=RECENT_WAITS)).append((now - waiting.since) * 1000)
 
     def expired(self, now_ms: int) -> list[Waiting[H]]:

@@ -29,6 +29,9 @@ class SchedulerSettings(ServiceSettings):
                                       "`models` bucket and re-read when it changes.")
     fallback_after_s: float = Field(default=2.0, ge=0, description="A request waiting this long for a model "
                                     "that names a fallback in the catalog goes to the fallback, if it has room.")
+    placement_interval_s: float = Field(default=2.0, gt=0, description="How often the placement controller plans.")
+    placement_grace_s: float = Field(default=60.0, gt=0, description="How long a load or unload command counts as "
+                                     "under way before it may be sent again.")
     aging_s: float = Field(default=10.0, ge=0, description="Waiting this long lifts a request one priority class "
                            "(batch to interactive to realtime), so none starves; 0: never.")
     max_waiting: int = Field(default=10_000, ge=1, description="Requests one scheduler holds while they wait for "

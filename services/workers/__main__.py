@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from contracts.workers import ModelEntry
 from services.common.bus import connect
 from services.common.domains import Domains, confine, default_domain
 from services.common.logs import setup_logging
@@ -20,6 +21,12 @@ log = logging.getLogger("services.workers")
 
 def build_engine(settings: WorkerSettings) -> Engine:
     """The engine `settings.engine` names, with its default model where none is configured."""
+    if settings.engine == "host":
+        from services.workers.host import ModelHost
+
+        if not settings.memory_mb:
+            raise SystemExit("a host worker needs MODALMESH_WORKER_MEMORY_MB: the memory it may fill with models")
+        return ModelHost(settings.memory_mb, lambda entry: load_entry(settings, entry), settings.drain_timeout_s)
     if settings.engine == "llama_cpp":
         from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
         from services.workers.tiny_model import ensure_tiny_gguf, ensure_tiny_mmproj
@@ -77,8 +84,22 @@ def build_engine(settings: WorkerSettings) -> Engine:
         from services.workers.engines.espeak import EspeakEngine
 
         return EspeakEngine(settings.model_id or "espeak")
-    raise SystemExit(f"MODALMESH_WORKER_ENGINE={settings.engine!r} is not a known engine "
-                     "(llama_cpp, sentence_transformers, diffusers, diffusers_video, espeak, piper, openai_upstream)")
+    raise SystemExit(f"MODALMESH_WORKER_ENGINE={settings.engine!r} is not a known engine (llama_cpp, "
+                     "sentence_transformers, diffusers, diffusers_video, espeak, piper, openai_upstream, host)")
+
+
+async def load_entry(settings: WorkerSettings, entry: ModelEntry) -> Engine:
+    """A started engine for a catalog entry, on a host worker. Its `source` is a path, `fleet:<id>`
+    (copied from the fleet's object store), or `tiny` (the engine's own tiny model)."""
+    source = entry.source.strip()
+    child = settings.model_copy(update={
+        "engine": entry.engine, "model_id": entry.id, "slots": None,
+        "model_path": None if source in ("", "tiny") or source.startswith("fleet:") else Path(source),
+        "model_fetch": source.removeprefix("fleet:") if source.startswith("fleet:") else None,
+    })
+    engine = build_engine(await trusted_weights(child))
+    await engine.start()
+    return engine
 
 
 async def trusted_weights(settings: WorkerSettings) -> WorkerSettings:

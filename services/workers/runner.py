@@ -15,6 +15,7 @@ from nats.js.object_store import ObjectStore
 from contracts import streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
+from contracts.control import ModelCommand
 from contracts.errors import ErrorCode, ModalMeshError
 from contracts.requests import TEXT_MODALITIES, default_priority
 from contracts.results import Artifact, Timings, Usage
@@ -24,6 +25,7 @@ from services.common.cancels import RecentCancels
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
 from services.workers.engine import BackendLost, Data, Engine, File, Finished, Progress, TextDelta
+from services.workers.host import ModelHost
 from services.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class Worker:
     _status_pending: asyncio.Task[None] | None = None
     _status_sent: float = 0.0
     _artifacts: ObjectStore | None = None
+    _control_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def worker_id(self) -> str:
@@ -70,12 +73,15 @@ class Worker:
             state=state,
             detail=detail,
             domain=self.domain,
+            memory_mb=self.engine.memory_mb if isinstance(self.engine, ModelHost) else 0.0,
+            held=self.engine.held() if isinstance(self.engine, ModelHost) else {},
             started_ms=self.started_ms,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._register_models()
         cancel_sub = await self.bus.nc.subscribe(subjects.CANCEL_ALL, cb=self._on_cancel)
+        control_sub = await self.bus.nc.subscribe(subjects.control(self.worker_id), cb=self._on_control)
         heartbeat = asyncio.create_task(self._heartbeat(stop))
         assign_sub = await self.bus.js.subscribe(
             subjects.assign(self.worker_id),
@@ -86,7 +92,8 @@ class Worker:
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                max_ack_pending=self.engine.slots,
+                # A host's slots come and go with its models: the scheduler sends only to free slots.
+                max_ack_pending=256 if isinstance(self.engine, ModelHost) else self.engine.slots,
                 ack_wait=self.settings.ack_wait_s,
             ),
         )
@@ -98,6 +105,39 @@ class Worker:
         if self._status_pending is not None:
             self._status_pending.cancel()
         await cancel_sub.unsubscribe()
+        await control_sub.unsubscribe()
+
+    async def _on_control(self, msg: Msg) -> None:
+        """A placement command: load or unload a catalog model (host workers only). Runs apart, so a
+        long load holds up neither heartbeats nor cancels."""
+        try:
+            command = ModelCommand.decode(msg.data)
+        except ValueError:
+            log.warning("undecodable control message on %s", msg.subject)
+            return
+        if not isinstance(self.engine, ModelHost):
+            log.warning("%s ignored: this worker has one fixed model", command.action)
+            return
+        task = asyncio.create_task(self._carry_out(self.engine, command))
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
+
+    async def _carry_out(self, host: ModelHost, command: ModelCommand) -> None:
+        log.info("%s %s (%s%s)", command.action, command.model, command.reason,
+                 f" by {command.by}" if command.by else "")
+        try:
+            if command.action == "unload":
+                unloading = host.unload(command.model)
+                self._status_soon()  # no new work for it from now on
+                await unloading
+            else:
+                kv = await self.bus.js.key_value(streams.KV_MODELS)
+                entry = ModelEntry.decode((await kv.get(command.model)).value or b"")
+                if await host.load(entry):
+                    await self._register_models()
+        except (Exception, SystemExit) as exc:  # a load that fails must not take the worker down
+            log.error("%s %s failed: %s", command.action, command.model, exc)
+        await self._publish_status()
 
     async def _register_models(self) -> None:
         """Enter each model in the catalog, unless the catalog file declares it (the operator's word wins)."""

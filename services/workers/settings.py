@@ -20,7 +20,8 @@ class WorkerSettings(ServiceSettings):
         description="Stable id: a restarted worker with the same id resumes its assignments.",
     )
     engine: str = Field(default="llama_cpp", description="llama_cpp, sentence_transformers, diffusers, "
-                        "diffusers_video, espeak, piper or openai_upstream.")
+                        "diffusers_video, espeak, piper, openai_upstream, or host (catalog models on command).")
+    memory_mb: float = Field(default=0.0, ge=0, description="host: the memory it may fill with catalog models.")
     model_id: str | None = Field(default=None, description="Id clients use in `model`. Unset: the engine's default.")
     model_path: Path | None = Field(
         default=None, description="GGUF file or model folder. Unset: the engine's built-in or tiny default."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,7 +21,11 @@ async def queues(request: Request) -> dict[str, Any]:
     waited, and the queue wait of recently dispatched ones, summed over the live schedulers."""
     fleet: GatewayFleet = request.app.state.relay.fleet
     reports = fleet.live_queue_reports(time.monotonic())
-    return {"object": "list", "schedulers": sorted(r.scheduler_id for r in reports), "data": merge_reports(reports)}
+    placements: Counter[str] = Counter()
+    for report in reports:
+        placements.update(report.placements)
+    return {"object": "list", "schedulers": sorted(r.scheduler_id for r in reports), "data": merge_reports(reports),
+            "placements": dict(placements)}
 
 
 def merge_reports(reports: list[QueueReport]) -> list[dict[str, Any]]:
@@ -31,10 +36,12 @@ def merge_reports(reports: list[QueueReport]) -> list[dict[str, Any]]:
         for d in report.domains:
             row = domains.setdefault(d.domain, {
                 "domain": d.domain, "in_flight": d.in_flight, "slots": d.slots,
-                "max_concurrency": d.max_concurrency, "max_queue": d.max_queue,
+                "max_concurrency": d.max_concurrency, "max_queue": d.max_queue, "cold_starts": 0, "warm_hits": 0,
                 "classes": {p.value: {"waiting": 0, "oldest_wait_ms": 0.0, "dispatched": 0,
                                       "wait_p50_ms": 0.0, "wait_p95_ms": 0.0} for p in Priority},
             })
+            row["cold_starts"] += d.cold_starts
+            row["warm_hits"] += d.warm_hits
             for priority, q in d.classes.items():
                 row_class = row["classes"][priority.value]
                 row_class["waiting"] += q.waiting
