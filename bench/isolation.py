@@ -9,8 +9,14 @@ three times:
   engine's threads run on every core, beside the LLM's.
 
 Each phase also reports the images made per second, the price the image domain pays for isolation.
-Target: loaded_isolated within 10% of idle. Needs two CPU cores or more. Writes
-.data/bench/isolation.json and prints it.
+Target: loaded_isolated within 10% of idle.
+
+Then a replayed workload on a host worker with room for two of three catalog models (no warm
+minimum, unloaded after 3 s idle): `cold_starts` (requests that found their model unloaded and
+waited for the placement controller to load it) and `warm_hits`, with the time to first token of
+each kind.
+
+Needs two CPU cores or more. Writes .data/bench/isolation.json and prints it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import random
 import tempfile
 import time
 import uuid
@@ -82,6 +89,50 @@ async def phase(stack: LocalStack, runs: int, clients: int, size: int, steps: in
             "images_per_s": round(len([t for t in made if t >= started]) / elapsed, 3)}
 
 
+REPLAY_CATALOG = "models:\n" + "".join(
+    f"  {name}: {{engine: llama_cpp, source: tiny, modality: [chat, completion], memory_mb: 40, idle_unload_s: 3}}\n"
+    for name in ("replay-a", "replay-b", "replay-c"))
+
+
+def replay_trace(n: int, seed: int = 7) -> list[tuple[str, float]]:
+    """(model, pause before it): a popular model, a second, a rare third, in bursts and lulls."""
+    rng = random.Random(seed)
+    return [(rng.choices(["replay-a", "replay-b", "replay-c"], weights=[6, 3, 1])[0],
+             rng.choice([0.05, 0.05, 0.05, 0.5, 4.0])) for _ in range(n)]
+
+
+async def replay(stack: LocalStack, trace: list[tuple[str, float]]) -> dict[str, Any]:
+    ttfts: dict[bool, list[float]] = {True: [], False: []}
+    async with httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client:
+        for i, (model, pause) in enumerate(trace):
+            await asyncio.sleep(pause)
+            before = await _cold_starts(client)
+            _, ttft, _, _ = await stream_once(client, 4, seed=i, model=model)
+            await asyncio.sleep(0.6)  # the next queue report counts it
+            ttfts[await _cold_starts(client) > before].append(ttft * 1000)
+            progress("replayed workload", i + 1, len(trace))
+        report = (await client.get("/v1/admin/queues")).json()
+    return {"cold_starts": sum(d["cold_starts"] for d in report["data"]),
+            "warm_hits": sum(d["warm_hits"] for d in report["data"]),
+            "placements": report["placements"],
+            "cold_ttft_p50_ms": round(percentile(ttfts[True], 50), 1) if ttfts[True] else None,
+            "warm_ttft_p50_ms": round(percentile(ttfts[False], 50), 1) if ttfts[False] else None}
+
+
+async def _cold_starts(client: httpx.AsyncClient) -> int:
+    return sum(d["cold_starts"] for d in (await client.get("/v1/admin/queues")).json()["data"])
+
+
+def run_replay(requests: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as data:
+        catalog = Path(data) / "catalog.yaml"
+        catalog.write_text(REPLAY_CATALOG)
+        env = {"MODALMESH_LOG_LEVEL": "WARNING", "MODALMESH_HOST_MEMORY_MB": "100",
+               "MODALMESH_SCHEDULER_CATALOG_FILE": str(catalog), "MODALMESH_SCHEDULER_PLACEMENT_INTERVAL_S": "0.25"}
+        with LocalStack(data=Path(data), env=env, modalities="text") as stack:
+            return asyncio.run(replay(stack, replay_trace(requests)))
+
+
 def run_phase(domains: str | None, **kwargs: Any) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as data:
         env = {"MODALMESH_LOG_LEVEL": "WARNING", "MODALMESH_WORKER_SLOTS": "1"}
@@ -99,6 +150,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64,
                         help="image side (the tiny UNet attends at full size: 128 is 6x slower)")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--replay", type=int, default=60, help="requests in the replayed workload")
     parser.add_argument("--out", type=Path, default=Path(".data/bench/isolation.json"))
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
@@ -107,13 +159,17 @@ def main() -> None:
     idle = run_phase(ISOLATED, clients=0, label="idle (domains on)", **load)
     isolated = run_phase(ISOLATED, clients=args.image_clients, label="image load, domains on", **load)
     shared = run_phase(None, clients=args.image_clients, label="image load, domains off", **load)
+    replayed = run_replay(args.replay)
     result = {
         "llm_ttft_p95_ms_idle": idle["ttft_p95_ms"],
         "llm_ttft_p95_ms_loaded_isolated": isolated["ttft_p95_ms"],
         "llm_ttft_p95_ms_loaded_shared": shared["ttft_p95_ms"],
         "isolated_vs_idle": round(isolated["ttft_p95_ms"] / idle["ttft_p95_ms"], 4),
         "shared_vs_idle": round(shared["ttft_p95_ms"] / idle["ttft_p95_ms"], 4),
+        "cold_starts": replayed["cold_starts"],
+        "warm_hits": replayed["warm_hits"],
         "phases": {"idle": idle, "loaded_isolated": isolated, "loaded_shared": shared},
+        "replay": {**replayed, "requests": args.replay, "host_memory_mb": 100, "catalog": REPLAY_CATALOG},
         "targets": {"isolated_vs_idle": 1.10},
         "setup": {**load, "image_clients": args.image_clients, "domains_on": ISOLATED, "cpus": os.cpu_count(),
                   "machine": platform.machine(), "python": platform.python_version(), "run_id": uuid.uuid4().hex[:8]},
