@@ -28,6 +28,7 @@ DEAD_LETTERS = "DEAD_LETTERS"
 KV_NODES = "nodes"
 KV_MODELS = "models"
 KV_TASKS = "tasks"
+KV_PLACEMENT = "placement"  # operators' overrides of the catalog (contracts.workers.ModelOverride)
 OBJ_ARTIFACTS = "artifacts"
 OBJ_MODELS = "models"  # model files shared through the fleet: `<model id>/<path in its folder>`
 
@@ -100,6 +101,7 @@ BUCKETS: tuple[KeyValueConfig, ...] = (
     KeyValueConfig(bucket=KV_NODES, history=1, storage=StorageType.FILE),
     KeyValueConfig(bucket=KV_MODELS, history=5, storage=StorageType.FILE),
     KeyValueConfig(bucket=KV_TASKS, history=1, ttl=TASKS_TTL_S, storage=StorageType.FILE),
+    KeyValueConfig(bucket=KV_PLACEMENT, history=5, storage=StorageType.FILE),
 )
 
 

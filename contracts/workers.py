@@ -16,14 +16,34 @@ class WorkerState(str, Enum):
     unavailable = "unavailable"  # its engine cannot serve right now (a managed server restarting)
 
 
+class ModelState(str, Enum):
+    """Where a catalog model is in its life on a hosting worker."""
+
+    stopped = "stopped"
+    starting = "starting"
+    running = "running"
+    stopping = "stopping"
+    error = "error"
+    preempted = "preempted"  # unloaded to make room for a model of higher priority
+
+    @property
+    def holds_memory(self) -> bool:
+        return self in (ModelState.starting, ModelState.running, ModelState.stopping)
+
+
 class HeldModel(BaseModel):
-    """A model a hosting worker has loaded: what the placement planner needs of it."""
+    """A catalog model on a hosting worker: loaded, loading, unloading, or ended lately (its state
+    says which, since when and why), with what the placement planner needs of it."""
 
     model_config = ConfigDict(frozen=True)
 
     memory_mb: float = Field(ge=0)
     last_used_ms: int = Field(description="When it last started a request (or was loaded).")
     in_flight: int = Field(default=0, ge=0)
+    state: ModelState = ModelState.running
+    reason: str = Field(default="", description="Why it came to this state: warm, demand, idle, operator, "
+                        "preempted by <model>, or the error.")
+    since_ms: int = Field(default_factory=now_ms, description="When it came to this state.")
 
 
 class WorkerStatus(Message):
@@ -41,9 +61,15 @@ class WorkerStatus(Message):
     domain: str = Field(default="default", description="The resource domain whose queue and capacity it serves.")
     memory_mb: float = Field(default=0.0, ge=0, description="Memory it may fill with catalog models the placement "
                              "controller loads; 0 for a worker with one fixed model.")
-    held: dict[str, HeldModel] = Field(default_factory=dict, description="Catalog models it has loaded on command.")
+    held: dict[str, HeldModel] = Field(default_factory=dict, description="Catalog models it has loaded, is loading "
+                                       "or unloading on command, and those it ended lately.")
     started_ms: int = Field(default_factory=now_ms, description="When this worker process started.")
     ts_ms: int = Field(default_factory=now_ms)
+
+
+    def holding(self) -> dict[str, HeldModel]:
+        """The models that take up its memory (loading, loaded or unloading)."""
+        return {m: h for m, h in self.held.items() if h.state.holds_memory}
 
 
 class ModelEntry(Message):
@@ -68,3 +94,23 @@ class ModelEntry(Message):
     node_labels: dict[str, str] = Field(default_factory=dict, description="Only on nodes with these labels.")
     fallback: str | None = Field(default=None, description="A model that serves its requests when it has no capacity.")
     created_ms: int = Field(default_factory=now_ms)
+
+
+class ModelOverride(Message):
+    """An operator's word on one catalog model, from the admin API (`placement` bucket, key = model
+    id): it takes precedence over the catalog file until changed, and survives restarts."""
+
+    model: str
+    pinned: bool = Field(default=False, description="Keep a replica loaded: never unloaded idle, never preempted.")
+    priority: int | None = Field(default=None, ge=1, le=10, description="Replaces the catalog's priority.")
+    min_replicas: int | None = Field(default=None, ge=0, description="Replaces the catalog's min_replicas: "
+                                     "load sets at least 1, unload 0.")
+    updated_ms: int = Field(default_factory=now_ms)
+
+    def apply(self, entry: ModelEntry) -> ModelEntry:
+        """`entry` as the operator wants it now."""
+        minimum = entry.min_replicas if self.min_replicas is None else self.min_replicas
+        if self.pinned:
+            minimum = max(1, minimum)
+        return entry.model_copy(update={"priority": self.priority or entry.priority,
+                                        "min_replicas": min(minimum, entry.max_replicas)})

@@ -41,11 +41,12 @@ class Role:
 
 
 ROLES: dict[str, Role] = {
-    "gateway": Role(publish=("req.>", "cancel.>"),
+    "gateway": Role(publish=("req.>", "cancel.>", "control.>"),  # control: the admin API's unload and drain
                     subscribe=("out.>", "worker.status.>", "telemetry.>", subjects.QUEUE_REPORTS_ALL),
-                    kv_write=("tasks",)),
-    "scheduler": Role(publish=("assign.>", "result.>", "alert.>", "dead.>", "control.>", subjects.QUEUE_REPORTS_ALL,
-                               INBOX),  # INBOX: replies
+                    kv_write=("tasks", "placement")),  # placement: the admin API's overrides
+    # req: re-queueing work a worker handed back; INBOX: replies.
+    "scheduler": Role(publish=("req.>", "assign.>", "result.>", "alert.>", "dead.>", "control.>",
+                               subjects.QUEUE_REPORTS_ALL, INBOX),
                       subscribe=("worker.status.>", "telemetry.>", "cancel.>", "$JS.EVENT.ADVISORY.CONSUMER.>",
                                  subjects.GIVEBACK),
                       kv_write=("models",)),  # the catalog file's entries

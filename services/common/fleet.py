@@ -1,5 +1,6 @@
 """The live fleet as any service sees it: worker heartbeats, node telemetry and node capabilities,
-followed from `worker.status.*`, `telemetry.*` and the `nodes` bucket."""
+followed from `worker.status.*`, `telemetry.*` and the `nodes` bucket; and the catalog with the
+operators' overrides, from the `models` and `placement` buckets."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from nats.aio.msg import Msg
 
 from contracts import streams, subjects
 from contracts.telemetry import NodeCapabilities, NodeTelemetry
-from contracts.workers import ModelEntry, WorkerStatus
+from contracts.workers import ModelEntry, ModelOverride, WorkerStatus
 from services.common.bus import Bus
 from services.common.liveness import LiveTable, WorkerTable
 
@@ -41,6 +42,8 @@ class FleetView:
     nodes: LiveTable[NodeTelemetry] = field(init=False)
     capabilities: dict[str, NodeCapabilities] = field(default_factory=dict)
     catalog: dict[str, ModelEntry] = field(default_factory=dict)  # the `models` bucket, once followed
+    overrides: dict[str, ModelOverride] = field(default_factory=dict)  # the `placement` bucket, likewise
+    on_override: Callable[[], None] | None = None  # told of every change of an override
     _subs: list[Any] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _on_status_hook: StatusHook | None = None
@@ -59,12 +62,27 @@ class FleetView:
 
     async def follow_catalog(self, bus: Bus) -> None:
         self.watch(await (await bus.js.key_value(streams.KV_MODELS)).watchall(), self._on_model)
+        self.watch(await (await bus.js.key_value(streams.KV_PLACEMENT)).watchall(), self._on_override)
 
     def _on_model(self, key: str, value: bytes | None) -> None:
         if value is None:
             self.catalog.pop(key, None)
         else:
             self.catalog[key] = ModelEntry.decode(value)
+
+    def _on_override(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self.overrides.pop(key, None)
+        else:
+            self.overrides[key] = ModelOverride.decode(value)
+        if self.on_override is not None:
+            self.on_override()
+
+    def effective(self, model: str) -> ModelEntry | None:
+        """The catalog entry of `model` with the operator's override applied, if it has one."""
+        entry = self.catalog.get(model)
+        override = self.overrides.get(model)
+        return override.apply(entry) if entry is not None and override is not None else entry
 
     def watch(self, watcher: Any, apply: Callable[[str, bytes | None], None]) -> None:
         self._tasks.append(asyncio.create_task(watch_bucket(watcher, apply)))

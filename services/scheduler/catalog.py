@@ -18,8 +18,10 @@ that does not parse is reported and the last good catalog stays.
         node_labels: {gpu: "true"}
         fallback: tiny-llama
 
-`python -m services.scheduler.catalog export [FILE]` writes every entry of the bucket as JSON, and
-`import FILE` puts them back, for backup.
+`python -m services.scheduler.catalog export [FILE]` writes, as JSON, every entry of the bucket, the
+operators' overrides (the `placement` bucket: pins, priorities, loads and unloads from the admin
+API) and where each model is now (from the workers' heartbeats); `import FILE` puts the entries and
+overrides back, for backup, and the placement controllers bring the fleet to them.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts import streams
+from contracts import streams, subjects
 from contracts.requests import Modality, Priority, default_priority
-from contracts.workers import ModelEntry
+from contracts.workers import ModelEntry, ModelOverride, WorkerStatus
 from services.common.bus import Bus, connect
 from services.common.domains import default_domain
 from services.common.settings import ServiceSettings
@@ -170,32 +173,63 @@ async def follow_file(bus: Bus, path: Path, stop: asyncio.Event, every_s: float 
         await wait_or_stop(stop, every_s)
 
 
-async def export_entries(bus: Bus) -> dict[str, Any]:
-    kv = await bus.js.key_value(streams.KV_MODELS)
+async def _bucket(bus: Bus, bucket: str) -> dict[str, Any]:
+    kv = await bus.js.key_value(bucket)
     out: dict[str, Any] = {}
     try:
         keys = await kv.keys()
-    except Exception:
+    except Exception:  # an empty bucket has no keys to list
         keys = []
     for key in sorted(keys):
         stored = await kv.get(key)
         if stored.value:
             out[key] = json.loads(stored.value)
-    return {"models": out}
+    return out
+
+
+async def placement_now(bus: Bus, listen_s: float) -> dict[str, dict[str, Any]]:
+    """Per worker heard within `listen_s` (a heartbeat): the state of each model it holds or serves."""
+    heard: dict[str, dict[str, Any]] = {}
+
+    async def on_status(msg: Msg) -> None:
+        status = WorkerStatus.decode(msg.data)
+        models: dict[str, dict[str, Any]] = {m: {"state": "running"} for m in status.models}
+        models.update({m: {"state": h.state.value, "reason": h.reason, "since_ms": h.since_ms}
+                       for m, h in status.held.items()})
+        heard[status.worker_id] = models
+
+    sub = await bus.nc.subscribe(subjects.WORKER_STATUS_ALL, cb=on_status)
+    await asyncio.sleep(listen_s)
+    await sub.unsubscribe()
+    return dict(sorted(heard.items()))
+
+
+async def export_entries(bus: Bus, listen_s: float = 0.0) -> dict[str, Any]:
+    backup = {"models": await _bucket(bus, streams.KV_MODELS), "overrides": await _bucket(bus, streams.KV_PLACEMENT)}
+    if listen_s > 0:
+        backup["placement"] = await placement_now(bus, listen_s)
+    return backup
 
 
 async def import_entries(bus: Bus, backup: dict[str, Any]) -> int:
-    kv = await bus.js.key_value(streams.KV_MODELS)
+    """Put back the catalog entries and overrides of an export; returns how many of each in all."""
+    models = await bus.js.key_value(streams.KV_MODELS)
     for key, value in backup.get("models", {}).items():
-        await kv.put(key, ModelEntry.model_validate(value).encode())
-    return len(backup.get("models", {}))
+        await models.put(key, ModelEntry.model_validate(value).encode())
+    overrides = await bus.js.key_value(streams.KV_PLACEMENT)
+    for key, value in backup.get("overrides", {}).items():
+        await overrides.put(key, ModelOverride.model_validate(value).encode())
+    return len(backup.get("models", {})) + len(backup.get("overrides", {}))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.scheduler.catalog", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("export").add_argument("file", nargs="?", type=Path)
+    export = sub.add_parser("export")
+    export.add_argument("file", nargs="?", type=Path)
+    export.add_argument("--listen", type=float, default=2.5, metavar="S",
+                        help="seconds to hear the workers' heartbeats for where models are now (0: skip)")
     sub.add_parser("import").add_argument("file", type=Path)
     sub.add_parser("check").add_argument("file", type=Path)
     args = parser.parse_args(argv)
@@ -210,13 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         bus = await connect(ServiceSettings().nats_url, "catalog-cli")
         try:
             if args.command == "export":
-                text = json.dumps(await export_entries(bus), indent=1) + "\n"
+                text = json.dumps(await export_entries(bus, args.listen), indent=1) + "\n"
                 if args.file is None:
                     sys.stdout.write(text)
                 else:
                     args.file.write_text(text)
             else:
-                print(f"imported {await import_entries(bus, json.loads(args.file.read_text()))} entries")
+                print(f"imported {await import_entries(bus, json.loads(args.file.read_text()))} entries and overrides")
         finally:
             await bus.close()
 

@@ -73,8 +73,9 @@ class Failover:
                 return False
             await self.bus.js.delete_msg(streams.ASSIGNMENTS, raw.seq or 0)
 
-    async def move(self, old: Assignment, exclude: str | None = None) -> bool:
-        """Re-assign one assignment (not to `exclude`); False when no worker can take it right now."""
+    async def move(self, old: Assignment, exclude: str | None = None, worker: str | None = None) -> bool:
+        """Re-assign one assignment (to `worker`, or one chosen, not `exclude`); False when no
+        worker can take it right now."""
         rid = old.request_id
         merge = RequestMerge()
         for chunk in await replay_results(self.bus, rid):
@@ -93,7 +94,7 @@ class Failover:
         if remaining <= 0:  # every token was delivered; only the final was lost
             await out.final("length", Usage(completion_tokens=merge.delivered_tokens), Timings())
             return True
-        worker = self.choose(old.request, exclude)
+        worker = worker or self.choose(old.request, exclude)
         if worker is None:
             return False
         new = Assignment(worker_id=worker, attempt=attempt, request=old.request, resume_text=merge.merged_text,

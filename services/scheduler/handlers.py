@@ -45,6 +45,7 @@ from services.scheduler.state import FleetState
 
 log = logging.getLogger(__name__)
 SCHEDULER_ID = "scheduler"
+ATTEMPT_HEADER = "ModalMesh-Attempt"  # on a re-queued request: the attempt that was handed back
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Scheduler:
     def __post_init__(self) -> None:
         self.queues = Queues(aging_s=self.settings.aging_s)
         self.fleet = FleetState(dead_after_s=self.settings.dead_after_s)
+        self.fleet.on_override = self._place_soon
         self.failover = Failover(self.bus, self.decide, self.settings.max_attempts)
         self._crash_loop = CrashLoop(self.settings.crash_loop_restarts, int(self.settings.crash_loop_window_s * 1000))
 
@@ -192,7 +194,12 @@ class Scheduler:
                 now = time.monotonic()
                 for waiting, worker in plan(self.queues.order(now), self._room(now), self._pick):
                     self.queues.dispatched(waiting, now)
-                    await self._assign(waiting.request, worker, waiting.fallback_for)
+                    if waiting.handed_back:  # a re-queued request: its next attempt continues it
+                        await self.failover.move(Assignment(worker_id="", attempt=waiting.handed_back,
+                                                            request=waiting.request,
+                                                            fallback_for=waiting.fallback_for), worker=worker)
+                    else:
+                        await self._assign(waiting.request, worker, waiting.fallback_for)
                     await waiting.handle.ack()
         finally:
             self._dispatching = False
@@ -228,6 +235,10 @@ class Scheduler:
             self.fleet.recent[worker] += 1  # its slot is taken from now on
         return worker
 
+    def _place_soon(self) -> None:
+        """An operator changed a model's override: plan at the next housekeeping tick."""
+        self._placed_at = 0.0
+
     def _placeable(self, model: str) -> bool:
         entry = self.fleet.catalog.get(model)
         return entry is not None and entry.declared and bool(entry.memory_mb)
@@ -242,11 +253,13 @@ class Scheduler:
         for w in self.fleet.workers.live(now):
             if w.memory_mb <= 0 or w.state is not WorkerState.ready:
                 continue
-            held = {m: Held(h.memory_mb, last_used_s=now - (wall - h.last_used_ms) / 1000, in_flight=h.in_flight)
-                    for m, h in w.held.items()}
+            holding = w.holding()
+            held = {m: Held(h.memory_mb, last_used_s=now - (wall - h.last_used_ms) / 1000, in_flight=h.in_flight,
+                            pinned=m in self.fleet.overrides and self.fleet.overrides[m].pinned)
+                    for m, h in holding.items()}
             for key in [k for k in self._commanded if k[2] == w.worker_id]:
                 kind, model, _ = key
-                if (kind == "load") == (model in w.held):  # the heartbeat shows it done
+                if (kind == "load") == (model in holding):  # the heartbeat shows it done
                     del self._commanded[key]
                 elif kind == "load":
                     held[model] = Held(self.fleet.catalog[model].memory_mb or 0.0 if model in self.fleet.catalog
@@ -257,8 +270,9 @@ class Scheduler:
             hosts.append(Host(w.worker_id, w.memory_mb, caps.labels if caps else {}, held))
         if not hosts:
             return
+        entries = [self.fleet.effective(model) for model in self.fleet.catalog if self._placeable(model)]
         wanted = [Wanted(e.id, e.memory_mb or 0.0, e.priority, e.min_replicas, e.max_replicas, e.idle_unload_s,
-                         e.node_labels) for e in self.fleet.catalog.values() if self._placeable(e.id)]
+                         e.node_labels) for e in entries if e is not None]
         waiting = Counter(w.request.model for w in self.queues.waiting.values())
         for action in place(hosts, wanted, waiting, now):
             kind = "load" if isinstance(action, Load) else "unload"
@@ -331,7 +345,8 @@ class Scheduler:
                 ErrorCode.overloaded, f"the {domain} queue is full ({max_queue} waiting); retry shortly")
             await msg.ack()
             return
-        self.queues.add(Waiting(request, domain, msg, since=now, touched=now, cold=cold))
+        attempt = int((msg.headers or {}).get(ATTEMPT_HEADER, 0))
+        self.queues.add(Waiting(request, domain, msg, since=now, touched=now, cold=cold, handed_back=attempt))
         await self.dispatch()
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
@@ -360,7 +375,17 @@ class Scheduler:
             await msg.respond(b"undecodable")
             return
         moved = await self.failover.move(old, exclude=old.worker_id)
+        if not moved and (self._placeable(old.request.model) or self._fallback(old.request.model)):
+            await self._requeue(old)  # its model is being unloaded here: wait for it to be placed again
+            moved = True
         await msg.respond(b"moved" if moved else b"no-worker")
+
+    async def _requeue(self, old: Assignment) -> None:
+        """Put a handed-back request back in REQUESTS, marked with its attempt, so that it waits in a
+        scheduler like a new one and, once dispatched, continues after what was delivered."""
+        log.info("request %s: no worker holds %s now; re-queued", old.request_id, old.request.model)
+        await self.bus.js.publish(subjects.request(old.request.modality), old.request.encode(), headers={
+            "Nats-Msg-Id": f"{old.request_id}:requeue:{old.attempt}", ATTEMPT_HEADER: str(old.attempt)})
 
     async def _on_cancel(self, msg: Msg) -> None:
         cancel = self._cancels.observe(msg)

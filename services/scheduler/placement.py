@@ -167,7 +167,8 @@ class _Planner:
     def preempt_for(self, w: Wanted) -> str | None:
         """Make room for `w` by unloading models of strictly lower priority (never pinned ones) on one
         worker: the one where the most important model pushed out is least important, then where
-        the fewest megabytes go. None when no worker can be cleared enough."""
+        the fewest megabytes go; and no model that the others pushed out leave room without. None
+        when no worker can be cleared enough."""
         best: tuple[tuple[int, float, str], str, list[str]] | None = None
         for h in self.candidates(w):
             held = self.held[h.worker_id]
@@ -183,6 +184,10 @@ class _Planner:
                 freed += held[m].memory_mb
             if not chosen or freed < need:
                 continue
+            for m in list(chosen):  # the least important first; keep each that the rest make room without
+                if freed - held[m].memory_mb >= need:
+                    chosen.remove(m)
+                    freed -= held[m].memory_mb
             key = (max(self.catalog[m].priority for m in chosen), freed, h.worker_id)
             if best is None or key < best[0]:
                 best = (key, h.worker_id, chosen)

@@ -40,6 +40,7 @@ class Waiting(Generic[H]):
     touched: float = 0.0  # when the stream was last told it is still being worked on
     fallback_for: str | None = None  # the model asked for, once re-addressed to its fallback
     cold: bool = False  # no live worker held its model when it came
+    handed_back: int = 0  # a re-queued request: the attempt a worker handed back (0: a new request)
 
     @property
     def request_id(self) -> str:

@@ -108,12 +108,18 @@ class Worker:
         await control_sub.unsubscribe()
 
     async def _on_control(self, msg: Msg) -> None:
-        """A placement command: load or unload a catalog model (host workers only). Runs apart, so a
-        long load holds up neither heartbeats nor cancels."""
+        """A command: drain or resume (any worker), or load or unload a catalog model (host workers
+        only). Loads and unloads run apart, so a long load holds up neither heartbeats nor cancels."""
         try:
             command = ModelCommand.decode(msg.data)
         except ValueError:
             log.warning("undecodable control message on %s", msg.subject)
+            return
+        if command.action in ("drain", "resume"):
+            # Draining: the scheduler sends nothing new; what is queued or running here finishes.
+            self.state = WorkerState.draining if command.action == "drain" else WorkerState.ready
+            log.info("%s (%s)", command.action, command.reason or "operator")
+            await self._publish_status()
             return
         if not isinstance(self.engine, ModelHost):
             log.warning("%s ignored: this worker has one fixed model", command.action)
@@ -127,13 +133,15 @@ class Worker:
                  f" by {command.by}" if command.by else "")
         try:
             if command.action == "unload":
-                unloading = host.unload(command.model)
+                unloading = host.unload(command.model, command.reason, command.by)
                 self._status_soon()  # no new work for it from now on
                 await unloading
             else:
                 kv = await self.bus.js.key_value(streams.KV_MODELS)
                 entry = ModelEntry.decode((await kv.get(command.model)).value or b"")
-                if await host.load(entry):
+                loading = asyncio.ensure_future(host.load(entry, command.reason))
+                self._status_soon()  # it is starting
+                if await loading:
                     await self._register_models()
         except (Exception, SystemExit) as exc:  # a load that fails must not take the worker down
             log.error("%s %s failed: %s", command.action, command.model, exc)

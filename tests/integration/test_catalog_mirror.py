@@ -10,7 +10,7 @@ from pathlib import Path
 
 from contracts import streams
 from contracts.requests import Modality
-from contracts.workers import ModelEntry
+from contracts.workers import ModelEntry, ModelOverride
 from services.common.bus import Bus
 from services.scheduler.catalog import export_entries, follow_file, import_entries
 
@@ -71,13 +71,19 @@ async def test_edits_to_the_catalog_file_apply_without_a_restart(bus: Bus, tmp_p
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    overrides = await bus.js.key_value(streams.KV_PLACEMENT)
+    await overrides.put("mirror-a", ModelOverride(model="mirror-a", pinned=True, priority=10).encode())
     backup = await export_entries(bus)
     assert backup["models"]["mirror-a"]["priority"] == 9
+    assert backup["overrides"]["mirror-a"]["pinned"] is True and backup["overrides"]["mirror-a"]["priority"] == 10
     await kv.delete("mirror-a")
+    await overrides.delete("mirror-a")
     assert await _entry(bus, "mirror-a") is None
-    assert await import_entries(bus, backup) == len(backup["models"])
+    assert await import_entries(bus, backup) == len(backup["models"]) + len(backup["overrides"])
     restored = await _entry(bus, "mirror-a")
     assert restored is not None and restored.declared and restored.priority == 9
+    override = ModelOverride.decode((await overrides.get("mirror-a")).value or b"")
+    assert override.pinned and override.apply(restored).priority == 10 and override.apply(restored).min_replicas == 1
 
 
 async def test_a_worker_does_not_overwrite_what_the_catalog_declares(bus: Bus) -> None:

@@ -83,6 +83,45 @@ def test_no_plan_over_commits_memory_or_preempts_an_equal_or_higher_priority(
 
 @settings(max_examples=300, deadline=None)
 @given(fleets())
+def test_a_preemption_pushes_out_no_model_it_could_spare(
+    fleet: tuple[list[Host], list[Wanted], dict[str, int]],
+) -> None:
+    hosts, wanted, waiting = fleet
+    catalog = {w.model: w for w in wanted}
+    held = {h.worker_id: {m: x.memory_mb for m, x in h.held.items()} for h in hosts}
+    capacity = {h.worker_id: h.capacity_mb for h in hosts}
+    actions = plan(hosts, wanted, waiting, NOW)
+    i = 0
+    while i < len(actions):
+        a = actions[i]
+        group = [a]
+        if isinstance(a, Unload) and a.reason is Reason.preempted:  # the victims for one load
+            while i + len(group) < len(actions) and isinstance(nxt := actions[i + len(group)], Unload) and (
+                    nxt.reason is Reason.preempted and (nxt.by, nxt.worker_id) == (a.by, a.worker_id)):
+                group.append(nxt)
+            free = capacity[a.worker_id] - sum(held[a.worker_id].values())
+            freed = sum(held[a.worker_id][v.model] for v in group)
+            need = catalog[a.by or ""].memory_mb
+            for v in group:
+                assert free + freed - held[a.worker_id][v.model] < need, f"{v} was not needed for {a.by}"
+        for b in group:
+            if isinstance(b, Unload):
+                del held[b.worker_id][b.model]
+            else:
+                held[b.worker_id][b.model] = catalog[b.model].memory_mb
+        i += len(group)
+
+
+def test_a_preemption_spares_a_small_model_when_a_big_one_makes_room() -> None:
+    host = Host("w", 100, held={"big-p9": Held(80, NOW), "small-p5": Held(10, NOW)})
+    wanted = [Wanted("big-p9", 80, priority=9, min_replicas=1), Wanted("small-p5", 10, priority=5),
+              Wanted("new-p10", 80, priority=10, min_replicas=1)]
+    assert plan([host], wanted, {}, NOW) == [Unload("big-p9", "w", Reason.preempted, by="new-p10"),
+                                            Load("new-p10", "w", Reason.warm)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleets())
 def test_planning_again_converges_and_never_undoes_its_own_loads(
     fleet: tuple[list[Host], list[Wanted], dict[str, int]],
 ) -> None:

@@ -178,8 +178,8 @@ class LlamaCppEngine(CancelFlags, Engine):
             if stops.stopped:
                 finish_reason = "stop"
                 break
-            if sampled >= s.max_tokens:
-                break
+            if sampled >= s.max_tokens or len(prompt.tokens) + sampled >= llm.n_ctx():
+                break  # the context is full: the answer ends there, as at max_tokens
         tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
         if tail:
             first_token_at = first_token_at or time.perf_counter()
