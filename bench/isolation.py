@@ -4,7 +4,8 @@ three times:
 
 - `llm_ttft_p95_ms_idle`: realtime chat, nothing else running (domains on).
 - `llm_ttft_p95_ms_loaded_isolated`: the same while image clients keep the image domain full, with
-  domains on: `llm` owns CPU 0, `image` CPU 1 and at most one job at a time.
+  domains on: `llm` owns CPU 0, `image` CPU 1 at niceness 19 (the control plane, which floats over
+  both cores, goes first there) and at most one job at a time.
 - `llm_ttft_p95_ms_loaded_shared`: the same load with domains off (no domains file): the image
   engine's threads run on every core, beside the LLM's.
 
@@ -42,7 +43,7 @@ CHAT, IMAGE = "tiny-llama", "tiny-sd"
 ISOLATED = """\
 domains:
   llm: {cpus: [0]}
-  image: {cpus: [1], max_concurrency: 1}
+  image: {cpus: [1], max_concurrency: 1, nice: 19}
 """
 
 

@@ -6,7 +6,7 @@ each worker for the CPUs it may run on and its share of GPU memory:
 
     domains:
       llm-realtime: {cpus: [0]}
-      image: {max_concurrency: 1, max_queue: 100, cpus: [1], gpu_memory_fraction: 0.3}
+      image: {max_concurrency: 1, max_queue: 100, cpus: [1], nice: 19, gpu_memory_fraction: 0.3}
 
 A worker joins a domain with `MODALMESH_WORKER_DOMAIN`; without one it is in its modality's own
 domain (`llm`, `embedding`, `image`, `speech`), so every kind of work has its own queue even with
@@ -33,6 +33,8 @@ class DomainSpec(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1, description="Requests in flight on its workers, at most.")
     max_queue: int | None = Field(default=None, ge=0, description="Waiting requests beyond which new ones get 429.")
     cpus: tuple[int, ...] | None = Field(default=None, min_length=1, description="CPU cores its workers run on.")
+    nice: int | None = Field(default=None, ge=0, le=19, description="CPU niceness of its workers: the kernel "
+                             "runs anything less nice (the control plane, real-time workers) first on shared cores.")
     gpu_memory_fraction: float | None = Field(default=None, gt=0, le=1,
                                               description="Share of its GPU's memory a torch worker may take.")
 
@@ -73,10 +75,13 @@ def default_domain(modalities: tuple[Modality, ...]) -> str:
 
 def confine(spec: DomainSpec) -> None:
     """Keep this process (the threads it starts from now on) to the domain's CPUs, with thread pools
-    sized to them, and a torch engine to its share of GPU memory. Call it before the engine starts."""
+    sized to them, at the domain's niceness, and a torch engine to its share of GPU memory. Call it
+    before the engine starts."""
     if spec.cpus:
         os.sched_setaffinity(0, spec.cpus)
         os.environ["OMP_NUM_THREADS"] = str(len(spec.cpus))  # torch and BLAS size their pools by it
+    if spec.nice:
+        os.nice(max(0, spec.nice - os.nice(0)))  # never less nice than it was; new threads inherit it
     if spec.gpu_memory_fraction is not None:
         os.environ[GPU_SHARE_ENV] = str(spec.gpu_memory_fraction)
 

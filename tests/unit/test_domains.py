@@ -43,15 +43,15 @@ def test_each_kind_of_work_has_its_own_domain_by_default() -> None:
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPU cores to pin to one")
-def test_confine_keeps_the_process_and_its_new_threads_to_the_domains_cpus() -> None:
+def test_confine_keeps_the_process_and_its_new_threads_to_the_domains_cpus_and_niceness() -> None:
     core = max(os.sched_getaffinity(0))
     code = (
         "import os, threading\n"
         "from services.common.domains import DomainSpec, confine\n"
-        f"confine(DomainSpec(cpus=({core},)))\n"
+        f"confine(DomainSpec(cpus=({core},), nice=7))\n"
         "seen = []\n"
-        "t = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0))); t.start(); t.join()\n"
-        "print(sorted(os.sched_getaffinity(0)), sorted(seen[0]), os.environ['OMP_NUM_THREADS'])\n"
+        "t = threading.Thread(target=lambda: seen.append((os.sched_getaffinity(0), os.nice(0)))); t.start(); t.join()\n"
+        "print(sorted(os.sched_getaffinity(0)), sorted(seen[0][0]), os.environ['OMP_NUM_THREADS'], seen[0][1])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == [f"[{core}]", f"[{core}]", "1"]
+    assert out == [f"[{core}]", f"[{core}]", "1", str(max(7, os.nice(0)))]
