@@ -17,6 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from services.gateway.auth import key_hash
 from services.natsauth import NatsUsers
 from services.workers.tiny_diffusion import ensure_tiny_sd, ensure_tiny_video, tiny_pipelines_cached
@@ -62,6 +64,7 @@ def api_key(data: Path) -> str:
 MEDIA_WORKERS = {"embedding": ("embed-1", "sentence_transformers"), "image": ("image-1", "diffusers"),
                  "speech": ("speech-1", "espeak"), "video": ("video-1", "diffusers_video")}
 ALL_MODALITIES = ("text", *MEDIA_WORKERS)
+METRICS_PORT = "MODALMESH_METRICS_PORT"
 
 
 def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int, workers: int = 1,
@@ -73,45 +76,61 @@ def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int
         """The environment of a service that connects to NATS as `role` (its own user)."""
         return {"MODALMESH_NATS_URL": users.url(role, "127.0.0.1", nats_port), "PYTHONUNBUFFERED": "1"}
 
+    ports = iter(range(metrics_port + 1, metrics_port + 100))  # the monitor has metrics_port, the rest follow
+
+    def metrics() -> dict[str, str]:
+        return {METRICS_PORT: str(next(ports))}
+
+    scheduler_metrics, aggregator_metrics = metrics(), metrics()
     common = as_role("worker")
     slots = os.environ.get("MODALMESH_WORKER_SLOTS", "2")
     worker_programs = [
         Program(f"worker-llm-{i}", f"{py} -m services.workers", 20,
-                {**common, "MODALMESH_WORKER_WORKER_ID": f"llm-{i}", "MODALMESH_WORKER_SLOTS": slots})
+                {**common, **metrics(), "MODALMESH_WORKER_WORKER_ID": f"llm-{i}", "MODALMESH_WORKER_SLOTS": slots})
         for i in range(1, workers + 1) if "text" in modalities
     ]
     worker_programs += [
         Program(f"worker-{wid}", f"{py} -m services.workers", 20,
-                {**common, "MODALMESH_WORKER_WORKER_ID": wid, "MODALMESH_WORKER_ENGINE": engine})
+                {**common, **metrics(), "MODALMESH_WORKER_WORKER_ID": wid, "MODALMESH_WORKER_ENGINE": engine})
         for modality, (wid, engine) in MEDIA_WORKERS.items() if modality in modalities
     ]
     # A neural voice when one is configured: a Piper `.onnx` with its `.onnx.json` beside it.
     if voice := os.environ.get("MODALMESH_PIPER_VOICE"):
         worker_programs.append(Program("worker-speech-piper", f"{py} -m services.workers", 20, {
-            **common, "MODALMESH_WORKER_WORKER_ID": "speech-piper", "MODALMESH_WORKER_ENGINE": "piper",
+            **common, **metrics(), "MODALMESH_WORKER_WORKER_ID": "speech-piper", "MODALMESH_WORKER_ENGINE": "piper",
             "MODALMESH_WORKER_MODEL_PATH": voice}))
     # A worker that hosts catalog models on the placement controller's command, in this much memory.
     if host_memory := os.environ.get("MODALMESH_HOST_MEMORY_MB"):
         worker_programs.append(Program("worker-host-1", f"{py} -m services.workers", 20, {
-            **common, "MODALMESH_WORKER_WORKER_ID": "host-1", "MODALMESH_WORKER_ENGINE": "host",
+            **common, **metrics(), "MODALMESH_WORKER_WORKER_ID": "host-1", "MODALMESH_WORKER_ENGINE": "host",
             "MODALMESH_WORKER_MEMORY_MB": host_memory}))
     # Any OpenAI-compatible server (vllm serve, Ollama, llama-server, ...) as a worker's engine.
     if upstream := os.environ.get("MODALMESH_UPSTREAM_URL"):
         worker_programs.append(Program("worker-upstream-1", f"{py} -m services.workers", 20, {
-            **common, "MODALMESH_WORKER_WORKER_ID": "upstream-1", "MODALMESH_WORKER_ENGINE": "openai_upstream",
-            "MODALMESH_WORKER_UPSTREAM_URL": upstream}))
+            **common, **metrics(), "MODALMESH_WORKER_WORKER_ID": "upstream-1",
+            "MODALMESH_WORKER_ENGINE": "openai_upstream", "MODALMESH_WORKER_UPSTREAM_URL": upstream}))
     return [
         Program("nats", f"{nats_server_binary()} -c {users.conf_path} -js -sd {data / 'nats'} -a 127.0.0.1 "
                 f"-p {nats_port}", 1, {}),
         Program("monitor", f"{py} -m services.monitor", 5,
                 {**as_role("monitor"), "MODALMESH_MONITOR_METRICS_PORT": str(metrics_port)}),
-        Program("scheduler", f"{py} -m services.scheduler", 10, as_role("scheduler")),
-        Program("aggregator", f"{py} -m services.aggregator", 10, as_role("aggregator")),
+        Program("scheduler", f"{py} -m services.scheduler", 10, {**as_role("scheduler"), **scheduler_metrics}),
+        Program("aggregator", f"{py} -m services.aggregator", 10, {**as_role("aggregator"), **aggregator_metrics}),
         *worker_programs,
         Program("gateway", f"{py} -m services.gateway", 30,
                 {**as_role("gateway"), "MODALMESH_GATEWAY_PORT": str(port), "MODALMESH_GATEWAY_HOST": host,
                  "MODALMESH_GATEWAY_API_KEYS_FILE": str(data / "api_keys")}),
     ]
+
+
+def prometheus_config(progs: list[Program], port: int, metrics_port: int) -> str:
+    """A Prometheus scrape configuration for this stack: the gateway's /metrics, the monitor's, and
+    each service's own port, labelled with its program name."""
+    jobs = [("gateway", f"127.0.0.1:{port}"), ("monitor", f"127.0.0.1:{metrics_port}")]
+    jobs += [(p.name, f"127.0.0.1:{p.env[METRICS_PORT]}") for p in progs if METRICS_PORT in p.env]
+    configs = [{"job_name": name, "scrape_interval": "5s", "static_configs": [{"targets": [target]}]}
+               for name, target in jobs]
+    return yaml.safe_dump({"global": {"scrape_interval": "15s"}, "scrape_configs": configs}, sort_keys=False)
 
 
 def supervisord_conf(data: Path, progs: list[Program]) -> str:
@@ -200,8 +219,9 @@ def main() -> None:
     conf = data / "supervisord.conf"  # holds the services' NATS passwords: owner-only
     conf.touch(mode=0o600)
     conf.chmod(0o600)
-    conf.write_text(supervisord_conf(
-        data, programs(data, args.port, args.nats_port, args.host, args.metrics_port, args.workers, modalities)))
+    progs = programs(data, args.port, args.nats_port, args.host, args.metrics_port, args.workers, modalities)
+    conf.write_text(supervisord_conf(data, progs))
+    (data / "prometheus.yml").write_text(prometheus_config(progs, args.port, args.metrics_port))
     # Own session: Ctrl-C reaches this launcher only, which stops supervisord, which stops the rest in order.
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
@@ -229,7 +249,8 @@ def main() -> None:
     print(f"OpenAI API: {url}/v1   logs: {data / 'logs'}", flush=True)
     print(f"NATS: nats://127.0.0.1:{args.nats_port} (user admin, password in {data / 'nats-auth' / 'users.json'};"
           " every service has its own user)", flush=True)
-    print(f"Node metrics (Prometheus): http://127.0.0.1:{args.metrics_port}/metrics", flush=True)
+    print(f"Metrics (Prometheus): {url}/metrics, and 127.0.0.1:{args.metrics_port} (node) and up; scrape them all "
+          f"with `prometheus --config.file {data / 'prometheus.yml'}`", flush=True)
     print("Ctrl-C stops everything.", flush=True)
     supervisor.wait()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.aggregator.app import Aggregator
 from services.common.bus import connect
 from services.common.logs import setup_logging
+from services.common.metrics import serve_metrics
 from services.common.runtime import run
 from services.common.settings import ServiceSettings
 from services.common.shutdown import stop_event_on_signals
@@ -13,6 +14,7 @@ from services.common.shutdown import stop_event_on_signals
 async def main() -> None:
     settings = ServiceSettings()
     setup_logging("aggregator", settings.log_level)
+    serve_metrics(settings.metrics_port)
     stop = stop_event_on_signals()
     bus = await connect(settings.nats_url, "aggregator")
     try:

@@ -12,8 +12,9 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from contracts import streams, subjects
 from contracts.base import now_ms
-from contracts.results import ProgressChunk, decode_chunk
+from contracts.results import ErrorChunk, ProgressChunk, decode_chunk
 from contracts.tasks import TaskState
+from services.aggregator import metrics
 from services.aggregator.store import TaskWriter, final_state, running_state
 from services.common.bus import Bus
 from services.common.merge import RequestMerge
@@ -76,7 +77,11 @@ class Aggregator:
         for ready in merge.accept(chunk):
             await self.bus.nc.publish(subjects.out(rid), ready.encode())
         await msg.ack()
+        metrics.CHUNKS.labels(chunk.kind).inc()
         if merge.terminal is not None:
+            terminal = merge.terminal
+            metrics.FINISHED.labels(terminal.code.value if isinstance(terminal, ErrorChunk)
+                                    else terminal.finish_reason).inc()
             del self.merges[rid]
             self._started_ms.pop(rid, None)
             self._progress_written_ms.pop(rid, None)
@@ -85,6 +90,7 @@ class Aggregator:
         elif isinstance(chunk, ProgressChunk) and now_ms() - self._progress_written_ms.get(rid, 0) >= PROGRESS_EVERY_MS:
             self._progress_written_ms[rid] = now_ms()
             self._write(running_state(rid, merge, self._started_ms[rid]))
+        metrics.OPEN.set(len(self.merges))
 
     def _write(self, state: TaskState) -> None:
         """Off the hot path: the client already has its chunks from `out.<request>`."""

@@ -25,3 +25,5 @@ class ServiceSettings(BaseSettings):
     dead_after_s: float = Field(default=3.0, gt=0, validation_alias=_shared("dead_after_s"),
                                 description="Missing heartbeats this long = gone.")
     log_level: str = Field(default="INFO", validation_alias=_shared("log_level"))
+    metrics_port: int | None = Field(default=None, ge=1, le=65535, validation_alias=_shared("metrics_port"),
+                                     description="Port of this service's Prometheus /metrics (none: not served).")

@@ -14,6 +14,7 @@ from services.gateway import errors
 from services.gateway.auth import KeyRing, authenticate, require_admin
 from services.gateway.files import Files
 from services.gateway.limits import BodySizeLimit
+from services.gateway.metrics import HttpMetrics, metrics_endpoint
 from services.gateway.relay import Relay
 from services.gateway.routes import admin, fleet, health, media, openai, tasks
 from services.gateway.settings import GatewaySettings
@@ -44,6 +45,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.keys = KeyRing.load(settings.api_keys, settings.api_keys_file)
     errors.install(app, retry_after_s=settings.dead_after_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HttpMetrics)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)  # for Prometheus: no key, like /healthz
     app.include_router(health.router)
     app.include_router(openai.router, dependencies=[Depends(authenticate)])
     app.include_router(media.router, dependencies=[Depends(authenticate)])

@@ -31,13 +31,14 @@ from contracts.errors import (
 )
 from contracts.queues import QueueReport
 from contracts.requests import AnyRequest, ChatRequest, Modality
-from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, Usage, decode_chunk
+from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, ProgressChunk, Usage, decode_chunk
 from contracts.tasks import FINAL_STATUSES, TaskState, TaskStatus
 from contracts.telemetry import Alert, AlertState
 from services.common.bus import Bus
 from services.common.fleet import FleetView
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
+from services.gateway import metrics
 
 log = logging.getLogger(__name__)
 QUIET_S = 2.0  # a request silent this long is checked against RESULTS
@@ -141,6 +142,7 @@ class Relay:
         stream = RequestStream(self.bus, request, on_close=self._done)
         await stream.open()
         self.inflight[request.model] += 1
+        metrics.IN_FLIGHT.labels(request.model).set(self.inflight[request.model])
         try:
             ack = await self.bus.js.publish(
                 subjects.request(request.modality), request.encode(),
@@ -173,6 +175,7 @@ class Relay:
 
     def _done(self, request: AnyRequest) -> None:
         self.inflight[request.model] -= 1
+        metrics.IN_FLIGHT.labels(request.model).set(max(0, self.inflight[request.model]))
         if self.inflight[request.model] <= 0:
             del self.inflight[request.model]
 
@@ -249,6 +252,7 @@ class RequestStream:
         self._next_seq = 0
         self._ready: deque[AnyChunk] = deque()
         self.finished = False
+        self._output_seen = False
 
     async def open(self) -> None:
         self._sub = await self.bus.nc.subscribe(subjects.out(self.request.request_id), cb=self._queue.put)
@@ -280,6 +284,8 @@ class RequestStream:
             if isinstance(chunk, ErrorChunk) or chunk.seq >= self._next_seq:
                 break
         self._next_seq = chunk.seq + 1
+        metrics.observe_chunk(self.request, chunk, first=not self._output_seen)
+        self._output_seen = self._output_seen or not isinstance(chunk, ProgressChunk)
         if isinstance(chunk, (FinalChunk, ErrorChunk)):
             self.finished = True
         if isinstance(chunk, ErrorChunk):

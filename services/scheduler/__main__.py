@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.common.bus import connect
 from services.common.logs import setup_logging
+from services.common.metrics import serve_metrics
 from services.common.runtime import run
 from services.common.shutdown import stop_event_on_signals
 from services.scheduler.handlers import Scheduler
@@ -13,6 +14,7 @@ from services.scheduler.settings import SchedulerSettings
 async def main() -> None:
     settings = SchedulerSettings()
     setup_logging("scheduler", settings.log_level)
+    serve_metrics(settings.metrics_port)
     stop = stop_event_on_signals()
     bus = await connect(settings.nats_url, "scheduler")
     try:

@@ -24,6 +24,7 @@ from contracts.results import Timings, Usage
 from services.common.bus import Bus
 from services.common.merge import RequestMerge
 from services.common.results import ResultPublisher, replay_results
+from services.scheduler.metrics import REASSIGNED
 
 log = logging.getLogger(__name__)
 FAILOVER_ID = "failover"
@@ -102,6 +103,7 @@ class Failover:
                          fallback_for=old.fallback_for)
         await self.bus.js.publish(subjects.assign(worker), new.encode(), headers={"Nats-Msg-Id": new.dedup_id})
         self.reassigned += 1
+        REASSIGNED.labels("moved").inc()
         log.info("request %s: attempt %d on %s after %d delivered tokens", rid, attempt, worker,
                  merge.delivered_tokens)
         return True

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import nats
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy
 
 from contracts import streams, subjects
 from contracts.assignments import Assignment
@@ -24,9 +24,9 @@ from contracts.base import now_ms
 from contracts.control import ModelCommand
 from contracts.errors import ErrorCode
 from contracts.queues import DomainQueue, QueueReport
-from contracts.requests import AnyRequest, decode_request
+from contracts.requests import AnyRequest, Priority, decode_request
 from contracts.results import Timings, Usage
-from contracts.workers import WorkerState, WorkerStatus
+from contracts.workers import ModelState, WorkerState, WorkerStatus
 from services.common.alert_rules import AlertKey, CrashLoop, evaluate_offline
 from services.common.alerts import publish_alert
 from services.common.bus import Bus
@@ -34,6 +34,7 @@ from services.common.cancels import RecentCancels
 from services.common.domains import Domains
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
+from services.scheduler import metrics
 from services.scheduler.catalog import follow_file
 from services.scheduler.failover import Failover
 from services.scheduler.placement import Held, Host, Load, Unload, Wanted
@@ -45,6 +46,7 @@ from services.scheduler.state import FleetState
 
 log = logging.getLogger(__name__)
 SCHEDULER_ID = "scheduler"
+JETSTREAM_SAMPLE_S = 5.0  # how often the streams' and consumers' backlog is read for metrics
 ATTEMPT_HEADER = "ModalMesh-Attempt"  # on a re-queued request: the attempt that was handed back
 
 
@@ -68,6 +70,7 @@ class Scheduler:
     _placed_at: float = 0.0
     placements: Counter[str] = field(default_factory=Counter)  # commands sent, by reason
     _dispatch_again: bool = False
+    _sampled_js: float = 0.0
 
     def __post_init__(self) -> None:
         self.queues = Queues(aging_s=self.settings.aging_s)
@@ -166,6 +169,42 @@ class Scheduler:
         await self.dispatch()
         if self.bus.nc.is_connected:
             await self.bus.nc.publish(subjects.queue_report(self.scheduler_id), self.queue_report().encode())
+            self._fleet_metrics()
+            if time.monotonic() - self._sampled_js >= JETSTREAM_SAMPLE_S:
+                self._sampled_js = time.monotonic()
+                await self._jetstream_metrics()
+
+    def _fleet_metrics(self) -> None:
+        """Live workers by domain and state, and every catalog model's replicas by state."""
+        live = self.fleet.workers.live(time.monotonic())
+        workers: Counter[tuple[str, str]] = Counter((w.domain, w.state.value) for w in live)
+        metrics.WORKERS.clear()
+        for (domain, state), n in workers.items():
+            metrics.WORKERS.labels(domain, state).set(n)
+        replicas: Counter[tuple[str, str]] = Counter()
+        for w in live:
+            for model in w.models:
+                if model not in w.held:
+                    replicas[(model, ModelState.running.value)] += 1
+            for model, held in w.held.items():
+                replicas[(model, held.state.value)] += 1
+        for model in self.fleet.catalog:
+            for state in ModelState:
+                metrics.MODEL_REPLICAS.labels(model, state.value).set(replicas[(model, state.value)])
+
+    async def _jetstream_metrics(self) -> None:
+        """The backlog of every stream and consumer: what waits to be delivered or acknowledged."""
+        try:
+            for stream in await self.bus.js.streams_info():
+                name = stream.config.name or ""
+                metrics.STREAM_MESSAGES.labels(name).set(stream.state.messages)
+                if stream.config.retention is not RetentionPolicy.WORK_QUEUE and name != streams.RESULTS:
+                    continue  # the KV and object-store streams have no consumers worth watching
+                for consumer in await self.bus.js.consumers_info(name):
+                    metrics.CONSUMER_PENDING.labels(name, consumer.name).set(consumer.num_pending or 0)
+                    metrics.CONSUMER_ACK_PENDING.labels(name, consumer.name).set(consumer.num_ack_pending or 0)
+        except nats.errors.Error as exc:
+            log.debug("jetstream metrics not sampled: %s", exc)
 
     def queue_report(self) -> QueueReport:
         now = time.monotonic()
@@ -174,10 +213,16 @@ class Scheduler:
         for name in sorted(self.queues.domains() | set(load) | set(self.domains.domains)):
             spec = self.domains.spec(name)
             in_flight, slots = load.get(name, (0, 0))
+            metrics.DOMAIN_IN_FLIGHT.labels(name).set(in_flight)
+            metrics.DOMAIN_SLOTS.labels(name).set(slots)
             domains.append(DomainQueue(domain=name, in_flight=in_flight, slots=slots, max_queue=spec.max_queue,
                                        max_concurrency=spec.max_concurrency, classes=self.queues.classes(name, now),
                                        cold_starts=self.queues.cold_starts[name],
                                        warm_hits=self.queues.warm_hits[name]))
+        for d in domains:
+            for priority in Priority:
+                q = d.classes.get(priority)
+                metrics.QUEUE_DEPTH.labels(d.domain, priority.value).set(q.waiting if q is not None else 0)
         return QueueReport(scheduler_id=self.scheduler_id, domains=tuple(domains), placements=dict(self.placements))
 
     async def dispatch(self) -> None:
@@ -194,6 +239,9 @@ class Scheduler:
                 now = time.monotonic()
                 for waiting, worker in plan(self.queues.order(now), self._room(now), self._pick):
                     self.queues.dispatched(waiting, now)
+                    wait = metrics.QUEUE_WAIT.labels(waiting.domain, waiting.request.priority.value)
+                    wait.observe(now - waiting.since)
+                    metrics.DISPATCHED.labels(waiting.domain, "cold" if waiting.cold else "warm").inc()
                     if waiting.handed_back:  # a re-queued request: its next attempt continues it
                         await self.failover.move(Assignment(worker_id="", attempt=waiting.handed_back,
                                                             request=waiting.request,
@@ -278,6 +326,7 @@ class Scheduler:
             kind = "load" if isinstance(action, Load) else "unload"
             self._commanded[(kind, action.model, action.worker_id)] = now
             self.placements[action.reason.name] += 1
+            metrics.PLACEMENTS.labels(kind, action.reason.name).inc()
             by = action.by if isinstance(action, Unload) else None
             log.info("%s %s on %s: %s%s", kind, action.model, action.worker_id, action.reason.value,
                      f" ({by})" if by else "")
@@ -306,6 +355,7 @@ class Scheduler:
         worker = choose(self.settings.policy, snapshot, request_id=request.request_id, counter=self.decisions)
         self.decisions += 1
         self.decision_seconds.append(time.perf_counter() - started)
+        metrics.DECISION.observe(self.decision_seconds[-1])
         del self.decision_seconds[:-1000]
         return worker
 
@@ -384,6 +434,7 @@ class Scheduler:
         """Put a handed-back request back in REQUESTS, marked with its attempt, so that it waits in a
         scheduler like a new one and, once dispatched, continues after what was delivered."""
         log.info("request %s: no worker holds %s now; re-queued", old.request_id, old.request.model)
+        metrics.REASSIGNED.labels("requeued").inc()
         await self.bus.js.publish(subjects.request(old.request.modality), old.request.encode(), headers={
             "Nats-Msg-Id": f"{old.request_id}:requeue:{old.attempt}", ATTEMPT_HEADER: str(old.attempt)})
 

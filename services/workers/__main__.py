@@ -9,6 +9,7 @@ from contracts.workers import ModelEntry
 from services.common.bus import connect
 from services.common.domains import Domains, confine, default_domain
 from services.common.logs import setup_logging
+from services.common.metrics import serve_metrics
 from services.common.runtime import run
 from services.common.shutdown import stop_event_on_signals
 from services.workers.engine import Engine
@@ -126,6 +127,7 @@ async def trusted_weights(settings: WorkerSettings) -> WorkerSettings:
 async def main() -> None:
     settings = WorkerSettings()
     setup_logging(f"worker[{settings.worker_id}]", settings.log_level)
+    serve_metrics(settings.metrics_port)
     stop = stop_event_on_signals()
     settings = await trusted_weights(settings)
     engine = build_engine(settings)

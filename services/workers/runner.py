@@ -24,6 +24,7 @@ from services.common.bus import Bus
 from services.common.cancels import RecentCancels
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
+from services.workers import metrics
 from services.workers.engine import BackendLost, Data, Engine, File, Finished, Progress, TextDelta
 from services.workers.host import ModelHost
 from services.workers.settings import WorkerSettings
@@ -60,6 +61,8 @@ class Worker:
 
     def status(self) -> WorkerStatus:
         busy = len(self._in_flight)
+        metrics.IN_FLIGHT.labels(self.worker_id, self.domain).set(busy)
+        metrics.SLOTS.labels(self.worker_id, self.domain).set(self.engine.slots)
         healthy, detail = self.engine.health()
         state = self.state if healthy or self.state is WorkerState.draining else WorkerState.unavailable
         return WorkerStatus(
@@ -131,6 +134,7 @@ class Worker:
     async def _carry_out(self, host: ModelHost, command: ModelCommand) -> None:
         log.info("%s %s (%s%s)", command.action, command.model, command.reason,
                  f" by {command.by}" if command.by else "")
+        outcome = "ok"
         try:
             if command.action == "unload":
                 unloading = host.unload(command.model, command.reason, command.by)
@@ -143,8 +147,12 @@ class Worker:
                 self._status_soon()  # it is starting
                 if await loading:
                     await self._register_models()
+                else:
+                    outcome = "no_room"
         except (Exception, SystemExit) as exc:  # a load that fails must not take the worker down
+            outcome = "error"
             log.error("%s %s failed: %s", command.action, command.model, exc)
+        metrics.MODEL_LOADS.labels(self.worker_id, command.model, command.action, outcome).inc()
         await self._publish_status()
 
     async def _register_models(self) -> None:
@@ -212,10 +220,13 @@ class Worker:
                               served_model=assignment.request.model if assignment.fallback_for else None)
         keepalive = asyncio.create_task(self._keep_alive(msg))
         watchdog = asyncio.create_task(self._abort_at_deadline(assignment))
+        outcome = metrics.REQUESTS.labels(self.worker_id, assignment.request.model, "error")
         try:
             await self._generate(assignment, out)
             await msg.ack()
+            outcome = metrics.REQUESTS.labels(self.worker_id, assignment.request.model, "ok")
         except BackendLost as exc:
+            outcome = metrics.REQUESTS.labels(self.worker_id, assignment.request.model, "handed_back")
             log.warning("request %s: %s; handing it back", rid, exc.message)
             if not await self._give_back(assignment, out):
                 await out.error(exc.code, exc.message)
@@ -228,6 +239,7 @@ class Worker:
             await out.error(ErrorCode.engine_error, f"{type(exc).__name__}: {exc}")
             await msg.ack()
         finally:
+            outcome.inc()
             keepalive.cancel()
             watchdog.cancel()
             self._in_flight.pop(rid, None)
@@ -258,6 +270,13 @@ class Worker:
                 else:
                     await out.final(event.finish_reason, _with_resumed(event.usage, assignment.resume_tokens),
                                     event.timings)
+                    self._observe(request.model, event)
+
+    def _observe(self, model: str, finished: Finished) -> None:
+        metrics.TOKENS.labels(self.worker_id, model, "prompt").inc(finished.usage.prompt_tokens)
+        metrics.TOKENS.labels(self.worker_id, model, "completion").inc(finished.usage.completion_tokens)
+        metrics.ENGINE_TTFT.labels(self.worker_id, model).observe(finished.timings.engine_ttft_ms / 1000)
+        metrics.ENGINE_SECONDS.labels(self.worker_id, model).observe(finished.timings.engine_total_ms / 1000)
 
     async def _give_back(self, assignment: Assignment, out: ResultPublisher) -> bool:
         """Ask a scheduler to move `assignment` to another worker, once what was delivered is stored
