@@ -12,13 +12,14 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from contracts import streams, subjects
 from contracts.base import now_ms
-from contracts.results import ErrorChunk, ProgressChunk, decode_chunk
+from contracts.results import AnyChunk, ErrorChunk, FinalChunk, ProgressChunk, decode_chunk
 from contracts.tasks import TaskState
 from services.aggregator import metrics
 from services.aggregator.store import TaskWriter, final_state, running_state
 from services.common.bus import Bus
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
+from services.common.tracing import extract, tracer
 
 log = logging.getLogger(__name__)
 FINISHED_MEMORY = 100_000  # finished request ids remembered to drop their late duplicates
@@ -60,6 +61,14 @@ class Aggregator:
             log.exception("undecodable chunk dropped")
             await msg.term()
             return
+        if isinstance(chunk, (FinalChunk, ErrorChunk)):  # the end of a request: a span in its trace
+            with tracer.start_as_current_span("aggregate", context=extract(msg.headers), attributes={
+                    "modalmesh.service": "aggregator", "modalmesh.request_id": chunk.request_id}):
+                await self._merge(chunk, msg)
+        else:
+            await self._merge(chunk, msg)
+
+    async def _merge(self, chunk: AnyChunk, msg: Msg) -> None:
         rid = chunk.request_id
         if rid in self.finished:
             await msg.ack()

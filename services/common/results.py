@@ -31,6 +31,7 @@ from contracts.results import (
 )
 from services.common.bus import Bus
 from services.common.merge import RequestMerge
+from services.common.tracing import inject
 
 log = logging.getLogger(__name__)
 ACK_WAIT_S = 2.0  # a delta unacknowledged this long is sent again
@@ -106,7 +107,8 @@ class ResultPublisher:
 
     async def _publish_acked(self, payload: bytes) -> None:
         await self.settle()
-        await self._publish_retrying(payload, self._headers())
+        # The terminal chunk carries the trace on to the aggregator (deltas stay lean).
+        await self._publish_retrying(payload, inject(self._headers()))
         self.seq += 1
 
     async def _publish_retrying(self, payload: bytes, headers: dict[str, str]) -> None:

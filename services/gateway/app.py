@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
+from fastapi.telemetry import TelemetryConfig
 
 from services.common.bus import connect
 from services.gateway import errors
@@ -20,6 +21,11 @@ from services.gateway.routes import admin, fleet, health, media, openai, tasks
 from services.gateway.settings import GatewaySettings
 
 UI_DIR = Path(__file__).parent / "ui"
+# FastAPI's own OpenTelemetry server span per HTTP request (on when a tracer provider is set: see
+# services.common.tracing) continues the client's `traceparent`; the request's NATS messages carry
+# it on. Prometheus has the HTTP metrics already, and probes are not worth a span.
+TELEMETRY: TelemetryConfig = {"metrics": False, "logs": False, "operation_spans": False,
+                              "exclude": lambda scope: scope.get("path") in ("/healthz", "/readyz", "/metrics")}
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -38,7 +44,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await relay.stop()
             await bus.close()
 
-    app = FastAPI(title="ModalMesh", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="ModalMesh", version="0.1.0", lifespan=lifespan, telemetry=TELEMETRY,
                   description="OpenAI-compatible multimodal serving over NATS JetStream.")
     app.state.settings = settings
     # No key, no gateway: a config error fails here, loudly, with the variable's name.

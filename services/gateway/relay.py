@@ -38,6 +38,7 @@ from services.common.bus import Bus
 from services.common.fleet import FleetView
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
+from services.common.tracing import inject
 from services.gateway import metrics
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class Relay:
         try:
             ack = await self.bus.js.publish(
                 subjects.request(request.modality), request.encode(),
-                headers={"Nats-Msg-Id": request.request_id},
+                headers=inject({"Nats-Msg-Id": request.request_id}),
             )
         except BaseException:
             await stream.close(cancel=False)
@@ -170,7 +171,7 @@ class Relay:
             entry = await kv.get(request.request_id)
             return TaskState.decode(entry.value or b"")
         await self.bus.js.publish(subjects.request(request.modality), request.encode(),
-                                  headers={"Nats-Msg-Id": request.request_id})
+                                  headers=inject({"Nats-Msg-Id": request.request_id}))
         return state
 
     def _done(self, request: AnyRequest) -> None:

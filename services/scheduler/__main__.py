@@ -7,6 +7,7 @@ from services.common.logs import setup_logging
 from services.common.metrics import serve_metrics
 from services.common.runtime import run
 from services.common.shutdown import stop_event_on_signals
+from services.common.tracing import setup_tracing
 from services.scheduler.handlers import Scheduler
 from services.scheduler.settings import SchedulerSettings
 
@@ -15,6 +16,7 @@ async def main() -> None:
     settings = SchedulerSettings()
     setup_logging("scheduler", settings.log_level)
     serve_metrics(settings.metrics_port)
+    setup_tracing("scheduler")
     stop = stop_event_on_signals()
     bus = await connect(settings.nats_url, "scheduler")
     try:

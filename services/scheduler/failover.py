@@ -24,6 +24,7 @@ from contracts.results import Timings, Usage
 from services.common.bus import Bus
 from services.common.merge import RequestMerge
 from services.common.results import ResultPublisher, replay_results
+from services.common.tracing import extract, inject, tracer
 from services.scheduler.metrics import REASSIGNED
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,10 @@ class Failover:
             old = Assignment.decode(raw.data or b"")
             if before_ms is not None and old.assigned_ms >= before_ms:
                 continue  # given to the new process: it is working on it
-            if not await self.move(old):
+            with tracer.start_as_current_span("fail over", context=extract(raw.headers), attributes={
+                    "modalmesh.service": "scheduler", "modalmesh.request_id": old.request_id}):
+                moved = await self.move(old)
+            if not moved:
                 return False
             await self.bus.js.delete_msg(streams.ASSIGNMENTS, raw.seq or 0)
 
@@ -101,7 +105,7 @@ class Failover:
         new = Assignment(worker_id=worker, attempt=attempt, request=old.request, resume_text=merge.merged_text,
                          resume_tokens=merge.delivered_tokens, first_seq=merge.next_seq,
                          fallback_for=old.fallback_for)
-        await self.bus.js.publish(subjects.assign(worker), new.encode(), headers={"Nats-Msg-Id": new.dedup_id})
+        await self.bus.js.publish(subjects.assign(worker), new.encode(), headers=inject({"Nats-Msg-Id": new.dedup_id}))
         self.reassigned += 1
         REASSIGNED.labels("moved").inc()
         log.info("request %s: attempt %d on %s after %d delivered tokens", rid, attempt, worker,

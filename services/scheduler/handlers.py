@@ -12,11 +12,13 @@ import os
 import socket
 import time
 from collections import Counter
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 
 import nats
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy
+from opentelemetry.trace import Span
 
 from contracts import streams, subjects
 from contracts.assignments import Assignment
@@ -34,6 +36,7 @@ from services.common.cancels import RecentCancels
 from services.common.domains import Domains
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
+from services.common.tracing import extract, inject, tracer
 from services.scheduler import metrics
 from services.scheduler.catalog import follow_file
 from services.scheduler.failover import Failover
@@ -242,15 +245,26 @@ class Scheduler:
                     wait = metrics.QUEUE_WAIT.labels(waiting.domain, waiting.request.priority.value)
                     wait.observe(now - waiting.since)
                     metrics.DISPATCHED.labels(waiting.domain, "cold" if waiting.cold else "warm").inc()
-                    if waiting.handed_back:  # a re-queued request: its next attempt continues it
-                        await self.failover.move(Assignment(worker_id="", attempt=waiting.handed_back,
-                                                            request=waiting.request,
-                                                            fallback_for=waiting.fallback_for), worker=worker)
-                    else:
-                        await self._assign(waiting.request, worker, waiting.fallback_for)
+                    with self._traced_dispatch(waiting, worker, now):
+                        if waiting.handed_back:  # a re-queued request: its next attempt continues it
+                            await self.failover.move(Assignment(worker_id="", attempt=waiting.handed_back,
+                                                                request=waiting.request,
+                                                                fallback_for=waiting.fallback_for), worker=worker)
+                        else:
+                            await self._assign(waiting.request, worker, waiting.fallback_for)
                     await waiting.handle.ack()
         finally:
             self._dispatching = False
+
+    def _traced_dispatch(self, waiting: Waiting[Msg], worker: str, now: float) -> AbstractContextManager[Span]:
+        """The scheduler's span of a request: from its arrival (the queue wait) to its assignment,
+        in the trace its message carried; the assignment carries it on."""
+        waited_ns = int((now - waiting.since) * 1e9)
+        return tracer.start_as_current_span(
+            "schedule", context=extract(waiting.trace), start_time=time.time_ns() - waited_ns,
+            attributes={"modalmesh.service": "scheduler", "modalmesh.request_id": waiting.request_id,
+                        "modalmesh.domain": waiting.domain, "modalmesh.priority": waiting.request.priority.value,
+                        "modalmesh.worker": worker, "modalmesh.queue_wait_ms": waited_ns / 1e6})
 
     def _room(self, now: float) -> dict[str, int | None]:
         """Per domain with waiting work: how many more requests its cap lets in flight (None: no cap)."""
@@ -340,7 +354,7 @@ class Scheduler:
     async def _assign(self, request: AnyRequest, worker: str, fallback_for: str | None = None) -> None:
         assignment = Assignment(worker_id=worker, request=request, fallback_for=fallback_for)
         await self.bus.js.publish(
-            subjects.assign(worker), assignment.encode(), headers={"Nats-Msg-Id": assignment.dedup_id}
+            subjects.assign(worker), assignment.encode(), headers=inject({"Nats-Msg-Id": assignment.dedup_id})
         )
 
     def decide(self, request: AnyRequest, exclude: str | None = None, domain: str | None = None) -> str | None:
@@ -396,7 +410,8 @@ class Scheduler:
             await msg.ack()
             return
         attempt = int((msg.headers or {}).get(ATTEMPT_HEADER, 0))
-        self.queues.add(Waiting(request, domain, msg, since=now, touched=now, cold=cold, handed_back=attempt))
+        self.queues.add(Waiting(request, domain, msg, since=now, touched=now, cold=cold, handed_back=attempt,
+                                trace=dict(msg.headers or {})))
         await self.dispatch()
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
@@ -424,19 +439,25 @@ class Scheduler:
         except ValueError:
             await msg.respond(b"undecodable")
             return
+        with tracer.start_as_current_span("hand back", context=extract(msg.headers), attributes={
+                "modalmesh.service": "scheduler", "modalmesh.request_id": old.request_id}):
+            moved = await self._move_or_requeue(old)
+        await msg.respond(b"moved" if moved else b"no-worker")
+
+    async def _move_or_requeue(self, old: Assignment) -> bool:
         moved = await self.failover.move(old, exclude=old.worker_id)
         if not moved and (self._placeable(old.request.model) or self._fallback(old.request.model)):
             await self._requeue(old)  # its model is being unloaded here: wait for it to be placed again
             moved = True
-        await msg.respond(b"moved" if moved else b"no-worker")
+        return moved
 
     async def _requeue(self, old: Assignment) -> None:
         """Put a handed-back request back in REQUESTS, marked with its attempt, so that it waits in a
         scheduler like a new one and, once dispatched, continues after what was delivered."""
         log.info("request %s: no worker holds %s now; re-queued", old.request_id, old.request.model)
         metrics.REASSIGNED.labels("requeued").inc()
-        await self.bus.js.publish(subjects.request(old.request.modality), old.request.encode(), headers={
-            "Nats-Msg-Id": f"{old.request_id}:requeue:{old.attempt}", ATTEMPT_HEADER: str(old.attempt)})
+        await self.bus.js.publish(subjects.request(old.request.modality), old.request.encode(), headers=inject({
+            "Nats-Msg-Id": f"{old.request_id}:requeue:{old.attempt}", ATTEMPT_HEADER: str(old.attempt)}))
 
     async def _on_cancel(self, msg: Msg) -> None:
         cancel = self._cancels.observe(msg)

@@ -41,6 +41,7 @@ class Waiting(Generic[H]):
     fallback_for: str | None = None  # the model asked for, once re-addressed to its fallback
     cold: bool = False  # no live worker held its model when it came
     handed_back: int = 0  # a re-queued request: the attempt a worker handed back (0: a new request)
+    trace: dict[str, str] = field(default_factory=dict)  # the trace context its message carried
 
     @property
     def request_id(self) -> str:

@@ -12,6 +12,7 @@ from services.common.logs import setup_logging
 from services.common.metrics import serve_metrics
 from services.common.runtime import run
 from services.common.shutdown import stop_event_on_signals
+from services.common.tracing import setup_tracing
 from services.workers.engine import Engine
 from services.workers.runner import Worker
 from services.workers.settings import WorkerSettings
@@ -128,6 +129,7 @@ async def main() -> None:
     settings = WorkerSettings()
     setup_logging(f"worker[{settings.worker_id}]", settings.log_level)
     serve_metrics(settings.metrics_port)
+    setup_tracing(f"worker {settings.worker_id}")
     stop = stop_event_on_signals()
     settings = await trusted_weights(settings)
     engine = build_engine(settings)

@@ -24,6 +24,7 @@ from services.common.bus import Bus
 from services.common.cancels import RecentCancels
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
+from services.common.tracing import extract, inject, tracer
 from services.workers import metrics
 from services.workers.engine import BackendLost, Data, Engine, File, Finished, Progress, TextDelta
 from services.workers.host import ModelHost
@@ -210,9 +211,17 @@ class Worker:
             await out.final("cancelled", Usage(), Timings())
             await msg.ack()
             return
-        task = asyncio.create_task(self._execute(assignment, msg))
+        task = asyncio.create_task(self._traced(assignment, msg))
         self._in_flight[rid] = _InFlight(assignment, task)
         self._status_soon()
+
+    async def _traced(self, assignment: Assignment, msg: Msg) -> None:
+        """Run the assignment in its trace (carried by the assignment's headers)."""
+        request = assignment.request
+        with tracer.start_as_current_span("engine", context=extract(msg.headers), attributes={
+                "modalmesh.service": "worker", "modalmesh.worker": self.worker_id, "modalmesh.model": request.model,
+                "modalmesh.request_id": request.request_id, "modalmesh.attempt": assignment.attempt}):
+            await self._execute(assignment, msg)
 
     async def _execute(self, assignment: Assignment, msg: Msg) -> None:
         rid = assignment.request_id
@@ -284,7 +293,7 @@ class Worker:
         await out.settle()
         await self._publish_status()  # the engine says why it cannot serve: no new work comes here
         try:
-            reply = await self.bus.nc.request(subjects.GIVEBACK, assignment.encode(), timeout=5)
+            reply = await self.bus.nc.request(subjects.GIVEBACK, assignment.encode(), timeout=5, headers=inject())
         except nats.errors.Error:
             return False
         return reply.data == b"moved"
