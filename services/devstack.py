@@ -133,6 +133,8 @@ class NatsServer:
     store: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    config: Path | None = None  # a config file with its own JetStream store (and users, say)
+    env: dict[str, str] | None = None  # the server's environment, for `$VAR`s in the config
 
     @property
     def url(self) -> str:
@@ -142,9 +144,12 @@ class NatsServer:
         self.port = self.port or free_port()
         log = self.store / "nats.log"
         self.store.mkdir(parents=True, exist_ok=True)
+        # With a config file, its monitoring port moves to a free one too; its store stays its own.
+        store = (["-c", str(self.config), "-m", str(free_port())] if self.config is not None
+                 else ["-js", "-sd", str(self.store)])
         self.process = subprocess.Popen(
-            [nats_server_binary(), "-js", "-sd", str(self.store), "-a", "127.0.0.1", "-p", str(self.port),
-             "-l", str(log)],
+            [nats_server_binary(), *store, "-a", "127.0.0.1", "-p", str(self.port), "-l", str(log)],
+            env={**os.environ, **(self.env or {})},
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:  # wait for its own word, not a fixed sleep
