@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp once (cached by pip afterwards): use every core for it.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-fast bench bench-policies bench-isolation chaos lint format clean install install-test browser
+.PHONY: run test test-fast bench bench-policies bench-isolation chaos lint format clean install install-test browser prometheus
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,14 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "note: no Chromium; the browser test will be skipped (apt-get install chromium)"; }
 
+# A real Prometheus (and promtool) for the metrics tests, likewise: Debian's package where we may.
+prometheus:
+	@command -v prometheus >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	   prometheus >/dev/null) || echo "note: no prometheus; its tests will be skipped (apt-get install prometheus)"; }
+
 ## test: install what the tests need, lint, then run unit, integration, end-to-end and browser tests
-test: install-test lint browser
+test: install-test lint browser prometheus
 	$(PY) -m pytest -q
 
 test-fast: install-test

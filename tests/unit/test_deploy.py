@@ -117,5 +117,9 @@ def test_prometheus_scrapes_compose_services_and_its_rules_parse() -> None:
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian: prometheus)")
-def test_promtool_accepts_the_rules_and_the_config() -> None:
-    subprocess.run(["promtool", "check", "rules", str(COMPOSE / "prometheus" / "alerts.yml")], check=True)
+def test_promtool_accepts_the_rules_and_the_config(tmp_path: Path) -> None:
+    rules = COMPOSE / "prometheus" / "alerts.yml"
+    subprocess.run(["promtool", "check", "rules", str(rules)], check=True)
+    config = (COMPOSE / "prometheus" / "prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml", str(rules))
+    (tmp_path / "prometheus.yml").write_text(config)
+    subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")], check=True)
