@@ -17,8 +17,8 @@ import yaml
 
 from services.devstack import LocalStack, free_port
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(shutil.which("prometheus") is None, reason="no prometheus binary (Debian: prometheus)")]
+NO_PROMETHEUS = "no prometheus binary (Debian: prometheus)"
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("prometheus") is None, reason=NO_PROMETHEUS)]
 ALERTS = Path(__file__).parents[2] / "deploy" / "compose" / "prometheus" / "alerts.yml"
 
 

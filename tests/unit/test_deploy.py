@@ -123,3 +123,34 @@ def test_promtool_accepts_the_rules_and_the_config(tmp_path: Path) -> None:
     config = (COMPOSE / "prometheus" / "prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml", str(rules))
     (tmp_path / "prometheus.yml").write_text(config)
     subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")], check=True)
+
+
+def test_kubernetes_workloads_probe_run_as_non_root_and_take_secrets_from_the_secret() -> None:
+    k8s = ROOT / "deploy" / "k8s"
+    kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
+    images = {i["name"] for i in kustomization["images"]}
+    workloads = []
+    for resource in kustomization["resources"]:
+        for doc in yaml.safe_load_all((k8s / resource).read_text()):
+            if doc["kind"] in ("Deployment", "DaemonSet", "StatefulSet"):
+                workloads.append(doc)
+    assert {w["metadata"]["name"] for w in workloads} >= {"gateway", "scheduler", "aggregator", "monitor",
+                                                          "worker-cpu", "worker-gpu"}
+    for w in workloads:
+        pod = w["spec"]["template"]
+        assert pod["metadata"]["labels"] == w["spec"]["selector"]["matchLabels"], w["metadata"]["name"]
+        for c in pod["spec"]["containers"]:
+            where = f"{w['metadata']['name']}/{c['name']}"
+            assert c["image"] in images, f"{where}: image {c['image']} is not in the kustomization"
+            assert c["readinessProbe"] and c["livenessProbe"] and c["resources"]["requests"], where
+            assert c["securityContext"]["runAsNonRoot"] is True, where
+            for env in c["env"]:
+                if SECRET.search(env["name"]):  # from the secret, or built of variables that are
+                    assert "secretKeyRef" in env.get("valueFrom", {}) or "$(" in env.get("value", ""), (
+                        f"{where}: {env['name']} is not from the secret")
+    gpu = next(w for w in workloads if w["metadata"]["name"] == "worker-gpu")
+    assert gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    example = yaml.safe_load((k8s / "secret.example.yaml").read_text())
+    referenced = {e["valueFrom"]["secretKeyRef"]["key"] for w in workloads for c in w["spec"]["template"]["spec"]
+                  ["containers"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    assert referenced <= set(example["stringData"]), referenced - set(example["stringData"])
