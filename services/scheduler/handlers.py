@@ -257,14 +257,16 @@ class Scheduler:
             self._dispatching = False
 
     def _traced_dispatch(self, waiting: Waiting[Msg], worker: str, now: float) -> AbstractContextManager[Span]:
-        """The scheduler's span of a request: from its arrival (the queue wait) to its assignment,
-        in the trace its message carried; the assignment carries it on."""
+        """Two spans in the trace the request's message carried: `queue wait`, from its arrival here
+        to now, and `schedule`, its assignment to `worker` (which carries the trace on)."""
+        context = extract(waiting.trace)
+        attributes = {"modalmesh.service": "scheduler", "modalmesh.request_id": waiting.request_id,
+                      "modalmesh.domain": waiting.domain, "modalmesh.priority": waiting.request.priority.value}
         waited_ns = int((now - waiting.since) * 1e9)
-        return tracer.start_as_current_span(
-            "schedule", context=extract(waiting.trace), start_time=time.time_ns() - waited_ns,
-            attributes={"modalmesh.service": "scheduler", "modalmesh.request_id": waiting.request_id,
-                        "modalmesh.domain": waiting.domain, "modalmesh.priority": waiting.request.priority.value,
-                        "modalmesh.worker": worker, "modalmesh.queue_wait_ms": waited_ns / 1e6})
+        tracer.start_span("queue wait", context=context, start_time=time.time_ns() - waited_ns,
+                          attributes=attributes).end()
+        return tracer.start_as_current_span("schedule", context=context, attributes={
+            **attributes, "modalmesh.worker": worker, "modalmesh.queue_wait_ms": waited_ns / 1e6})
 
     def _room(self, now: float) -> dict[str, int | None]:
         """Per domain with waiting work: how many more requests its cap lets in flight (None: no cap)."""

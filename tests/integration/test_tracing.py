@@ -98,8 +98,11 @@ async def test_one_request_is_one_trace_through_every_service(
     http = found["gateway"][0]  # FastAPI's server span
     assert http.name == "POST /v1/chat/completions" and http.parent is not None
     assert format(http.parent.span_id, "016x") == "b7ad6b7169203331"  # the client's span
-    schedule = found["scheduler"][0]
+    scheduler = {s.name: s for s in found["scheduler"]}
+    wait, schedule = scheduler["queue wait"], scheduler["schedule"]
     assert schedule.parent is not None and http.context is not None and schedule.parent.span_id == http.context.span_id
+    assert wait.parent is not None and wait.parent.span_id == http.context.span_id
+    assert wait.start_time is not None and schedule.start_time is not None and wait.start_time <= schedule.start_time
     assert schedule.attributes["modalmesh.worker"] == "traced-1"
     engine = found["worker"][0]
     assert engine.parent is not None and schedule.context is not None
