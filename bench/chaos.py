@@ -157,16 +157,19 @@ def word_diff(expected: str, got: str) -> tuple[int, int]:
     return dup, missing
 
 
-def failover_times(replies: list[Reply], kills: list[Kill]) -> list[float]:
+def failover_times(replies: list[Reply], kills: list[Kill]) -> list[tuple[float, Kill, Kill | None]]:
     """For each stream the killed worker was serving: seconds from the kill to the first chunk another
-    worker made (chunks the dead one had sent before dying may still arrive just after)."""
+    worker made (chunks the dead one had sent before dying may still arrive just after), with the
+    kill and the fault before it (a failover right after a scheduler or NATS kill takes longer)."""
     times = []
-    for kill in (k for k in kills if k.kind == "worker" and k.worker):
+    for i, kill in enumerate(kills):
+        if kill.kind != "worker" or not kill.worker:
+            continue
         for reply in replies:
             before = [w for t, w in reply.chunks if t < kill.at]
             after = [t for t, w in reply.chunks if t >= kill.at and w != kill.worker]
             if before and before[-1] == kill.worker and after:
-                times.append(after[0] - kill.at)
+                times.append((after[0] - kill.at, kill, kills[i - 1] if i else None))
     return times
 
 
@@ -209,7 +212,8 @@ async def run_chaos(stack: LocalStack, args: argparse.Namespace) -> dict[str, An
     replies = await client_task
     accepted = [r for r in replies if r.status == 200]
     figures = await check(stack, replies)
-    times = failover_times(replies, kills)
+    measured = failover_times(replies, kills)
+    times = [t for t, _, _ in measured]
     return {
         "trials": len(kills),
         "faults": {kind: sum(k.kind == kind for k in kills) for kind in sorted(set(FAULTS))},
@@ -220,6 +224,10 @@ async def run_chaos(stack: LocalStack, args: argparse.Namespace) -> dict[str, An
         "failover_p50_s": pct(times, 50),
         "failover_p99_s": pct(times, 99),
         "failovers_measured": len(times),
+        # the slowest, with the fault injected just before the worker kill
+        "slowest_failovers": [{"seconds": round(t, 3), "after": previous.kind if previous else None,
+                               "after_s": round(kill.at - previous.at, 3) if previous else None}
+                              for t, kill, previous in sorted(measured, key=lambda m: -m[0])[:8]],
         "mean_reply_s": round(statistics.fmean(r.chunks[-1][0] - r.started for r in accepted if r.chunks), 3)
         if any(r.chunks for r in accepted) else None,
     }

@@ -16,9 +16,10 @@ from contracts import streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.control import Cancel
+from contracts.errors import ErrorCode
 from contracts.queues import QueueReport
 from contracts.requests import ChatMessage, ChatRequest, ImageRequest, Modality, Priority
-from contracts.results import FinalChunk, decode_chunk
+from contracts.results import ErrorChunk, FinalChunk, decode_chunk
 from contracts.workers import ModelEntry, WorkerStatus
 from services.common.bus import Bus
 from services.common.domains import Domains, DomainSpec
@@ -63,7 +64,7 @@ def chat(rid: str, priority: Priority) -> ChatRequest:
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
     settings = {"heartbeat_s": 0.2, "aging_s": 600, "fallback_after_s": FALLBACK_AFTER_S}
-    domains = Domains(domains={"image": DomainSpec(max_concurrency=1)})
+    domains = Domains(domains={"image": DomainSpec(max_concurrency=1), "small": DomainSpec(max_queue=1)})
     async with scheduler_on_own_server(settings, domains=domains) as bus:
         yield Harness(bus, started_ms=now_ms())
 
@@ -114,6 +115,19 @@ async def test_a_domain_cap_holds_work_even_when_its_workers_have_free_slots(har
     await harness.status(first.worker_id, outstanding=0, model="img-m", domain="image")  # it finished
     second = Assignment.decode((await assigned.next_msg(timeout=5)).data)
     assert {first.request_id, second.request_id} == {"img-0", "img-1"}
+
+
+async def test_beyond_a_domains_queue_bound_a_request_is_refused_as_overloaded(harness: Harness) -> None:
+    await harness.status("small-1", outstanding=1, model="chat-s", domain="small")  # busy: requests wait
+    results = await harness.bus.nc.subscribe(subjects.RESULTS_ALL)
+    for rid in ("s-1", "s-2"):
+        await harness.send(chat(rid, Priority.interactive).model_copy(update={"model": "chat-s"}))
+    chunk = decode_chunk((await results.next_msg(timeout=5)).data)
+    assert chunk.request_id == "s-2" and isinstance(chunk, ErrorChunk) and chunk.code is ErrorCode.overloaded
+    assert "small queue is full" in chunk.message
+    with pytest.raises(asyncio.TimeoutError):  # the first one waits, unrefused
+        await results.next_msg(timeout=0.5)
+    await results.unsubscribe()
 
 
 async def test_a_request_cancelled_while_it_waits_never_starts(harness: Harness) -> None:
