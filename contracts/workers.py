@@ -71,6 +71,14 @@ class WorkerStatus(Message):
         """The models that take up its memory (loading, loaded or unloading)."""
         return {m: h for m, h in self.held.items() if h.state.holds_memory}
 
+    def replicas(self) -> dict[str, HeldModel]:
+        """Every model it serves or has a record of, with its state: a host's record as it is, a
+        fixed worker's model running since the worker started, with the worker's requests in flight."""
+        fixed = {m: HeldModel(memory_mb=0.0, last_used_ms=self.ts_ms, in_flight=self.outstanding,
+                              state=ModelState.running, since_ms=self.started_ms)
+                 for m in self.models if m not in self.held}
+        return {**fixed, **self.held}
+
 
 class ModelEntry(Message):
     """One model in the catalog, kept in the `models` KV bucket under its id."""
@@ -94,6 +102,12 @@ class ModelEntry(Message):
     node_labels: dict[str, str] = Field(default_factory=dict, description="Only on nodes with these labels.")
     fallback: str | None = Field(default=None, description="A model that serves its requests when it has no capacity.")
     created_ms: int = Field(default_factory=now_ms)
+
+    @property
+    def placed(self) -> bool:
+        """Placed by the scheduler's placement controller on host workers (declared in the catalog
+        file with its memory), rather than served by a worker of its own."""
+        return self.declared and bool(self.memory_mb)
 
 
 class ModelOverride(Message):

@@ -9,11 +9,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
 
 from contracts import streams, subjects
+from contracts.base import Message
 from contracts.telemetry import NodeCapabilities, NodeTelemetry
 from contracts.workers import ModelEntry, ModelOverride, WorkerStatus
 from services.common.bus import Bus
@@ -21,6 +22,30 @@ from services.common.liveness import LiveTable, WorkerTable
 
 log = logging.getLogger(__name__)
 StatusHook = Callable[[WorkerStatus], Awaitable[None]]
+M = TypeVar("M", bound=Message)
+
+
+def decoded(kind: type[M], msg: Msg) -> M | None:
+    """The message `msg` carries, or None (logged) when it does not decode as `kind`."""
+    try:
+        return kind.decode(msg.data)
+    except ValueError:
+        log.warning("undecodable %s on %s", kind.__name__, msg.subject)
+        return None
+
+
+def mirror(into: dict[str, M], kind: type[M], then: Callable[[], None] | None = None) -> Callable[
+        [str, bytes | None], None]:
+    """An `apply` for `watch_bucket` that keeps `into` equal to a bucket of `kind` entries (and calls
+    `then` after each change)."""
+    def apply(key: str, value: bytes | None) -> None:
+        if value is None:
+            into.pop(key, None)
+        else:
+            into[key] = kind.decode(value)
+        if then is not None:
+            then()
+    return apply
 
 
 async def watch_bucket(watcher: Any, apply: Callable[[str, bytes | None], None]) -> None:
@@ -58,23 +83,14 @@ class FleetView:
         self._subs += [await bus.nc.subscribe(subjects.WORKER_STATUS_ALL, cb=self._on_status),
                        await bus.nc.subscribe(subjects.TELEMETRY_ALL, cb=self._on_telemetry)]
         nodes = await (await bus.js.key_value(streams.KV_NODES)).watchall()
-        self.watch(nodes, self._on_node)
+        self.watch(nodes, mirror(self.capabilities, NodeCapabilities))
 
     async def follow_catalog(self, bus: Bus) -> None:
-        self.watch(await (await bus.js.key_value(streams.KV_MODELS)).watchall(), self._on_model)
-        self.watch(await (await bus.js.key_value(streams.KV_PLACEMENT)).watchall(), self._on_override)
+        self.watch(await (await bus.js.key_value(streams.KV_MODELS)).watchall(), mirror(self.catalog, ModelEntry))
+        self.watch(await (await bus.js.key_value(streams.KV_PLACEMENT)).watchall(),
+                   mirror(self.overrides, ModelOverride, self._override_changed))
 
-    def _on_model(self, key: str, value: bytes | None) -> None:
-        if value is None:
-            self.catalog.pop(key, None)
-        else:
-            self.catalog[key] = ModelEntry.decode(value)
-
-    def _on_override(self, key: str, value: bytes | None) -> None:
-        if value is None:
-            self.overrides.pop(key, None)
-        else:
-            self.overrides[key] = ModelOverride.decode(value)
+    def _override_changed(self) -> None:
         if self.on_override is not None:
             self.on_override()
 
@@ -97,25 +113,13 @@ class FleetView:
         return self.workers.live(time.monotonic())
 
     async def _on_status(self, msg: Msg) -> None:
-        try:
-            status = WorkerStatus.decode(msg.data)
-        except ValueError:
-            log.warning("undecodable worker status on %s", msg.subject)
+        if (status := decoded(WorkerStatus, msg)) is None:
             return
         self.workers.observe_status(status, time.monotonic())
         if self._on_status_hook is not None:
             await self._on_status_hook(status)
 
     async def _on_telemetry(self, msg: Msg) -> None:
-        try:
-            telemetry = NodeTelemetry.decode(msg.data)
-        except ValueError:
-            log.warning("undecodable telemetry on %s", msg.subject)
+        if (telemetry := decoded(NodeTelemetry, msg)) is None:
             return
         self.nodes.observe(telemetry.node, telemetry, time.monotonic())
-
-    def _on_node(self, key: str, value: bytes | None) -> None:
-        if value is None:
-            self.capabilities.pop(key, None)
-        else:
-            self.capabilities[key] = NodeCapabilities.decode(value)

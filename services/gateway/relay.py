@@ -35,7 +35,7 @@ from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, Prog
 from contracts.tasks import FINAL_STATUSES, TaskState, TaskStatus
 from contracts.telemetry import Alert, AlertState
 from services.common.bus import Bus
-from services.common.fleet import FleetView
+from services.common.fleet import FleetView, decoded
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
 from services.common.tracing import inject
@@ -67,7 +67,7 @@ class GatewayFleet(FleetView):
         entry = self.catalog[model]
         if self.workers.serving(model, now) or (entry.fallback and self.workers.serving(entry.fallback, now)):
             return
-        if entry.declared and entry.memory_mb and any(w.memory_mb > 0 for w in self.workers.live(now)):
+        if entry.placed and any(w.memory_mb > 0 for w in self.workers.live(now)):
             return  # the placement controller loads it onto a host worker; the request waits for that
         raise NoLiveWorker(f"No live worker serves `{model}` right now; retry shortly")
 
@@ -82,7 +82,6 @@ class GatewayFleet(FleetView):
     def live_queue_reports(self, now: float) -> list[QueueReport]:
         """The latest report of each scheduler heard from within `dead_after_s`."""
         return [r for heard, r in self.queue_reports.values() if now - heard <= self.dead_after_s]
-
 
 
 class Relay:
@@ -119,18 +118,12 @@ class Relay:
         await self.fleet.unfollow()
 
     async def _on_alert(self, msg: Msg) -> None:
-        try:
-            self.fleet.record_alert(Alert.decode(msg.data))
-        except ValueError:
-            log.warning("undecodable alert on %s", msg.subject)
+        if (alert := decoded(Alert, msg)) is not None:
+            self.fleet.record_alert(alert)
 
     async def _on_queue_report(self, msg: Msg) -> None:
-        try:
-            report = QueueReport.decode(msg.data)
-        except ValueError:
-            log.warning("undecodable queue report on %s", msg.subject)
-            return
-        self.fleet.queue_reports[report.scheduler_id] = (time.monotonic(), report)
+        if (report := decoded(QueueReport, msg)) is not None:
+            self.fleet.queue_reports[report.scheduler_id] = (time.monotonic(), report)
 
     async def submit(self, request: AnyRequest) -> ChunkStream:
         """Publish `request` durably and return the stream of its merged output. A request whose id

@@ -125,23 +125,30 @@ def _same(a: ModelEntry, b: ModelEntry) -> bool:
     return a.model_dump(exclude={"created_ms"}) == b.model_dump(exclude={"created_ms"})
 
 
+async def _bucket(bus: Bus, bucket: str) -> dict[str, Any]:
+    """Every entry of a KV bucket, by key, as JSON."""
+    kv = await bus.js.key_value(bucket)
+    out: dict[str, Any] = {}
+    try:
+        keys = await kv.keys()
+    except Exception:  # an empty bucket has no keys to list
+        keys = []
+    for key in sorted(keys):
+        try:
+            stored = await kv.get(key)
+        except KeyNotFoundError:  # deleted since it was listed
+            continue
+        if stored.value:
+            out[key] = json.loads(stored.value)
+    return out
+
+
 async def sync(bus: Bus, wanted: dict[str, ModelEntry]) -> tuple[int, int]:
     """Make the bucket's declared entries those of `wanted`: put the new and changed, delete the
     declared ones no longer wanted. Entries workers wrote (undeclared) are left alone. Returns
     (written, deleted)."""
     kv = await bus.js.key_value(streams.KV_MODELS)
-    current: dict[str, ModelEntry] = {}
-    try:
-        keys = await kv.keys()
-    except Exception:  # an empty bucket has no keys to list
-        keys = []
-    for key in keys:
-        try:
-            stored = await kv.get(key)
-        except KeyNotFoundError:
-            continue
-        if stored.value:
-            current[key] = ModelEntry.decode(stored.value)
+    current = {k: ModelEntry.model_validate(v) for k, v in (await _bucket(bus, streams.KV_MODELS)).items()}
     written = deleted = 0
     for model_id, entry in wanted.items():
         if model_id not in current or not _same(current[model_id], entry):
@@ -173,30 +180,14 @@ async def follow_file(bus: Bus, path: Path, stop: asyncio.Event, every_s: float 
         await wait_or_stop(stop, every_s)
 
 
-async def _bucket(bus: Bus, bucket: str) -> dict[str, Any]:
-    kv = await bus.js.key_value(bucket)
-    out: dict[str, Any] = {}
-    try:
-        keys = await kv.keys()
-    except Exception:  # an empty bucket has no keys to list
-        keys = []
-    for key in sorted(keys):
-        stored = await kv.get(key)
-        if stored.value:
-            out[key] = json.loads(stored.value)
-    return out
-
-
 async def placement_now(bus: Bus, listen_s: float) -> dict[str, dict[str, Any]]:
     """Per worker heard within `listen_s` (a heartbeat): the state of each model it holds or serves."""
     heard: dict[str, dict[str, Any]] = {}
 
     async def on_status(msg: Msg) -> None:
         status = WorkerStatus.decode(msg.data)
-        models: dict[str, dict[str, Any]] = {m: {"state": "running"} for m in status.models}
-        models.update({m: {"state": h.state.value, "reason": h.reason, "since_ms": h.since_ms}
-                       for m, h in status.held.items()})
-        heard[status.worker_id] = models
+        heard[status.worker_id] = {m: {"state": r.state.value, "reason": r.reason, "since_ms": r.since_ms}
+                                   for m, r in status.replicas().items()}
 
     sub = await bus.nc.subscribe(subjects.WORKER_STATUS_ALL, cb=on_status)
     await asyncio.sleep(listen_s)

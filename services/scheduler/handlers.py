@@ -171,26 +171,28 @@ class Scheduler:
             await self._place()
         await self.dispatch()
         if self.bus.nc.is_connected:
-            await self.bus.nc.publish(subjects.queue_report(self.scheduler_id), self.queue_report().encode())
-            self._fleet_metrics()
+            report = self.queue_report()
+            await self.bus.nc.publish(subjects.queue_report(self.scheduler_id), report.encode())
+            self._fleet_metrics(report)
             if time.monotonic() - self._sampled_js >= JETSTREAM_SAMPLE_S:
                 self._sampled_js = time.monotonic()
                 await self._jetstream_metrics()
 
-    def _fleet_metrics(self) -> None:
-        """Live workers by domain and state, and every catalog model's replicas by state."""
+    def _fleet_metrics(self, report: QueueReport) -> None:
+        """The queues of `report`, live workers by domain and state, and every catalog model's
+        replicas by state."""
+        for d in report.domains:
+            metrics.DOMAIN_IN_FLIGHT.labels(d.domain).set(d.in_flight)
+            metrics.DOMAIN_SLOTS.labels(d.domain).set(d.slots)
+            for priority in Priority:
+                q = d.classes.get(priority)
+                metrics.QUEUE_DEPTH.labels(d.domain, priority.value).set(q.waiting if q is not None else 0)
         live = self.fleet.workers.live(time.monotonic())
         workers: Counter[tuple[str, str]] = Counter((w.domain, w.state.value) for w in live)
         metrics.WORKERS.clear()
         for (domain, state), n in workers.items():
             metrics.WORKERS.labels(domain, state).set(n)
-        replicas: Counter[tuple[str, str]] = Counter()
-        for w in live:
-            for model in w.models:
-                if model not in w.held:
-                    replicas[(model, ModelState.running.value)] += 1
-            for model, held in w.held.items():
-                replicas[(model, held.state.value)] += 1
+        replicas = Counter((model, r.state.value) for w in live for model, r in w.replicas().items())
         for model in self.fleet.catalog:
             for state in ModelState:
                 metrics.MODEL_REPLICAS.labels(model, state.value).set(replicas[(model, state.value)])
@@ -216,16 +218,10 @@ class Scheduler:
         for name in sorted(self.queues.domains() | set(load) | set(self.domains.domains)):
             spec = self.domains.spec(name)
             in_flight, slots = load.get(name, (0, 0))
-            metrics.DOMAIN_IN_FLIGHT.labels(name).set(in_flight)
-            metrics.DOMAIN_SLOTS.labels(name).set(slots)
             domains.append(DomainQueue(domain=name, in_flight=in_flight, slots=slots, max_queue=spec.max_queue,
                                        max_concurrency=spec.max_concurrency, classes=self.queues.classes(name, now),
                                        cold_starts=self.queues.cold_starts[name],
                                        warm_hits=self.queues.warm_hits[name]))
-        for d in domains:
-            for priority in Priority:
-                q = d.classes.get(priority)
-                metrics.QUEUE_DEPTH.labels(d.domain, priority.value).set(q.waiting if q is not None else 0)
         return QueueReport(scheduler_id=self.scheduler_id, domains=tuple(domains), placements=dict(self.placements))
 
     async def dispatch(self) -> None:
@@ -305,7 +301,7 @@ class Scheduler:
 
     def _placeable(self, model: str) -> bool:
         entry = self.fleet.catalog.get(model)
-        return entry is not None and entry.declared and bool(entry.memory_mb)
+        return entry is not None and entry.placed
 
     async def _place(self) -> None:
         """Plan placement (services/scheduler/placement.py) over the host workers and the declared

@@ -119,24 +119,25 @@ class ModelHost(Engine):
                 return
             life = self._life[model]
             self._life[model] = _Life(ModelState.stopping, reason, life.memory_mb)
-            for _ in range(int(self._drain_timeout_s / 0.05)):
-                if model not in self._running.values():
-                    break
-                await asyncio.sleep(0.05)
+            await self._until_idle(model, self._drain_timeout_s)
             cut = [rid for rid, m in self._running.items() if m == model]
             self._cut.update(cut)
             for rid in cut:
                 await engine.abort(rid)
-            for _ in range(100):  # aborted work ends at the engine's next step
-                if model not in self._running.values():
-                    break
-                await asyncio.sleep(0.05)
+            await self._until_idle(model, 5.0)  # aborted work ends at the engine's next step
             await engine.cleanup()
             self._last_used.pop(model, None)
             preempted = reason == "preempted"
             self._life[model] = _Life(ModelState.preempted if preempted else ModelState.stopped,
                                       f"preempted by {by}" if preempted and by else reason, 0.0)
             log.info("unloaded %s (%s)%s", model, reason, f", {len(cut)} request(s) handed back" if cut else "")
+
+    async def _until_idle(self, model: str, timeout_s: float) -> None:
+        """Wait until no request of `model` runs here, or `timeout_s` has passed."""
+        for _ in range(int(timeout_s / 0.05)):
+            if model not in self._running.values():
+                return
+            await asyncio.sleep(0.05)
 
     async def start(self) -> None:
         """Nothing to load at start: models come on command."""

@@ -68,17 +68,9 @@ STATE_ORDER = (ModelState.running, ModelState.starting, ModelState.stopping, Mod
 def replicas_of(model: str, live: list[WorkerStatus]) -> list[dict[str, Any]]:
     """Where `model` is, was lately, or is coming: every live worker serving it (a fixed worker's
     model runs since the worker started) or holding a record of it (a host worker's)."""
-    replicas = []
-    for w in live:
-        held = w.held.get(model)
-        if held is None and model not in w.models:
-            continue
-        state, reason, since = ((held.state, held.reason, held.since_ms) if held is not None
-                                else (ModelState.running, "", w.started_ms))
-        replicas.append({"worker": w.worker_id, "node": w.node, "state": state.value, "reason": reason,
-                         "since_ms": since, "worker_state": w.state.value, "slots": w.slots_total,
-                         "in_flight": held.in_flight if held is not None else w.outstanding})
-    return replicas
+    return [{"worker": w.worker_id, "node": w.node, "state": r.state.value, "reason": r.reason,
+             "since_ms": r.since_ms, "worker_state": w.state.value, "slots": w.slots_total, "in_flight": r.in_flight}
+            for w in live if (r := w.replicas().get(model)) is not None]
 
 
 def model_state(replicas: list[dict[str, Any]]) -> dict[str, Any]:
@@ -124,7 +116,7 @@ def _placed(fleet: GatewayFleet, model: str) -> ModelEntry:
     entry = fleet.catalog.get(model)
     if entry is None:
         raise ModelNotFound(f"The model `{model}` does not exist")
-    if not (entry.declared and entry.memory_mb):
+    if not entry.placed:
         raise InvalidRequest(f"`{model}` is not placed by the scheduler: it runs on its own worker. Declare it in "
                              "the catalog file (with memory_mb) to load, unload, pin or re-prioritise it")
     return entry
