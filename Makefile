@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp once (cached by pip afterwards): use every core for it.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-fast bench bench-policies bench-isolation chaos lint format clean install install-test browser prometheus
+.PHONY: run test test-fast test-gpu bench bench-policies bench-isolation chaos lint format clean install install-test browser prometheus
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ test: install-test lint browser prometheus
 
 test-fast: install-test
 	$(PY) -m pytest -q tests/unit
+
+## test-gpu: on a CUDA machine, install vLLM (it brings its own torch) and run the GPU tests: vLLM in
+## process on the tiny Hugging Face LLaMA, diffusers on CUDA
+test-gpu: install-test
+	$(PIP) install --quiet -e '.[vllm]'
+	$(PY) -m pytest -q -rs tests/gpu
 
 ## bench: control-plane overhead and streaming throughput -> .data/bench/overhead.json, then media
 ## (embeddings through the gateway vs direct, image time to first progress) -> .data/bench/media.json, then

@@ -46,6 +46,16 @@ class HeldModel(BaseModel):
     since_ms: int = Field(default_factory=now_ms, description="When it came to this state.")
 
 
+class BatchLoad(BaseModel):
+    """How full a batching engine (vLLM) is, from its own scheduler: more than free slots say."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kv_cache_usage: float = Field(ge=0, le=1, description="Share of the KV cache in use, 0..1.")
+    running: int = Field(ge=0, description="Requests in the engine's running batch.")
+    waiting: int = Field(ge=0, description="Requests the engine holds waiting for KV-cache room.")
+
+
 class WorkerStatus(Message):
     """A worker's heartbeat, published every `heartbeat_s`; missing ones mean the worker is gone."""
 
@@ -63,6 +73,7 @@ class WorkerStatus(Message):
                              "controller loads; 0 for a worker with one fixed model.")
     held: dict[str, HeldModel] = Field(default_factory=dict, description="Catalog models it has loaded, is loading "
                                        "or unloading on command, and those it ended lately.")
+    batch: BatchLoad | None = Field(default=None, description="A batching engine's own load, where it reports one.")
     started_ms: int = Field(default_factory=now_ms, description="When this worker process started.")
     ts_ms: int = Field(default_factory=now_ms)
 

@@ -10,8 +10,8 @@ the memory the model needs. Then:
 - `random`: uniform over the eligible, seeded by the request id.
 - `weighted` (the default): the shortest expected wait, i.e. requests in hand per slot divided by
   the node's speed (its GPUs' FP16 TFLOPS), made worse by utilization, memory and temperature
-  pressure and thermal throttling, better where the model is already loaded. Weights come from
-  configuration.
+  pressure, thermal throttling and a batching engine's KV-cache use (vLLM reports it), better where
+  the model is already loaded. Weights come from configuration.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class Weights:
     temperature: float = 1.0
     throttled: float = 2.0
     loaded_bonus: float = 0.5
+    kv_cache: float = 1.0  # a batching engine's KV cache filling up: its next request waits for room
     cpu_tflops: float = 1.0  # speed assumed for a node without a known GPU
 
 
@@ -118,6 +119,8 @@ def expected_cost(c: Candidate, snapshot: Snapshot) -> float:
         pressure += w.throttled * any(g.thermally_throttled for g in t.gpus)
     elif t is not None:
         pressure += w.utilization * t.cpu_pct / 100
+    if c.worker.batch is not None:
+        pressure += w.kv_cache * c.worker.batch.kv_cache_usage
     bonus = w.loaded_bonus if c.model_loaded else 0.0
     return queue / speed * pressure * (1.0 - bonus / (1.0 + bonus))
 

@@ -40,6 +40,15 @@ def build_engine(settings: WorkerSettings) -> Engine:
             slots=settings.slots or 1, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
             n_gpu_layers=settings.n_gpu_layers,
         ))
+    if settings.engine == "vllm":
+        from services.workers.engines.vllm import VllmConfig, VllmEngine
+        from services.workers.tiny_hf import ensure_tiny_hf
+
+        return VllmEngine(VllmConfig(
+            model_id=settings.model_id or "tiny-hf-llama", model=str(settings.model_path or ensure_tiny_hf()),
+            max_num_seqs=settings.slots or 64, max_model_len=settings.n_ctx,
+            images_per_prompt=settings.images_per_prompt, engine_args=settings.engine_args,
+        ))
     if settings.engine == "sentence_transformers":
         from services.workers.engines.embeddings import EmbeddingsConfig, EmbeddingsEngine, packaged_minilm
 
@@ -74,19 +83,25 @@ def build_engine(settings: WorkerSettings) -> Engine:
     if settings.engine == "openai_upstream":
         from services.workers.engines.upstream import UpstreamConfig, UpstreamEngine
 
-        if not (settings.upstream_url or settings.upstream_command):
-            raise SystemExit("the openai_upstream engine needs MODALMESH_WORKER_UPSTREAM_URL (http://host:8080/v1) "
-                             "or MODALMESH_WORKER_UPSTREAM_COMMAND (a server to start, with {port})")
+        if not (settings.upstream_url or settings.upstream_command or settings.upstream_image):
+            raise SystemExit("the openai_upstream engine needs MODALMESH_WORKER_UPSTREAM_URL (http://host:8080/v1), "
+                             "MODALMESH_WORKER_UPSTREAM_COMMAND (a server to start, with {port}) or "
+                             "MODALMESH_WORKER_UPSTREAM_IMAGE (a container to run)")
+        managed = settings.upstream_command or settings.upstream_image
         return UpstreamEngine(UpstreamConfig(
-            base_url=settings.upstream_url or "", model_id=settings.model_id, upstream_model=settings.upstream_model,
+            base_url=settings.upstream_url or "", api=settings.upstream_api, model_id=settings.model_id,
+            upstream_model=settings.upstream_model,
             api_key=settings.upstream_api_key, slots=settings.slots or 4, command=settings.upstream_command,
-            log_path=Path(f"upstream-{settings.worker_id}.log") if settings.upstream_command else None,
+            image=settings.upstream_image, image_args=settings.upstream_image_args,
+            container_port=settings.upstream_container_port, gpus=settings.upstream_gpus,
+            volumes=tuple(settings.upstream_volumes.items()),
+            log_path=Path(f"upstream-{settings.worker_id}.log") if managed else None,
         ))
     if settings.engine == "espeak":
         from services.workers.engines.espeak import EspeakEngine
 
         return EspeakEngine(settings.model_id or "espeak")
-    raise SystemExit(f"MODALMESH_WORKER_ENGINE={settings.engine!r} is not a known engine (llama_cpp, "
+    raise SystemExit(f"MODALMESH_WORKER_ENGINE={settings.engine!r} is not a known engine (llama_cpp, vllm, "
                      "sentence_transformers, diffusers, diffusers_video, espeak, piper, openai_upstream, host)")
 
 

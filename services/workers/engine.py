@@ -17,6 +17,7 @@ from typing import TypeVar
 from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, Modality
 from contracts.results import Timings, Usage
+from contracts.workers import BatchLoad
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ class Engine(abc.ABC):
     def health(self) -> tuple[bool, str]:
         """Whether it can serve now, and why not (an engine whose backend is a separate server)."""
         return True, ""
+
+    def batch_load(self) -> BatchLoad | None:
+        """A batching engine's KV-cache use and running/waiting counts, for the heartbeat."""
+        return None
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -276,3 +281,27 @@ def check(cancelled: threading.Event) -> None:
     """Stop a blocking run between steps once its request is aborted."""
     if cancelled.is_set():
         raise Cancelled
+
+
+T = TypeVar("T")
+
+
+async def until_set(cancelled: asyncio.Event, items: AsyncIterator[T]) -> AsyncIterator[T | None]:
+    """`items`, but a None as soon as `cancelled` is set, even while waiting for the next item."""
+    waiter = asyncio.ensure_future(cancelled.wait())
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(items))
+            done, _ = await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if step in done:
+                try:
+                    yield step.result()
+                except StopAsyncIteration:
+                    return
+            else:
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)  # the source is idle again: it may close
+                yield None
+                return
+    finally:
+        waiter.cancel()

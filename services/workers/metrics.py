@@ -20,3 +20,5 @@ ENGINE_SECONDS = Histogram("modalmesh_worker_engine_seconds", "Engine start to l
                            "measured it.", ["worker", "model"], buckets=SECONDS)
 MODEL_LOADS = Counter("modalmesh_worker_model_loads_total", "Catalog model loads and unloads on a host worker, "
                       "by outcome.", ["worker", "model", "action", "outcome"])
+KV_CACHE = Gauge("modalmesh_worker_kv_cache_usage", "Share of a batching engine's KV cache in use (vLLM), 0..1.",
+                 ["worker", "domain"])

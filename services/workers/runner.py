@@ -65,6 +65,9 @@ class Worker:
         metrics.IN_FLIGHT.labels(self.worker_id, self.domain).set(busy)
         metrics.SLOTS.labels(self.worker_id, self.domain).set(self.engine.slots)
         healthy, detail = self.engine.health()
+        batch = self.engine.batch_load()
+        if batch is not None:
+            metrics.KV_CACHE.labels(self.worker_id, self.domain).set(batch.kv_cache_usage)
         state = self.state if healthy or self.state is WorkerState.draining else WorkerState.unavailable
         return WorkerStatus(
             worker_id=self.worker_id,
@@ -79,6 +82,7 @@ class Worker:
             domain=self.domain,
             memory_mb=self.engine.memory_mb if isinstance(self.engine, ModelHost) else 0.0,
             held=self.engine.held() if isinstance(self.engine, ModelHost) else {},
+            batch=batch,
             started_ms=self.started_ms,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -19,7 +20,7 @@ class WorkerSettings(ServiceSettings):
         default_factory=lambda: f"llm-{os.getpid()}",
         description="Stable id: a restarted worker with the same id resumes its assignments.",
     )
-    engine: str = Field(default="llama_cpp", description="llama_cpp, sentence_transformers, diffusers, "
+    engine: str = Field(default="llama_cpp", description="llama_cpp, vllm, sentence_transformers, diffusers, "
                         "diffusers_video, espeak, piper, openai_upstream, or host (catalog models on command).")
     memory_mb: float = Field(default=0.0, ge=0, description="host: the memory it may fill with catalog models.")
     model_id: str | None = Field(default=None, description="Id clients use in `model`. Unset: the engine's default.")
@@ -29,11 +30,29 @@ class WorkerSettings(ServiceSettings):
     clip_model_path: Path | None = Field(
         default=None, description="llama.cpp vision projector (mmproj GGUF): the model then sees images. "
         "Unset with the tiny default model: the tiny projector.")
+    images_per_prompt: int = Field(default=0, ge=0, description="vllm: a model that sees images takes this many "
+                                   "per prompt; 0: text only.")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description='vllm: more AsyncEngineArgs as JSON, e.g. '
+                                        '{"gpu_memory_utilization": 0.5, "quantization": "awq"}.')
     upstream_url: str | None = Field(default=None, description="openai_upstream: the server's base URL, up to /v1.")
+    upstream_api: Literal["openai", "ollama"] = Field(
+        default="openai", description="openai_upstream: the server's API: OpenAI's /v1 (vLLM, llama.cpp, LMDeploy, "
+        "TGI, Ollama too) or Ollama's own /api/chat (the URL is then the server's root).")
     upstream_model: str | None = Field(default=None, description="openai_upstream: the server's name for the model.")
     upstream_command: str | None = Field(
         default=None, description="openai_upstream: start this server itself ({port} is filled in), restart it "
         "when it exits, stop it with the worker. Replaces upstream_url.")
+    upstream_image: str | None = Field(
+        default=None, description="openai_upstream: run the server in a Docker container of this image instead "
+        "(e.g. vllm/vllm-openai), restarted when it exits, removed with the worker.")
+    upstream_image_args: str = Field(default="", description="openai_upstream: the container's arguments "
+                                     "({port} is the port inside it).")
+    upstream_container_port: int = Field(default=8000, description="openai_upstream: the port the server listens "
+                                         "on inside its container.")
+    upstream_gpus: str | None = Field(default=None, description='openai_upstream: the container\'s GPUs, "all" or '
+                                      '"0,1".')
+    upstream_volumes: dict[str, str] = Field(default_factory=dict, description="openai_upstream: host paths "
+                                             "mounted read-only into the container, as JSON {host: inside}.")
     upstream_api_key: str | None = Field(default=None, description="openai_upstream: bearer key for the server.")
     model_fetch: str | None = Field(default=None, description="Copy this model from the fleet's object store "
                                     "(`python -m services.workers.models publish`) into models_dir and load it.")

@@ -52,3 +52,22 @@ def test_draining_workers_get_no_new_work() -> None:
     table = WorkerTable(dead_after_s=3.0)
     table.observe_status(worker("a").model_copy(update={"state": WorkerState.draining}), now=0.0)
     assert table.serving("m", now=0.1) == []
+
+
+def test_weighted_prefers_the_batching_engine_with_kv_cache_room() -> None:
+    from contracts.workers import BatchLoad
+    from services.scheduler.policy import Candidate, Policy, Snapshot, choose
+
+    def vllm(wid: str, usage: float, outstanding: int) -> Candidate:
+        status = worker(wid, outstanding, slots=64).model_copy(
+            update={"engine": "vllm", "batch": BatchLoad(kv_cache_usage=usage, running=outstanding, waiting=0)})
+        return Candidate(status)
+
+    # same requests in hand: the one whose KV cache is nearly full waits longer for room
+    assert choose(Policy.weighted, Snapshot((vllm("a", 0.95, 4), vllm("b", 0.10, 4)))) == "b"
+    # a few more requests but far more room still wins over a full cache
+    assert choose(Policy.weighted, Snapshot((vllm("a", 0.98, 4), vllm("b", 0.05, 6)))) == "b"
+    # with equal room the request count decides, as before
+    assert choose(Policy.weighted, Snapshot((vllm("a", 0.5, 9), vllm("b", 0.5, 3)))) == "b"
+    round_trip = WorkerStatus.model_validate_json(vllm("c", 0.25, 1).worker.model_dump_json())
+    assert round_trip.batch == BatchLoad(kv_cache_usage=0.25, running=1, waiting=0)

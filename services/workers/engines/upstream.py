@@ -18,19 +18,20 @@ from typing import Any, cast
 import httpx
 
 from contracts.errors import EngineError, InvalidRequest
-from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, Modality, TextRequest
+from contracts.requests import AnyRequest, ChatMessage, ChatRequest, CompletionRequest, Modality, TextRequest
 from contracts.results import Timings, Usage
 from services.common.ports import free_port
 from services.workers.chat_format import openai_messages
-from services.workers.engine import BackendLost, Engine, EngineEvent, Finished, TextDelta, expect
-from services.workers.managed import ManagedServer, ProcessState
+from services.workers.engine import BackendLost, Engine, EngineEvent, Finished, TextDelta, expect, until_set
+from services.workers.managed import ContainerServer, ManagedServer, ProcessState, Supervised
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class UpstreamConfig:
-    base_url: str  # up to and including /v1, e.g. http://127.0.0.1:8080/v1
+    base_url: str  # up to and including /v1, e.g. http://127.0.0.1:8080/v1 (Ollama's API: the root)
+    api: str = "openai"  # or "ollama": Ollama's own /api/chat and /api/generate
     model_id: str | None = None  # what clients ask for; None: every model the server lists
     upstream_model: str | None = None  # the server's name for it, when it differs from model_id
     api_key: str | None = None
@@ -38,6 +39,11 @@ class UpstreamConfig:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 300.0
     command: str | None = None  # start the server itself: e.g. "llama-server -m m.gguf --port {port}"
+    image: str | None = None  # or run it in a Docker container of this image, e.g. "vllm/vllm-openai:latest"
+    image_args: str = ""  # the container's arguments, e.g. "--model /models/qwen --port {port}"
+    container_port: int = 8000
+    gpus: str | None = None  # the container's GPUs: "all" or "0,1"
+    volumes: tuple[tuple[str, str], ...] = ()  # (host path, path inside), read-only
     log_path: Path | None = None  # where a started server's output goes
 
 
@@ -48,11 +54,19 @@ class UpstreamEngine(Engine):
         self.config = config
         self._stop: dict[str, asyncio.Event] = {}
         self._models: tuple[str, ...] = (config.model_id,) if config.model_id else ()
-        self.server: ManagedServer | None = None
+        self.server: Supervised | None = None
+        if config.api not in WIRES:
+            raise EngineError(f"upstream api {config.api!r} is not one of {', '.join(WIRES)}")
+        self._wire = WIRES[config.api]
         base_url = config.base_url
         if config.command:
-            self.server = ManagedServer(config.command, port=free_port(), log_path=config.log_path)
-            base_url = f"{self.server.base_url}/v1"
+            self.server = ManagedServer(command=config.command, port=free_port(), log_path=config.log_path)
+        elif config.image:
+            self.server = ContainerServer(image=config.image, args=config.image_args, gpus=config.gpus,
+                                          port=free_port(), container_port=config.container_port,
+                                          volumes=dict(config.volumes), log_path=config.log_path)
+        if self.server is not None:
+            base_url = self.server.base_url + ("/v1" if config.api == "openai" else "")
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), headers=headers,
@@ -89,60 +103,45 @@ class UpstreamEngine(Engine):
 
     async def upstream_models(self) -> tuple[str, ...]:
         try:
-            res = await self._client.get("/models")
+            res = await self._client.get(self._wire.models_path)
             res.raise_for_status()
-            return tuple(m["id"] for m in res.json()["data"])
+            return self._wire.model_ids(res.json())
         except (httpx.HTTPError, KeyError, ValueError) as exc:
-            raise EngineError(f"upstream {self.config.base_url} is not answering /models: {exc}") from exc
-
-    def _body(self, request: TextRequest, resume_text: str) -> tuple[str, dict[str, Any]]:
-        s = request.sampling
-        body: dict[str, Any] = {
-            "model": self.config.upstream_model or request.model, "stream": True, "max_tokens": s.max_tokens,
-            "temperature": s.temperature, "top_p": s.top_p, "stream_options": {"include_usage": True},
-        }
-        if s.seed is not None:
-            body["seed"] = s.seed
-        if s.stop:
-            body["stop"] = list(s.stop)
-        if s.logit_bias:
-            body["logit_bias"] = {str(k): v for k, v in s.logit_bias.items()}
-        if isinstance(request, ChatRequest):
-            return "/chat/completions", {**body, "messages": openai_messages(request, resume_text)}
-        return "/completions", {**body, "prompt": request.prompt + resume_text}
+            raise EngineError(f"upstream {self.config.base_url} is not answering "
+                              f"{self._wire.models_path}: {exc}") from exc
 
     async def generate(self, any_request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
         request = cast(TextRequest, expect(any_request, (ChatRequest, CompletionRequest), self.kind))
-        path, body = self._body(request, resume_text)
+        path, body = self._wire.body(request, self.config.upstream_model or request.model, resume_text)
         cancelled = self._stop.setdefault(request.request_id, asyncio.Event())
         started = time.perf_counter()
         first_at: float | None = None
-        pieces, unreported, finish, usage = 0, 0, "length", None
+        pieces, unreported, finish = 0, 0, "length"
+        prompt_tokens: int | None = None
+        completion_tokens: int | None = None
         try:
             async with self._client.stream("POST", path, json=body) as res:
                 if res.status_code >= 400:
                     detail = (await res.aread()).decode(errors="replace")[:300]
                     error = InvalidRequest if res.status_code in (400, 404, 422) else EngineError
                     raise error(f"upstream answered {res.status_code}: {detail}")
-                async for data in _until(cancelled, _sse_data(res)):
+                async for data in until_set(cancelled, self._wire.messages(res)):
                     if data is None:
                         finish = "cancelled"
                         break  # leaving the `async with` closes the upstream request: it stops too
-                    chunk = json.loads(data)
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or []:
-                        delta = choice.get("delta") or {}
-                        text = delta.get("content") or choice.get("text") or ""
-                        # One content chunk per token, even an empty one (a token that ends mid-character),
-                        # but not the closing chunk: the count when the server sends no usage.
-                        if ("content" in delta or "text" in choice) and (text or not choice.get("finish_reason")):
-                            pieces += 1
-                            unreported += 1
-                        if text:
-                            first_at = first_at or time.perf_counter()
-                            yield TextDelta(text, tokens=unreported)
-                            unreported = 0
-                        finish = choice.get("finish_reason") or finish
+                    piece = self._wire.piece(json.loads(data))
+                    if piece.prompt_tokens is not None:
+                        prompt_tokens = piece.prompt_tokens
+                    if piece.completion_tokens is not None:
+                        completion_tokens = piece.completion_tokens
+                    if piece.token:
+                        pieces += 1
+                        unreported += 1
+                    if piece.text:
+                        first_at = first_at or time.perf_counter()
+                        yield TextDelta(piece.text, tokens=unreported)
+                        unreported = 0
+                    finish = piece.finish or finish
         except httpx.TransportError as exc:  # connection refused, reset, cut off mid-stream
             raise BackendLost(f"upstream {self.config.base_url} lost: {type(exc).__name__}: {exc}") from exc
         except httpx.HTTPError as exc:
@@ -151,8 +150,8 @@ class UpstreamEngine(Engine):
             self._stop.pop(request.request_id, None)
         yield Finished(
             finish_reason=finish if finish in ("stop", "length", "cancelled") else "stop",
-            usage=Usage(prompt_tokens=(usage or {}).get("prompt_tokens", 0),
-                        completion_tokens=(usage or {}).get("completion_tokens", pieces)),
+            usage=Usage(prompt_tokens=prompt_tokens or 0,
+                        completion_tokens=completion_tokens if completion_tokens is not None else pieces),
             timings=Timings.since(started, first_at, time.perf_counter()),
         )
 
@@ -168,6 +167,112 @@ class UpstreamEngine(Engine):
             await self.server.stop()
 
 
+@dataclass(frozen=True)
+class Piece:
+    """What one streamed message of an upstream says: text, whether it was a token, how it ended."""
+
+    text: str = ""
+    token: bool = False
+    finish: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class OpenAIWire:
+    """OpenAI's API: `/v1/models`, `/v1/chat/completions` and `/v1/completions`, streamed as SSE."""
+
+    models_path = "/models"
+
+    @staticmethod
+    def model_ids(listing: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(m["id"] for m in listing["data"])
+
+    @staticmethod
+    def body(request: TextRequest, model: str, resume_text: str) -> tuple[str, dict[str, Any]]:
+        s = request.sampling
+        body: dict[str, Any] = {
+            "model": model, "stream": True, "max_tokens": s.max_tokens, "temperature": s.temperature,
+            "top_p": s.top_p, "stream_options": {"include_usage": True},
+        }
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.logit_bias:
+            body["logit_bias"] = {str(k): v for k, v in s.logit_bias.items()}
+        if isinstance(request, ChatRequest):
+            return "/chat/completions", {**body, "messages": openai_messages(request, resume_text)}
+        return "/completions", {**body, "prompt": request.prompt + resume_text}
+
+    @staticmethod
+    def messages(res: httpx.Response) -> AsyncIterator[str]:
+        return _sse_data(res)
+
+    @staticmethod
+    def piece(chunk: dict[str, Any]) -> Piece:
+        usage = chunk.get("usage") or {}
+        text, token, finish = "", False, None
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            content = delta.get("content") or choice.get("text") or ""
+            text += content
+            # One content chunk per token, even an empty one (a token that ends mid-character), but
+            # not the closing chunk: the count when the server sends no usage.
+            if ("content" in delta or "text" in choice) and (content or not choice.get("finish_reason")):
+                token = True
+            finish = choice.get("finish_reason") or finish
+        return Piece(text, token, finish, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+
+class OllamaWire:
+    """Ollama's own API: `/api/tags`, `/api/chat` and `/api/generate` (raw), streamed as JSON lines.
+    Its base URL is the server's root, e.g. http://127.0.0.1:11434."""
+
+    models_path = "/api/tags"
+
+    @staticmethod
+    def model_ids(listing: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(m["name"] for m in listing["models"])
+
+    @staticmethod
+    def body(request: TextRequest, model: str, resume_text: str) -> tuple[str, dict[str, Any]]:
+        s = request.sampling
+        if s.logit_bias:
+            raise InvalidRequest("logit_bias is not supported by this model's server (Ollama)")
+        options: dict[str, Any] = {"num_predict": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p}
+        if s.seed is not None:
+            options["seed"] = s.seed
+        if s.stop:
+            options["stop"] = list(s.stop)
+        body: dict[str, Any] = {"model": model, "stream": True, "options": options}
+        if isinstance(request, ChatRequest):
+            # A last assistant message is continued, not answered: the failover's resume.
+            resume = [{"role": "assistant", "content": resume_text}] if resume_text else []
+            return "/api/chat", {**body, "messages": [_ollama_message(m) for m in request.messages] + resume}
+        return "/api/generate", {**body, "prompt": request.prompt + resume_text, "raw": True}
+
+    @staticmethod
+    async def messages(res: httpx.Response) -> AsyncIterator[str]:
+        async for line in res.aiter_lines():
+            if line.strip():
+                yield line
+
+    @staticmethod
+    def piece(chunk: dict[str, Any]) -> Piece:
+        if "error" in chunk:
+            raise EngineError(f"upstream failed mid-stream: {chunk['error']}")
+        text = (chunk.get("message") or {}).get("content") or chunk.get("response") or ""
+        if not chunk.get("done"):
+            return Piece(text, token=True)
+        return Piece(text, token=bool(text), finish=chunk.get("done_reason") or "stop",
+                     prompt_tokens=chunk.get("prompt_eval_count"), completion_tokens=chunk.get("eval_count"))
+
+
+def _ollama_message(message: ChatMessage) -> dict[str, Any]:
+    images = [url.partition(",")[2] for url in message.images]  # Ollama takes bare base64
+    return {"role": message.role, "content": message.content, **({"images": images} if images else {})}
+
+
 async def _sse_data(res: httpx.Response) -> AsyncIterator[str]:
     """The `data:` payloads of a server-sent event stream, up to `[DONE]`."""
     async for line in res.aiter_lines():
@@ -179,21 +284,4 @@ async def _sse_data(res: httpx.Response) -> AsyncIterator[str]:
                 yield data
 
 
-async def _until(cancelled: asyncio.Event, items: AsyncIterator[str]) -> AsyncIterator[str | None]:
-    """`items`, but a None as soon as `cancelled` is set, even while waiting for the next item."""
-    waiter = asyncio.ensure_future(cancelled.wait())
-    try:
-        while True:
-            step = asyncio.ensure_future(anext(items))
-            done, _ = await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if step in done:
-                try:
-                    yield step.result()
-                except StopAsyncIteration:
-                    return
-            else:
-                step.cancel()
-                yield None
-                return
-    finally:
-        waiter.cancel()
+WIRES: dict[str, type[OpenAIWire] | type[OllamaWire]] = {"openai": OpenAIWire, "ollama": OllamaWire}

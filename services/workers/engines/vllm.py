@@ -1,0 +1,213 @@
+"""vLLM in process: its V1 async engine (`AsyncLLM`, vLLM 0.10 and later) batches
+every request the worker holds on one GPU (or several, with tensor parallelism).
+
+Chat messages are rendered with the model's own chat template (its processor's, for a model that
+sees images); images travel as PIL images in the prompt's `multi_modal_data`. Outputs come as deltas
+(`RequestOutputKind.DELTA`). A cancel aborts the request inside vLLM. The engine's scheduler stats
+(KV-cache use, running and waiting requests) reach the heartbeat through a stat logger of ours.
+
+Installed only where a GPU is: `pip install modalmesh[vllm]` (vLLM brings its own torch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from contracts.errors import EngineError, InvalidRequest
+from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, Modality, TextRequest
+from contracts.results import Timings, Usage
+from contracts.workers import BatchLoad
+from services.workers.engine import Engine, EngineEvent, Finished, TextDelta, expect, until_set
+
+log = logging.getLogger(__name__)
+_FINISH = {"stop": "stop", "length": "length", "abort": "cancelled"}
+
+
+@dataclass(frozen=True)
+class VllmConfig:
+    model_id: str
+    model: str  # a model folder, or a hub id where the node may download
+    max_num_seqs: int = 64  # requests batched at once: the worker's slots
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    dtype: str = "auto"
+    images_per_prompt: int = 0  # > 0: a model that sees images, this many per prompt at most
+    engine_args: dict[str, Any] = field(default_factory=dict)  # any other AsyncEngineArgs field
+
+
+class VllmEngine(Engine):
+    kind = "vllm"
+
+    def __init__(self, config: VllmConfig) -> None:
+        self.config = config
+        self._llm: Any = None
+        self._template: Any = None  # the tokenizer or processor whose chat template renders chats
+        self._stop: dict[str, asyncio.Event] = {}
+        self._load: BatchLoad | None = None
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.config.model_id,)
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        return (Modality.chat, Modality.completion)
+
+    @property
+    def slots(self) -> int:
+        return self.config.max_num_seqs
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return ("text", "image") if self.config.images_per_prompt else ("text",)
+
+    def batch_load(self) -> BatchLoad | None:
+        return self._load
+
+    def health(self) -> tuple[bool, str]:
+        if self._llm is not None and getattr(self._llm, "errored", False):
+            return False, "vLLM engine died"
+        return True, ""
+
+    async def start(self) -> None:
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        c = self.config
+        args = AsyncEngineArgs(
+            model=c.model, served_model_name=[c.model_id], max_num_seqs=c.max_num_seqs,
+            max_model_len=c.max_model_len, gpu_memory_utilization=c.gpu_memory_utilization,
+            tensor_parallel_size=c.tensor_parallel_size, dtype=c.dtype,
+            **({"limit_mm_per_prompt": {"image": c.images_per_prompt}} if c.images_per_prompt else {}),
+            **c.engine_args,
+        )
+        self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger(self._record)])
+        self._template = await asyncio.to_thread(self._load_template)
+        log.info("vLLM serves %s from %s (%d sequences at once)", c.model_id, c.model, c.max_num_seqs)
+
+    def _load_template(self) -> Any:
+        if self.config.images_per_prompt:
+            from transformers import AutoProcessor
+
+            return AutoProcessor.from_pretrained(self.config.model)
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.config.model)
+
+    def _record(self, stats: Any) -> None:
+        """From vLLM's output loop: its scheduler's stats after a step."""
+        usage = float(getattr(stats, "kv_cache_usage", 0.0))
+        self._load = BatchLoad(kv_cache_usage=min(1.0, max(0.0, usage)),
+                               running=int(stats.num_running_reqs), waiting=int(stats.num_waiting_reqs))
+
+    def _prompt(self, request: TextRequest, resume_text: str) -> dict[str, Any]:
+        """vLLM's prompt: text (a chat rendered by its template, the delivered text appended after a
+        failover) and the chat's images."""
+        if isinstance(request, CompletionRequest):
+            return {"prompt": request.prompt + resume_text}
+        chat = cast(ChatRequest, request)
+        urls = [url for m in chat.messages for url in m.images]
+        if urls and not self.config.images_per_prompt:
+            raise InvalidRequest(f"{self.config.model_id} cannot see images")
+        if len(urls) > self.config.images_per_prompt > 0:
+            raise InvalidRequest(f"{self.config.model_id} takes at most {self.config.images_per_prompt} "
+                                 f"image(s) per prompt, not {len(urls)}")
+        images = [_image(url) for url in urls]
+        messages = [
+            {"role": m.role, "content": [*({"type": "image"} for _ in m.images), {"type": "text", "text": m.content}]}
+            if m.images else {"role": m.role, "content": m.content}
+            for m in chat.messages
+        ]
+        text = self._template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prompt: dict[str, Any] = {"prompt": text + resume_text}
+        if images:
+            prompt["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
+        return prompt
+
+    def _params(self, request: TextRequest) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        s = request.sampling
+        return SamplingParams(
+            max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed,
+            stop=list(s.stop) or None, output_kind=RequestOutputKind.DELTA,
+            **({"logit_bias": dict(s.logit_bias)} if s.logit_bias else {}),
+        )
+
+    async def generate(self, any_request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
+        request = cast(TextRequest, expect(any_request, (ChatRequest, CompletionRequest), self.kind))
+        if self._llm is None:
+            raise EngineError("the vLLM engine is not started")
+        started = time.perf_counter()
+        prompt, params = self._prompt(request, resume_text), self._params(request)
+        cancelled = self._stop.setdefault(request.request_id, asyncio.Event())
+        first_at: float | None = None
+        finish, prompt_tokens, completion_tokens = "length", 0, 0
+        outputs = self._llm.generate(prompt, params, request_id=request.request_id)
+        try:
+            async for output in until_set(cancelled, outputs):
+                if output is None:
+                    finish = "cancelled"
+                    break
+                prompt_tokens = len(output.prompt_token_ids or ()) or prompt_tokens
+                for choice in output.outputs[:1]:
+                    completion_tokens += len(choice.token_ids)
+                    if choice.text:
+                        first_at = first_at or time.perf_counter()
+                        yield TextDelta(choice.text, tokens=max(1, len(choice.token_ids)))
+                    if output.finished:
+                        finish = _FINISH.get(choice.finish_reason or "", "stop")
+        finally:
+            self._stop.pop(request.request_id, None)
+            await outputs.aclose()  # closing vLLM's generator aborts the request inside the engine
+            if finish == "cancelled":
+                await self._llm.abort(request.request_id)
+        yield Finished(finish_reason=finish,
+                       usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+                       timings=Timings.since(started, first_at, time.perf_counter()))
+
+    async def abort(self, request_id: str) -> None:
+        if (event := self._stop.get(request_id)) is not None:
+            event.set()
+
+    async def cleanup(self) -> None:
+        for event in self._stop.values():
+            event.set()
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.shutdown()
+
+
+def _image(url: str) -> Any:
+    """A data URL (the gateway checked it) as a PIL image."""
+    from PIL import Image
+
+    _, _, payload = url.partition(",")
+    return Image.open(io.BytesIO(base64.b64decode(payload))).convert("RGB")
+
+
+def _stat_logger(record: Any) -> Any:
+    """A vLLM stat logger factory that hands each step's scheduler stats to `record`."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class Heartbeat(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            self.engine_index = engine_index
+
+        def record(self, scheduler_stats: Any, iteration_stats: Any, *args: Any, **kwargs: Any) -> None:
+            if scheduler_stats is not None:
+                record(scheduler_stats)
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return Heartbeat
