@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -112,6 +113,9 @@ class ModelEntry(Message):
     idle_unload_s: float | None = Field(default=None, gt=0, description="Unloaded after this long without work.")
     node_labels: dict[str, str] = Field(default_factory=dict, description="Only on nodes with these labels.")
     fallback: str | None = Field(default=None, description="A model that serves its requests when it has no capacity.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Settings of its engine beyond the source: "
+                                    "worker settings by name (upstream_command, upstream_image, upstream_gpus, "
+                                    "engine_args, n_gpu_layers ...).")
     created_ms: int = Field(default_factory=now_ms)
 
     @property

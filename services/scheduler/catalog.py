@@ -88,6 +88,8 @@ class CatalogModel(BaseModel):
     idle_unload_s: float | None = Field(default=None, gt=0)
     node_labels: dict[str, str] = Field(default_factory=dict)
     fallback: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="Worker settings for its engine, e.g. "
+                                    "upstream_command, upstream_image, upstream_gpus, engine_args.")
 
     def entry(self, model_id: str) -> ModelEntry:
         memory = self.memory_mb
@@ -99,6 +101,7 @@ class CatalogModel(BaseModel):
             domain=self.domain or default_domain(self.modality), declared=True, memory_mb=memory,
             priority=self.priority, min_replicas=self.min_replicas, max_replicas=self.max_replicas,
             idle_unload_s=self.idle_unload_s, node_labels=self.node_labels, fallback=self.fallback,
+            options=self.options,
         )
 
 

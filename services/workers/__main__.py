@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
+
+from contracts.errors import EngineError
 from contracts.workers import ModelEntry
 from services.common.bus import connect
 from services.common.domains import Domains, confine, default_domain
@@ -106,17 +110,42 @@ def build_engine(settings: WorkerSettings) -> Engine:
 
 
 async def load_entry(settings: WorkerSettings, entry: ModelEntry) -> Engine:
-    """A started engine for a catalog entry, on a host worker. Its `source` is a path, `fleet:<id>`
-    (copied from the fleet's object store), or `tiny` (the engine's own tiny model)."""
-    source = entry.source.strip()
-    child = settings.model_copy(update={
-        "engine": entry.engine, "model_id": entry.id, "slots": None,
-        "model_path": None if source in ("", "tiny") or source.startswith("fleet:") else Path(source),
-        "model_fetch": source.removeprefix("fleet:") if source.startswith("fleet:") else None,
-    })
-    engine = build_engine(await trusted_weights(child))
+    """A started engine for a catalog entry, on a host worker."""
+    engine = build_engine(await trusted_weights(entry_settings(settings, entry)))
     await engine.start()
     return engine
+
+
+def entry_settings(settings: WorkerSettings, entry: ModelEntry) -> WorkerSettings:
+    """The host's settings for one catalog model. Its `source` is a path, `fleet:<id>` (copied from
+    the fleet's object store), `tiny` (the engine's own tiny model) or, for an upstream engine, the
+    server's URL. Its `options` are worker settings by name; `{source}` in a managed server's command
+    or container arguments is the source."""
+    source = entry.source.strip()
+    update: dict[str, Any] = {
+        "engine": entry.engine, "model_id": entry.id, "slots": None, "model_path": None, "model_fetch": None,
+    }
+    if source.startswith(("http://", "https://")):
+        update["upstream_url"] = source
+    elif source.startswith("fleet:"):
+        update["model_fetch"] = source.removeprefix("fleet:")
+    elif source not in ("", "tiny"):
+        update["model_path"] = Path(source)
+    options = dict(entry.options)
+    unknown = sorted(set(options) - set(WorkerSettings.model_fields) | set(options) & _HOST_OWNED)
+    if unknown:
+        raise EngineError(f"catalog options of {entry.id} that a model may not set: {', '.join(unknown)}")
+    for key in ("upstream_command", "upstream_image_args"):
+        if isinstance(options.get(key), str):
+            options[key] = options[key].replace("{source}", source)
+    try:
+        return WorkerSettings.model_validate({**settings.model_dump(), **update, **options})
+    except ValidationError as exc:
+        raise EngineError(f"catalog options of {entry.id}: {exc}") from None
+
+
+# What the hosting worker decides, not one of its models.
+_HOST_OWNED = frozenset({"worker_id", "nats_url", "engine", "model_id", "memory_mb", "domain", "metrics_port"})
 
 
 async def trusted_weights(settings: WorkerSettings) -> WorkerSettings:

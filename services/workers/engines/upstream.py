@@ -42,7 +42,7 @@ class UpstreamConfig:
     image: str | None = None  # or run it in a Docker container of this image, e.g. "vllm/vllm-openai:latest"
     image_args: str = ""  # the container's arguments, e.g. "--model /models/qwen --port {port}"
     container_port: int = 8000
-    gpus: str | None = None  # the container's GPUs: "all" or "0,1"
+    gpus: str | None = None  # the server's GPUs: "all" or "0,1" (a process gets CUDA_VISIBLE_DEVICES)
     volumes: tuple[tuple[str, str], ...] = ()  # (host path, path inside), read-only
     log_path: Path | None = None  # where a started server's output goes
 
@@ -60,7 +60,8 @@ class UpstreamEngine(Engine):
         self._wire = WIRES[config.api]
         base_url = config.base_url
         if config.command:
-            self.server = ManagedServer(command=config.command, port=free_port(), log_path=config.log_path)
+            gpus = {"CUDA_VISIBLE_DEVICES": config.gpus} if config.gpus and config.gpus != "all" else {}
+            self.server = ManagedServer(command=config.command, port=free_port(), log_path=config.log_path, env=gpus)
         elif config.image:
             self.server = ContainerServer(image=config.image, args=config.image_args, gpus=config.gpus,
                                           port=free_port(), container_port=config.container_port,
