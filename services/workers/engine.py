@@ -12,7 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, Modality
@@ -202,6 +202,42 @@ class CancelFlags:
     def abort_all(self) -> None:
         for event in self._cancel.values():
             event.set()
+
+
+class StopEvents:
+    """One asyncio event per request in flight, set by `abort`: for engines whose work is a coroutine
+    (a stream from a server, vLLM's generator), which waits on it beside the next output."""
+
+    def __init__(self) -> None:
+        self._stop: dict[str, asyncio.Event] = {}
+
+    def stop_event(self, request_id: str) -> asyncio.Event:
+        return self._stop.setdefault(request_id, asyncio.Event())
+
+    def forget(self, request_id: str) -> None:
+        self._stop.pop(request_id, None)
+
+    async def abort(self, request_id: str) -> None:
+        if (event := self._stop.get(request_id)) is not None:
+            event.set()
+
+    def stop_all(self) -> None:
+        for event in self._stop.values():
+            event.set()
+
+
+class TextEngine(Engine):
+    """An engine of one chat and completion model, its config's `model_id`."""
+
+    config: Any
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.config.model_id,)
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        return (Modality.chat, Modality.completion)
 
 
 class ThreadedEngine(CancelFlags, Engine):

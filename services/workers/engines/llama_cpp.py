@@ -19,10 +19,18 @@ from pathlib import Path
 from typing import Any, cast
 
 from contracts.errors import EngineError, InvalidRequest
-from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, Modality, TextRequest
+from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, TextRequest
 from contracts.results import Timings, Usage
 from services.workers.chat_format import openai_messages
-from services.workers.engine import CancelFlags, Engine, EngineEvent, Finished, TextDelta, expect, iterate_in_thread
+from services.workers.engine import (
+    CancelFlags,
+    EngineEvent,
+    Finished,
+    TextDelta,
+    TextEngine,
+    expect,
+    iterate_in_thread,
+)
 from services.workers.stops import StopScanner
 
 log = logging.getLogger(__name__)
@@ -50,7 +58,7 @@ class _Prompt:
     stop: tuple[str, ...]
 
 
-class LlamaCppEngine(CancelFlags, Engine):
+class LlamaCppEngine(CancelFlags, TextEngine):
     kind = "llama_cpp"
 
     def __init__(self, config: LlamaCppConfig) -> None:
@@ -61,14 +69,6 @@ class LlamaCppEngine(CancelFlags, Engine):
         self._formatter: Any = None
         # One long-lived thread per slot: starting a thread per request costs time before the first token.
         self._threads = ThreadPoolExecutor(max_workers=config.slots, thread_name_prefix="llama")
-
-    @property
-    def models(self) -> tuple[str, ...]:
-        return (self.config.model_id,)
-
-    @property
-    def modalities(self) -> tuple[Modality, ...]:
-        return (Modality.chat, Modality.completion)
 
     @property
     def slots(self) -> int:

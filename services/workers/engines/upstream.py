@@ -6,7 +6,6 @@ request. The models it advertises are the server's own `/v1/models`, unless one 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -22,7 +21,16 @@ from contracts.requests import AnyRequest, ChatMessage, ChatRequest, CompletionR
 from contracts.results import Timings, Usage
 from services.common.ports import free_port
 from services.workers.chat_format import openai_messages
-from services.workers.engine import BackendLost, Engine, EngineEvent, Finished, TextDelta, expect, until_set
+from services.workers.engine import (
+    BackendLost,
+    Engine,
+    EngineEvent,
+    Finished,
+    StopEvents,
+    TextDelta,
+    expect,
+    until_set,
+)
 from services.workers.managed import ContainerServer, ManagedServer, ProcessState, Supervised
 
 log = logging.getLogger(__name__)
@@ -47,12 +55,12 @@ class UpstreamConfig:
     log_path: Path | None = None  # where a started server's output goes
 
 
-class UpstreamEngine(Engine):
+class UpstreamEngine(StopEvents, Engine):
     kind = "openai_upstream"
 
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
-        self._stop: dict[str, asyncio.Event] = {}
+        StopEvents.__init__(self)
         self._models: tuple[str, ...] = (config.model_id,) if config.model_id else ()
         self.server: Supervised | None = None
         if config.api not in WIRES:
@@ -114,7 +122,7 @@ class UpstreamEngine(Engine):
     async def generate(self, any_request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
         request = cast(TextRequest, expect(any_request, (ChatRequest, CompletionRequest), self.kind))
         path, body = self._wire.body(request, self.config.upstream_model or request.model, resume_text)
-        cancelled = self._stop.setdefault(request.request_id, asyncio.Event())
+        cancelled = self.stop_event(request.request_id)
         started = time.perf_counter()
         first_at: float | None = None
         pieces, unreported, finish = 0, 0, "length"
@@ -148,7 +156,7 @@ class UpstreamEngine(Engine):
         except httpx.HTTPError as exc:
             raise EngineError(f"upstream {self.config.base_url} failed: {type(exc).__name__}: {exc}") from exc
         finally:
-            self._stop.pop(request.request_id, None)
+            self.forget(request.request_id)
         yield Finished(
             finish_reason=finish if finish in ("stop", "length", "cancelled") else "stop",
             usage=Usage(prompt_tokens=prompt_tokens or 0,
@@ -156,13 +164,8 @@ class UpstreamEngine(Engine):
             timings=Timings.since(started, first_at, time.perf_counter()),
         )
 
-    async def abort(self, request_id: str) -> None:
-        if (event := self._stop.get(request_id)) is not None:
-            event.set()
-
     async def cleanup(self) -> None:
-        for event in self._stop.values():
-            event.set()
+        self.stop_all()
         await self._client.aclose()
         if self.server is not None:
             await self.server.stop()

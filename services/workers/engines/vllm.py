@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from contracts.errors import EngineError, InvalidRequest
-from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, Modality, TextRequest
+from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, TextRequest
 from contracts.results import Timings, Usage
 from contracts.workers import BatchLoad
-from services.workers.engine import Engine, EngineEvent, Finished, TextDelta, expect, until_set
+from services.workers.engine import EngineEvent, Finished, StopEvents, TextDelta, TextEngine, expect, until_set
 
 log = logging.getLogger(__name__)
 _FINISH = {"stop": "stop", "length": "length", "abort": "cancelled"}
@@ -43,23 +43,15 @@ class VllmConfig:
     engine_args: dict[str, Any] = field(default_factory=dict)  # any other AsyncEngineArgs field
 
 
-class VllmEngine(Engine):
+class VllmEngine(StopEvents, TextEngine):
     kind = "vllm"
 
     def __init__(self, config: VllmConfig) -> None:
         self.config = config
         self._llm: Any = None
         self._template: Any = None  # the tokenizer or processor whose chat template renders chats
-        self._stop: dict[str, asyncio.Event] = {}
+        StopEvents.__init__(self)
         self._load: BatchLoad | None = None
-
-    @property
-    def models(self) -> tuple[str, ...]:
-        return (self.config.model_id,)
-
-    @property
-    def modalities(self) -> tuple[Modality, ...]:
-        return (Modality.chat, Modality.completion)
 
     @property
     def slots(self) -> int:
@@ -149,7 +141,7 @@ class VllmEngine(Engine):
             raise EngineError("the vLLM engine is not started")
         started = time.perf_counter()
         prompt, params = self._prompt(request, resume_text), self._params(request)
-        cancelled = self._stop.setdefault(request.request_id, asyncio.Event())
+        cancelled = self.stop_event(request.request_id)
         first_at: float | None = None
         finish, prompt_tokens, completion_tokens = "length", 0, 0
         outputs = self._llm.generate(prompt, params, request_id=request.request_id)
@@ -167,7 +159,7 @@ class VllmEngine(Engine):
                     if output.finished:
                         finish = _FINISH.get(choice.finish_reason or "", "stop")
         finally:
-            self._stop.pop(request.request_id, None)
+            self.forget(request.request_id)
             await outputs.aclose()  # closing vLLM's generator aborts the request inside the engine
             if finish == "cancelled":
                 await self._llm.abort(request.request_id)
@@ -175,13 +167,8 @@ class VllmEngine(Engine):
                        usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
                        timings=Timings.since(started, first_at, time.perf_counter()))
 
-    async def abort(self, request_id: str) -> None:
-        if (event := self._stop.get(request_id)) is not None:
-            event.set()
-
     async def cleanup(self) -> None:
-        for event in self._stop.values():
-            event.set()
+        self.stop_all()
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.shutdown()
