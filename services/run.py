@@ -82,7 +82,8 @@ def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int
         return {METRICS_PORT: str(next(ports))}
 
     scheduler_metrics, aggregator_metrics = metrics(), metrics()
-    common = as_role("worker")
+    # A worker keeps the output of servers it manages beside the stack's other logs.
+    common = {**as_role("worker"), "MODALMESH_WORKER_LOGS_DIR": str(data / "logs")}
     slots = os.environ.get("MODALMESH_WORKER_SLOTS", "2")
     worker_programs = [
         Program(f"worker-llm-{i}", f"{py} -m services.workers", 20,

@@ -92,6 +92,7 @@ def build_engine(settings: WorkerSettings) -> Engine:
                              "MODALMESH_WORKER_UPSTREAM_COMMAND (a server to start, with {port}) or "
                              "MODALMESH_WORKER_UPSTREAM_IMAGE (a container to run)")
         managed = settings.upstream_command or settings.upstream_image
+        log_name = "-".join(["upstream", settings.worker_id, *([settings.model_id] if settings.model_id else [])])
         return UpstreamEngine(UpstreamConfig(
             base_url=settings.upstream_url or "", api=settings.upstream_api, model_id=settings.model_id,
             upstream_model=settings.upstream_model,
@@ -99,7 +100,7 @@ def build_engine(settings: WorkerSettings) -> Engine:
             image=settings.upstream_image, image_args=settings.upstream_image_args,
             container_port=settings.upstream_container_port, gpus=settings.upstream_gpus,
             volumes=tuple(settings.upstream_volumes.items()),
-            log_path=Path(f"upstream-{settings.worker_id}.log") if managed else None,
+            log_path=settings.logs_dir / f"{log_name}.log" if managed else None,
         ))
     if settings.engine == "espeak":
         from services.workers.engines.espeak import EspeakEngine

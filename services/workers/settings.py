@@ -49,10 +49,12 @@ class WorkerSettings(ServiceSettings):
                                      "({port} is the port inside it).")
     upstream_container_port: int = Field(default=8000, description="openai_upstream: the port the server listens "
                                          "on inside its container.")
-    upstream_gpus: str | None = Field(default=None, description='openai_upstream: the container\'s GPUs, "all" or '
-                                      '"0,1".')
+    upstream_gpus: str | None = Field(default=None, description='openai_upstream: the managed server\'s GPUs, "all" '
+                                      'or "0,1" (a process gets CUDA_VISIBLE_DEVICES).')
     upstream_volumes: dict[str, str] = Field(default_factory=dict, description="openai_upstream: host paths "
                                              "mounted read-only into the container, as JSON {host: inside}.")
+    logs_dir: Path = Field(default=Path("."), description="openai_upstream: where a managed server's output goes, "
+                           "as upstream-<worker>[-<model>].log.")
     upstream_api_key: str | None = Field(default=None, description="openai_upstream: bearer key for the server.")
     model_fetch: str | None = Field(default=None, description="Copy this model from the fleet's object store "
                                     "(`python -m services.workers.models publish`) into models_dir and load it.")
