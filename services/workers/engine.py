@@ -12,7 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, Modality
@@ -182,21 +182,24 @@ class Cancelled(Exception):
     """Raised inside a blocking run when its request was aborted."""
 
 
-class CancelFlags:
-    """One flag per request in flight, set by `abort`, read by the engine's blocking loop."""
+E = TypeVar("E", threading.Event, asyncio.Event)
 
-    def __init__(self) -> None:
-        self._cancel: dict[str, threading.Event] = {}
 
-    def flag(self, request_id: str) -> threading.Event:
-        return self._cancel.setdefault(request_id, threading.Event())
+class _PerRequest(Generic[E]):
+    """One event per request in flight, set by `abort`."""
+
+    def __init__(self, make: Callable[[], E]) -> None:
+        self._make: Callable[[], E] = make
+        self._cancel: dict[str, E] = {}
+
+    def flag(self, request_id: str) -> E:
+        return self._cancel.setdefault(request_id, self._make())
 
     def drop(self, request_id: str) -> None:
         self._cancel.pop(request_id, None)
 
     async def abort(self, request_id: str) -> None:
-        event = self._cancel.get(request_id)
-        if event is not None:
+        if (event := self._cancel.get(request_id)) is not None:
             event.set()
 
     def abort_all(self) -> None:
@@ -204,26 +207,19 @@ class CancelFlags:
             event.set()
 
 
-class StopEvents:
-    """One asyncio event per request in flight, set by `abort`: for engines whose work is a coroutine
-    (a stream from a server, vLLM's generator), which waits on it beside the next output."""
+class CancelFlags(_PerRequest[threading.Event]):
+    """Thread events, read by an engine's blocking loop between steps."""
 
     def __init__(self) -> None:
-        self._stop: dict[str, asyncio.Event] = {}
+        _PerRequest.__init__(self, threading.Event)
 
-    def stop_event(self, request_id: str) -> asyncio.Event:
-        return self._stop.setdefault(request_id, asyncio.Event())
 
-    def forget(self, request_id: str) -> None:
-        self._stop.pop(request_id, None)
+class StopEvents(_PerRequest[asyncio.Event]):
+    """Asyncio events, for engines whose work is a coroutine (a stream from a server, vLLM's
+    generator), which waits on its event beside the next output (`until_set`)."""
 
-    async def abort(self, request_id: str) -> None:
-        if (event := self._stop.get(request_id)) is not None:
-            event.set()
-
-    def stop_all(self) -> None:
-        for event in self._stop.values():
-            event.set()
+    def __init__(self) -> None:
+        _PerRequest.__init__(self, asyncio.Event)
 
 
 class TextEngine(Engine):

@@ -122,7 +122,7 @@ class UpstreamEngine(StopEvents, Engine):
     async def generate(self, any_request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
         request = cast(TextRequest, expect(any_request, (ChatRequest, CompletionRequest), self.kind))
         path, body = self._wire.body(request, self.config.upstream_model or request.model, resume_text)
-        cancelled = self.stop_event(request.request_id)
+        cancelled = self.flag(request.request_id)
         started = time.perf_counter()
         first_at: float | None = None
         pieces, unreported, finish = 0, 0, "length"
@@ -156,7 +156,7 @@ class UpstreamEngine(StopEvents, Engine):
         except httpx.HTTPError as exc:
             raise EngineError(f"upstream {self.config.base_url} failed: {type(exc).__name__}: {exc}") from exc
         finally:
-            self.forget(request.request_id)
+            self.drop(request.request_id)
         yield Finished(
             finish_reason=finish if finish in ("stop", "length", "cancelled") else "stop",
             usage=Usage(prompt_tokens=prompt_tokens or 0,
@@ -165,7 +165,7 @@ class UpstreamEngine(StopEvents, Engine):
         )
 
     async def cleanup(self) -> None:
-        self.stop_all()
+        self.abort_all()
         await self._client.aclose()
         if self.server is not None:
             await self.server.stop()

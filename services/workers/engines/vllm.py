@@ -141,7 +141,7 @@ class VllmEngine(StopEvents, TextEngine):
             raise EngineError("the vLLM engine is not started")
         started = time.perf_counter()
         prompt, params = self._prompt(request, resume_text), self._params(request)
-        cancelled = self.stop_event(request.request_id)
+        cancelled = self.flag(request.request_id)
         first_at: float | None = None
         finish, prompt_tokens, completion_tokens = "length", 0, 0
         outputs = self._llm.generate(prompt, params, request_id=request.request_id)
@@ -159,7 +159,7 @@ class VllmEngine(StopEvents, TextEngine):
                     if output.finished:
                         finish = _FINISH.get(choice.finish_reason or "", "stop")
         finally:
-            self.forget(request.request_id)
+            self.drop(request.request_id)
             await outputs.aclose()  # closing vLLM's generator aborts the request inside the engine
             if finish == "cancelled":
                 await self._llm.abort(request.request_id)
@@ -168,7 +168,7 @@ class VllmEngine(StopEvents, TextEngine):
                        timings=Timings.since(started, first_at, time.perf_counter()))
 
     async def cleanup(self) -> None:
-        self.stop_all()
+        self.abort_all()
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.shutdown()
