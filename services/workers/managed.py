@@ -127,10 +127,6 @@ class Supervised(abc.ABC):
         await self._end(grace_s)
         self.state, self.detail = ProcessState.stopped, ""
 
-    def _log_file(self) -> Any:
-        """Where the server's output goes: appended to `log_path`, kept across restarts."""
-        return self.log_path.open("ab") if self.log_path else asyncio.subprocess.DEVNULL
-
 
 @dataclass
 class ManagedServer(Supervised):
@@ -155,6 +151,10 @@ class ManagedServer(Supervised):
             if not isinstance(output, int):
                 output.close()
         log.info("started %s (pid %s)", argv[0], self._process.pid)
+
+    def _log_file(self) -> Any:
+        """Where the server's output goes: appended to `log_path`, kept across restarts."""
+        return self.log_path.open("ab") if self.log_path else asyncio.subprocess.DEVNULL
 
     def _exit_code(self) -> int | None:
         return self._process.returncode if self._process is not None else None
@@ -189,7 +189,7 @@ class ContainerServer(Supervised):
     volumes: dict[str, str] = field(default_factory=dict)  # host path -> path inside
     name: str | None = None
     _container: Any = None
-    _code: int | None = None
+    _exited: asyncio.Future[int] | None = None  # the container's exit status, once it exits
 
     @property
     def container_id(self) -> str | None:
@@ -204,7 +204,6 @@ class ContainerServer(Supervised):
         if self.gpus:
             ids = None if self.gpus == "all" else self.gpus.split(",")
             devices = [DeviceRequest(count=-1 if ids is None else None, device_ids=ids, capabilities=[["gpu"]])]
-        self._code = None
         self._container = await asyncio.to_thread(
             client.containers.run, self.image, shlex.split(self.args.format(port=self.container_port)) or None,
             detach=True, name=self.name, environment=self.env, device_requests=devices,
@@ -212,22 +211,17 @@ class ContainerServer(Supervised):
             volumes={host: {"bind": inside, "mode": "ro"} for host, inside in self.volumes.items()},
             labels={"modalmesh.managed": "true"},
         )
+        self._exited = asyncio.ensure_future(asyncio.to_thread(_exit_status, self._container))
         log.info("started container %s of %s", self._container.short_id, self.image)
 
     def _exit_code(self) -> int | None:
-        if self._code is None and self._container is not None:
-            with contextlib.suppress(Exception):  # the daemon went away: treated as still running
-                self._container.reload()
-                if self._container.status in ("exited", "dead"):
-                    self._code = int(self._container.attrs["State"]["ExitCode"])
-        return self._code
+        return self._exited.result() if self._exited is not None and self._exited.done() else None
 
     async def _wait_exit(self) -> int:
-        assert self._container is not None
-        result = await asyncio.to_thread(self._container.wait)
-        self._code = int(result.get("StatusCode", -1))
+        assert self._exited is not None
+        code = await self._exited
         await self._keep_logs_and_remove()
-        return self._code
+        return code
 
     async def _end(self, grace_s: float) -> None:
         container = self._container
@@ -247,3 +241,11 @@ class ContainerServer(Supervised):
                 with self.log_path.open("ab") as out:
                     out.write(logs)
             await asyncio.to_thread(container.remove, force=True)
+
+
+def _exit_status(container: Any) -> int:
+    """Block until `container` exits; its exit status (-1 when the daemon cannot say)."""
+    try:
+        return int(container.wait().get("StatusCode", -1))
+    except Exception:  # removed under us, or the daemon went away
+        return -1
