@@ -61,6 +61,11 @@ class ChatMessage(BaseModel):
     name: str | None = None
     images: tuple[str, ...] = Field(default=(), description="Images as data URLs, checked by the gateway.")
 
+    @property
+    def images_base64(self) -> tuple[str, ...]:
+        """The images' base64 payloads (the gateway writes each as `data:<type>;base64,<payload>`)."""
+        return tuple(url.partition(",")[2] for url in self.images)
+
 
 class Sampling(BaseModel):
     """Sampling parameters shared by every text engine."""

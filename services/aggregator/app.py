@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -61,11 +62,11 @@ class Aggregator:
             log.exception("undecodable chunk dropped")
             await msg.term()
             return
-        if isinstance(chunk, (FinalChunk, ErrorChunk)):  # the end of a request: a span in its trace
-            with tracer.start_as_current_span("aggregate", context=extract(msg.headers), attributes={
-                    "modalmesh.service": "aggregator", "modalmesh.request_id": chunk.request_id}):
-                await self._merge(chunk, msg)
-        else:
+        # The end of a request is a span in its trace; the chunks before it are not worth one each.
+        span = (tracer.start_as_current_span("aggregate", context=extract(msg.headers), attributes={
+                    "modalmesh.service": "aggregator", "modalmesh.request_id": chunk.request_id})
+                if isinstance(chunk, (FinalChunk, ErrorChunk)) else contextlib.nullcontext())
+        with span:
             await self._merge(chunk, msg)
 
     async def _merge(self, chunk: AnyChunk, msg: Msg) -> None:

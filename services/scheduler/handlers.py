@@ -278,12 +278,12 @@ class Scheduler:
         fallback once it has waited `fallback_after_s` (at once when nothing serves its model), in
         which case the request is re-addressed to the fallback model."""
         now = time.monotonic()
-        waiting.domain = self.fleet.domain_of(waiting.request.model, now) or waiting.domain  # a model placed since
+        served_in = self.fleet.domain_of(waiting.request.model, now)
+        waiting.domain = served_in or waiting.domain  # a model placed since it came
         worker = self.decide(waiting.request, domain=waiting.domain)
         fallback = self._fallback(waiting.request.model)
         if worker is None and fallback is not None and waiting.fallback_for is None and (
-                now - waiting.since >= self.settings.fallback_after_s
-                or self.fleet.domain_of(waiting.request.model, now) is None):
+                now - waiting.since >= self.settings.fallback_after_s or served_in is None):
             rerouted = waiting.request.model_copy(update={"model": fallback})
             fallback_domain = self.fleet.domain_of(fallback, now)
             worker = self.decide(rerouted, domain=fallback_domain) if fallback_domain else None
@@ -322,8 +322,8 @@ class Scheduler:
                 if (kind == "load") == (model in holding):  # the heartbeat shows it done
                     del self._commanded[key]
                 elif kind == "load":
-                    held[model] = Held(self.fleet.catalog[model].memory_mb or 0.0 if model in self.fleet.catalog
-                                       else 0.0, last_used_s=now)
+                    entry = self.fleet.catalog.get(model)
+                    held[model] = Held((entry.memory_mb or 0.0) if entry is not None else 0.0, last_used_s=now)
                 else:
                     held.pop(model, None)
             caps = self.fleet.capabilities.get(w.node)

@@ -133,7 +133,7 @@ def entry_settings(settings: WorkerSettings, entry: ModelEntry) -> WorkerSetting
     elif source not in ("", "tiny"):
         update["model_path"] = Path(source)
     options = dict(entry.options)
-    unknown = sorted(set(options) - set(WorkerSettings.model_fields) | set(options) & _HOST_OWNED)
+    unknown = sorted((set(options) - set(WorkerSettings.model_fields)) | (set(options) & _HOST_OWNED))
     if unknown:
         raise EngineError(f"catalog options of {entry.id} that a model may not set: {', '.join(unknown)}")
     for key in ("upstream_command", "upstream_image_args"):

@@ -233,13 +233,13 @@ class Worker:
                               served_model=assignment.request.model if assignment.fallback_for else None)
         keepalive = asyncio.create_task(self._keep_alive(msg))
         watchdog = asyncio.create_task(self._abort_at_deadline(assignment))
-        outcome = metrics.REQUESTS.labels(self.worker_id, assignment.request.model, "error")
+        outcome = "error"
         try:
             await self._generate(assignment, out)
             await msg.ack()
-            outcome = metrics.REQUESTS.labels(self.worker_id, assignment.request.model, "ok")
+            outcome = "ok"
         except BackendLost as exc:
-            outcome = metrics.REQUESTS.labels(self.worker_id, assignment.request.model, "handed_back")
+            outcome = "handed_back"
             log.warning("request %s: %s; handing it back", rid, exc.message)
             if not await self._give_back(assignment, out):
                 await out.error(exc.code, exc.message)
@@ -252,7 +252,7 @@ class Worker:
             await out.error(ErrorCode.engine_error, f"{type(exc).__name__}: {exc}")
             await msg.ack()
         finally:
-            outcome.inc()
+            metrics.REQUESTS.labels(self.worker_id, assignment.request.model, outcome).inc()
             keepalive.cancel()
             watchdog.cancel()
             self._in_flight.pop(rid, None)

@@ -273,7 +273,7 @@ class OllamaWire:
 
 
 def _ollama_message(message: ChatMessage) -> dict[str, Any]:
-    images = [url.partition(",")[2] for url in message.images]  # Ollama takes bare base64
+    images = list(message.images_base64)  # Ollama takes bare base64
     return {"role": message.role, "content": message.content, **({"images": images} if images else {})}
 
 

@@ -106,13 +106,13 @@ class VllmEngine(StopEvents, TextEngine):
         if isinstance(request, CompletionRequest):
             return {"prompt": request.prompt + resume_text}
         chat = cast(ChatRequest, request)
-        urls = [url for m in chat.messages for url in m.images]
-        if urls and not self.config.images_per_prompt:
+        payloads = [data for m in chat.messages for data in m.images_base64]
+        if payloads and not self.config.images_per_prompt:
             raise InvalidRequest(f"{self.config.model_id} cannot see images")
-        if len(urls) > self.config.images_per_prompt > 0:
+        if len(payloads) > self.config.images_per_prompt > 0:
             raise InvalidRequest(f"{self.config.model_id} takes at most {self.config.images_per_prompt} "
-                                 f"image(s) per prompt, not {len(urls)}")
-        images = [_image(url) for url in urls]
+                                 f"image(s) per prompt, not {len(payloads)}")
+        images = [_image(data) for data in payloads]
         messages = [
             {"role": m.role, "content": [*({"type": "image"} for _ in m.images), {"type": "text", "text": m.content}]}
             if m.images else {"role": m.role, "content": m.content}
@@ -174,11 +174,10 @@ class VllmEngine(StopEvents, TextEngine):
             llm.shutdown()
 
 
-def _image(url: str) -> Any:
-    """A data URL (the gateway checked it) as a PIL image."""
+def _image(payload: str) -> Any:
+    """An image's base64 payload (the gateway checked the image) as a PIL image."""
     from PIL import Image
 
-    _, _, payload = url.partition(",")
     return Image.open(io.BytesIO(base64.b64decode(payload))).convert("RGB")
 
 
