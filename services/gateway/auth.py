@@ -71,8 +71,8 @@ class KeyRing:
         return None
 
 
-def authenticate(request: Request) -> KeyEntry:
-    """FastAPI dependency for every protected route: 401 without a known key, 403 beyond its scope."""
+def check_key(request: Request) -> KeyEntry:
+    """The request's API key: 401 without a known key, 403 beyond its scope."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -86,7 +86,14 @@ def authenticate(request: Request) -> KeyEntry:
     return entry
 
 
-def require_admin(request: Request) -> None:
+async def authenticate(request: Request) -> KeyEntry:
+    """FastAPI dependency for every protected route (see `check_key`). A coroutine, like every
+    dependency here: FastAPI runs a plain function in its thread pool, a thread hand-off per request
+    for work that takes microseconds."""
+    return check_key(request)
+
+
+async def require_admin(request: Request) -> None:
     """For the admin API, after `authenticate`: 403 unless the key's scope is admin."""
     entry: KeyEntry = request.state.api_key
     if entry.scope != "admin":
@@ -99,7 +106,7 @@ def _main(argv: list[str]) -> None:
     print(f"{key_hash(argv[1])} name full")
 
 
-__all__ = ["KeyEntry", "KeyRing", "ModalMeshError", "authenticate", "key_hash", "require_admin"]
+__all__ = ["KeyEntry", "KeyRing", "ModalMeshError", "authenticate", "check_key", "key_hash", "require_admin"]
 
 if __name__ == "__main__":
     _main(sys.argv[1:])

@@ -17,7 +17,7 @@ from nats.js.object_store import ObjectStore
 from contracts import streams
 from contracts.errors import ModelNotFound
 from services.common.bus import Bus
-from services.gateway.auth import authenticate
+from services.gateway.auth import check_key
 from services.gateway.intake import REQUEST_ID
 
 FILE_ID = re.compile(REQUEST_ID.pattern + r"(\.[a-z0-9]{1,8})?")  # workers name files <request>-<attempt>-<n>.<ext>
@@ -47,7 +47,7 @@ class Files:
         if expires is not None and sig and expires >= time.time() and hmac.compare_digest(
                 sig, self._signature(file_id, expires)):
             return
-        authenticate(request)
+        check_key(request)
 
     async def read(self, file_id: str) -> tuple[bytes, str]:
         """The file's bytes and content type."""
