@@ -39,6 +39,8 @@ class Failover:
     # Worker -> move only assignments made before this epoch ms (a restart), or all of them (None: a death).
     orphaned: dict[str, int | None] = field(default_factory=dict)
     reassigned: int = 0
+    _draining: bool = False
+    _drain_again: bool = False
 
     async def worker_died(self, worker_id: str) -> None:
         log.warning("worker %s missed its heartbeats: re-assigning its work", worker_id)
@@ -54,10 +56,22 @@ class Failover:
         await self.drain()
 
     async def drain(self) -> None:
-        """Re-assign what dead workers left; what finds no worker now is retried on the next call."""
-        for worker_id, before_ms in sorted(self.orphaned.items()):
-            if await self._drain_worker(worker_id, before_ms):
-                del self.orphaned[worker_id]
+        """Re-assign what dead workers left; what finds no free worker now is retried on the next
+        call (each heartbeat, and each status that may bring a free slot). One pass at a time; a call
+        during a pass makes it run once more."""
+        if self._draining:
+            self._drain_again = True
+            return
+        self._draining = True
+        try:
+            self._drain_again = True
+            while self._drain_again:
+                self._drain_again = False
+                for worker_id, before_ms in sorted(self.orphaned.items()):
+                    if await self._drain_worker(worker_id, before_ms):
+                        self.orphaned.pop(worker_id, None)
+        finally:
+            self._draining = False
 
     async def _drain_worker(self, worker_id: str, before_ms: int | None) -> bool:
         seq = 1

@@ -79,7 +79,7 @@ class Scheduler:
         self.queues = Queues(aging_s=self.settings.aging_s)
         self.fleet = FleetState(dead_after_s=self.settings.dead_after_s)
         self.fleet.on_override = self._place_soon
-        self.failover = Failover(self.bus, self.decide, self.settings.max_attempts)
+        self.failover = Failover(self.bus, self._free_worker, self.settings.max_attempts)
         self._crash_loop = CrashLoop(self.settings.crash_loop_restarts, int(self.settings.crash_loop_window_s * 1000))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -127,7 +127,9 @@ class Scheduler:
             await self.failover.worker_restarted(status.worker_id, status.started_ms)
         for alert in self._crash_loop.observe(status.worker_id, status.node, status.started_ms, now_ms()):
             await publish_alert(self.bus, alert, self.settings.webhook_url)
-        if self.queues:  # a slot may have come free
+        if self.failover.orphaned:  # a slot may have come free: a dead worker's streams take it first
+            await self.failover.drain()
+        if self.queues:
             await self.dispatch()
 
     async def _adopt_known_workers(self) -> None:
@@ -355,6 +357,16 @@ class Scheduler:
             subjects.assign(worker), assignment.encode(), headers=inject({"Nats-Msg-Id": assignment.dedup_id})
         )
 
+    def _free_worker(self, request: AnyRequest, exclude: str | None = None) -> str | None:
+        """For a failover: a live worker of the model's domain with a free slot now (its slot taken
+        from now on), or None, and the move waits for the next slot to free rather than queueing
+        behind one worker's running request while another frees first."""
+        domain = self.fleet.domain_of(request.model, time.monotonic())
+        worker = self.decide(request, exclude=exclude, domain=domain) if domain is not None else None
+        if worker is not None:
+            self.fleet.recent[worker] += 1
+        return worker
+
     def decide(self, request: AnyRequest, exclude: str | None = None, domain: str | None = None) -> str | None:
         """The worker `request` should go to. With `domain`, only that domain's workers with a free
         slot count (None when there is none); without, any live worker serving the model does."""
@@ -443,9 +455,13 @@ class Scheduler:
         await msg.respond(b"moved" if moved else b"no-worker")
 
     async def _move_or_requeue(self, old: Assignment) -> bool:
+        """To a free slot now, else back in the queue for the first one that frees (or for its model
+        to be placed again, when it is being unloaded here)."""
         moved = await self.failover.move(old, exclude=old.worker_id)
-        if not moved and (self._placeable(old.request.model) or self._fallback(old.request.model)):
-            await self._requeue(old)  # its model is being unloaded here: wait for it to be placed again
+        model = old.request.model
+        serving = any(w.worker_id != old.worker_id for w in self.fleet.workers.serving(model, time.monotonic()))
+        if not moved and (serving or self._placeable(model) or self._fallback(model)):
+            await self._requeue(old)
             moved = True
         return moved
 

@@ -3,8 +3,9 @@
 A request is handed to a worker only when one of its domain's workers has a free slot and the
 domain is under its cap on work in flight; until then it waits here, its JetStream message not yet
 acknowledged (so a scheduler that dies loses none of it). The best waiting request goes first:
-realtime before interactive before batch, first come first served within a class, and every
-`aging_s` of waiting lifts a request one class, so batch work is never starved forever.
+realtime before interactive before batch, within a class a re-queued continuation (a stream a
+client is already reading) before new work, then first come first served; and every `aging_s` of
+waiting lifts a request one class, so batch work is never starved forever.
 
 Pure: no I/O, the clock passed in, so the ordering can be tested on its own.
 """
@@ -49,8 +50,9 @@ class Waiting(Generic[H]):
 
 
 def service_order(waiting: Iterable[Waiting[H]], now: float, aging_s: float) -> list[Waiting[H]]:
-    """Best first: by class (aged), then by arrival."""
-    return sorted(waiting, key=lambda w: (effective_rank(w.request.priority, now - w.since, aging_s), w.since))
+    """Best first: by class (aged), then continuations before new requests, then by arrival."""
+    return sorted(waiting, key=lambda w: (effective_rank(w.request.priority, now - w.since, aging_s),
+                                          not w.handed_back, w.since))
 
 
 def plan(order: Sequence[Waiting[H]], room: dict[str, int | None],

@@ -7,7 +7,9 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +26,8 @@ from services.scheduler.settings import SchedulerSettings
 from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
 from services.workers.runner import Worker
 from services.workers.settings import WorkerSettings
-from services.workers.tiny_model import ensure_tiny_gguf
+from services.workers.tiny_model import TinySpec, ensure_tiny_gguf
+from tests.natsserver import NatsServer
 
 MODEL = "tiny-failover"
 NO_EOS = {2: -100.0, 4: -100.0}
@@ -57,44 +60,55 @@ class Fleet:
         self.aggregator.task = asyncio.create_task(Aggregator(self.aggregator.bus).run(self.aggregator.stop))
 
 
-@pytest.fixture(scope="module")
-async def fleet(nats_url: str) -> AsyncIterator[Fleet]:
+@asynccontextmanager
+async def running_fleet(nats_url: str, worker_ids: tuple[str, ...], model_path: Path,
+                        model: str = MODEL) -> AsyncIterator[Fleet]:
+    """A scheduler, an aggregator, a relay and one single-slot llama.cpp worker per id, in process."""
     stop = asyncio.Event()
     sched_bus = await connect(nats_url, "scheduler")
     scheduler = asyncio.create_task(Scheduler(SchedulerSettings(
         nats_url=nats_url, dead_after_s=DEAD_AFTER_S, heartbeat_s=0.2, retry_no_worker_s=0.05), sched_bus).run(stop))
     workers, engines = {}, []
-    for wid in ("fo-a", "fo-b"):
-        engine = LlamaCppEngine(LlamaCppConfig(MODEL, ensure_tiny_gguf(), slots=1))
+    for wid in worker_ids:
+        engine = LlamaCppEngine(LlamaCppConfig(model, model_path, slots=1, n_threads=1))
         await engine.start()
         engines.append(engine)
         part = Part(await connect(nats_url, wid))
-        settings = WorkerSettings(worker_id=wid, model_id=MODEL, heartbeat_s=0.2, nats_url=nats_url)
+        settings = WorkerSettings(worker_id=wid, model_id=model, heartbeat_s=0.2, nats_url=nats_url)
         part.task = asyncio.create_task(Worker(settings, engine, part.bus).run(part.stop))
         workers[wid] = part
     relay = Relay(await connect(nats_url, "gateway"), dead_after_s=DEAD_AFTER_S)
     await relay.start()
     sim = Fleet(nats_url, relay, workers, Part(sched_bus), engines)
     await sim.start_aggregator()
-    while len(relay.fleet.workers.serving(MODEL, time.monotonic())) < 2 or MODEL not in relay.fleet.catalog:  # noqa: ASYNC110
+    while (len(relay.fleet.workers.serving(model, time.monotonic())) < len(worker_ids)  # noqa: ASYNC110
+           or model not in relay.fleet.catalog):
         await asyncio.sleep(0.05)
-    yield sim
-    stop.set()
-    for part in [*workers.values(), sim.aggregator]:
-        part.stop.set()
-        if part.task:
-            part.task.cancel()
-    scheduler.cancel()
-    await relay.stop()
-    for engine in engines:
-        await engine.cleanup()
-    for bus in (sched_bus, relay.bus, sim.aggregator.bus, *(p.bus for p in workers.values())):
-        if not bus.nc.is_closed:
-            await bus.close()
+    try:
+        yield sim
+    finally:
+        stop.set()
+        for part in [*workers.values(), sim.aggregator]:
+            part.stop.set()
+            if part.task:
+                part.task.cancel()
+        scheduler.cancel()
+        await relay.stop()
+        for engine in engines:
+            await engine.cleanup()
+        for bus in (sched_bus, relay.bus, sim.aggregator.bus, *(p.bus for p in workers.values())):
+            if not bus.nc.is_closed:
+                await bus.close()
 
 
-def long_chat(tokens: int) -> ChatRequest:
-    return ChatRequest(request_id=f"chatcmpl-{uuid.uuid4().hex}", model=MODEL, stream=True,
+@pytest.fixture(scope="module")
+async def fleet(nats_url: str) -> AsyncIterator[Fleet]:
+    async with running_fleet(nats_url, ("fo-a", "fo-b"), ensure_tiny_gguf()) as sim:
+        yield sim
+
+
+def long_chat(tokens: int, model: str = MODEL) -> ChatRequest:
+    return ChatRequest(request_id=f"chatcmpl-{uuid.uuid4().hex}", model=model, stream=True,
                        deadline_ms=now_ms() + 60_000, messages=(ChatMessage(role="user", content="tell me more"),),
                        sampling=Sampling(max_tokens=tokens, logit_bias=NO_EOS))
 
@@ -144,3 +158,45 @@ async def test_aggregator_restart_mid_stream_loses_and_repeats_nothing(fleet: Fl
     assert [c.seq for c in received] == list(range(len(received)))
     text = "".join(c.text for c in received if isinstance(c, DeltaChunk))
     assert text == (await engine_record(fleet.relay.bus, final.request_id)).merged_text
+
+
+# Slower than the test model (about 4x), so the survivors' answers outlast the dead worker's detection.
+SLOWER = TinySpec(n_embd=256, n_layer=4, n_head=4, n_ff=704)
+
+
+async def test_a_dead_workers_stream_takes_the_first_slot_that_frees_not_a_busy_workers_queue(tmp_path: Path) -> None:
+    """Every survivor busy when the death is noticed: the stream is not queued behind the running
+    answer of the first survivor by name (fw-b, whose answer is long), but waits and continues on
+    whichever frees first (fw-c, whose answer is cancelled). On a server of its own: the module's
+    fleet has a scheduler of its own, which would share the work."""
+    slower = "tiny-failover-slower"
+    server = NatsServer(store=tmp_path).start()
+    try:
+        async with running_fleet(server.url, ("fw-a", "fw-b", "fw-c"), ensure_tiny_gguf(SLOWER), slower) as fleet:
+            await _first_free_slot_scenario(fleet, slower)
+    finally:
+        server.stop()
+
+
+async def _first_free_slot_scenario(fleet: Fleet, model: str) -> None:
+    victim = await fleet.relay.submit(long_chat(300, model))
+    received: list[AnyChunk] = [await victim.next() for _ in range(3)]
+    busy = {}
+    for _ in ("fw-b", "fw-c"):
+        stream = await fleet.relay.submit(long_chat(1800, model))
+        busy[(await stream.next()).worker_id] = stream
+    assert received[-1].worker_id == "fw-a" and set(busy) == {"fw-b", "fw-c"}  # one request per worker
+
+    await fleet.workers["fw-a"].crash()
+    await asyncio.sleep(DEAD_AFTER_S + 0.6)  # noticed dead; fw-b and fw-c still answering
+    await busy["fw-c"].close()  # cancelled: fw-c frees first
+    async for chunk in victim:
+        received.append(chunk)
+    await victim.close()
+    await busy["fw-b"].close()
+
+    resumed = [c for c in received if c.attempt == 2]
+    assert resumed and {c.worker_id for c in resumed} == {"fw-c"}
+    final = received[-1]
+    assert isinstance(final, FinalChunk) and final.usage.completion_tokens == 300
+    assert [c.seq for c in received] == list(range(len(received)))  # no gap, no repeat

@@ -15,11 +15,11 @@ AGING_S = 10.0
 
 
 def waiting(rid: str, priority: Priority, since: float, model: str = "m", domain: str = "llm",
-            deadline_ms: int | None = None) -> Waiting[str]:
+            deadline_ms: int | None = None, handed_back: int = 0) -> Waiting[str]:
     request = ChatRequest(request_id=rid, model=model, priority=priority,
                           deadline_ms=deadline_ms or now_ms() + 600_000,
                           messages=(ChatMessage(role="user", content="hi"),))
-    return Waiting(request, domain, handle=f"msg-{rid}", since=since)
+    return Waiting(request, domain, handle=f"msg-{rid}", since=since, handed_back=handed_back)
 
 
 entries = st.lists(
@@ -29,13 +29,22 @@ entries = st.lists(
 )
 
 
-@given(entries, st.floats(0, 200))
-def test_service_order_is_by_aged_class_then_arrival(items: list[tuple[Priority, float, str, str]], now: float) -> None:
-    queue = [waiting(f"r{i}", p, since, model, domain) for i, (p, since, model, domain) in enumerate(items)]
+@given(entries, st.floats(0, 200), st.sets(st.integers(0, 29)))
+def test_service_order_is_by_aged_class_then_continuations_then_arrival(
+    items: list[tuple[Priority, float, str, str]], now: float, continuations: set[int],
+) -> None:
+    queue = [waiting(f"r{i}", p, since, model, domain, handed_back=2 if i in continuations else 0)
+             for i, (p, since, model, domain) in enumerate(items)]
     ordered = service_order(queue, now, AGING_S)
-    keys = [(effective_rank(w.request.priority, now - w.since, AGING_S), w.since) for w in ordered]
+    keys = [(effective_rank(w.request.priority, now - w.since, AGING_S), w.handed_back == 0, w.since) for w in ordered]
     assert keys == sorted(keys)
     assert sorted(w.request_id for w in ordered) == sorted(w.request_id for w in queue)
+
+
+def test_a_continuation_goes_before_new_work_of_its_class_but_not_before_a_better_class() -> None:
+    queue = [waiting("new", Priority.interactive, 0.0), waiting("resumed", Priority.interactive, 5.0, handed_back=2),
+             waiting("realtime", Priority.realtime, 6.0)]
+    assert [w.request_id for w in service_order(queue, 6.0, AGING_S)] == ["realtime", "resumed", "new"]
 
 
 def test_without_waiting_the_classes_are_strict() -> None:
