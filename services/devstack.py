@@ -144,6 +144,7 @@ class NatsServer:
         self.port = self.port or free_port()
         log = self.store / "nats.log"
         self.store.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)  # a restart waits for this run's "ready", not the last run's
         # With a config file, its monitoring port moves to a free one too; its store stays its own.
         store = (["-c", str(self.config), "-m", str(free_port())] if self.config is not None
                  else ["-js", "-sd", str(self.store)])

@@ -37,6 +37,13 @@ class LiveTable(Generic[T]):
     def last_seen(self) -> dict[str, float]:
         return {k: t for k, (_, t) in self._seen.items()}
 
+    def hold(self, now: float) -> None:
+        """While the listener is cut off from the bus, silence proves nothing: every key alive now
+        counts as heard from now, so after the outage each has a whole `dead_after_s` to be heard."""
+        for key, (value, t) in self._seen.items():
+            if now - t <= self.dead_after_s:
+                self._seen[key] = (value, now)
+
     def forget_dead(self, now: float) -> list[str]:
         """Drop and return the keys silent for longer than `dead_after_s`."""
         dead = [k for k, (_, t) in self._seen.items() if now - t > self.dead_after_s]

@@ -39,13 +39,25 @@ class Failover:
     # Worker -> move only assignments made before this epoch ms (a restart), or all of them (None: a death).
     orphaned: dict[str, int | None] = field(default_factory=dict)
     reassigned: int = 0
+    dead_process: dict[str, int | None] = field(default_factory=dict)  # worker -> start of the process declared dead
     _draining: bool = False
     _drain_again: bool = False
 
-    async def worker_died(self, worker_id: str) -> None:
+    async def worker_died(self, worker_id: str, started_ms: int | None = None) -> None:
+        """`worker_id` (its process started at `started_ms`, when known) missed its heartbeats."""
         log.warning("worker %s missed its heartbeats: re-assigning its work", worker_id)
         self.orphaned[worker_id] = None
+        self.dead_process[worker_id] = started_ms
         await self.drain()
+
+    def worker_back(self, worker_id: str, started_ms: int) -> None:
+        """A heartbeat. From the very process declared dead, it means that process was cut off (a
+        network partition, a starved machine), not dead, and still works on what it holds: what was
+        not moved yet stays with it, rather than run twice at the cost of an attempt."""
+        if self.orphaned.get(worker_id, 0) is None and self.dead_process.get(worker_id) == started_ms:
+            log.warning("worker %s is back: its remaining work stays with it", worker_id)
+            del self.orphaned[worker_id]
+            del self.dead_process[worker_id]
 
     async def worker_restarted(self, worker_id: str, started_ms: int) -> None:
         """A new process under the same id: what the old one held would only come back after the
@@ -70,6 +82,7 @@ class Failover:
                 for worker_id, before_ms in sorted(self.orphaned.items()):
                     if await self._drain_worker(worker_id, before_ms):
                         self.orphaned.pop(worker_id, None)
+                        self.dead_process.pop(worker_id, None)
         finally:
             self._draining = False
 

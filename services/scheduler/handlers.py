@@ -125,6 +125,7 @@ class Scheduler:
         self._started[status.worker_id] = status.started_ms
         if previous is not None and previous != status.started_ms:
             await self.failover.worker_restarted(status.worker_id, status.started_ms)
+        self.failover.worker_back(status.worker_id, status.started_ms)
         for alert in self._crash_loop.observe(status.worker_id, status.node, status.started_ms, now_ms()):
             await publish_alert(self.bus, alert, self.settings.webhook_url)
         if self.failover.orphaned:  # a slot may have come free: a dead worker's streams take it first
@@ -144,11 +145,17 @@ class Scheduler:
                     worker_id=wid, node="", engine="", models=(), slots_total=0, slots_free=0, outstanding=0), now)
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
-        """Every heartbeat interval: re-assign the work of dead workers, raise node-offline alerts."""
+        """Every heartbeat interval: re-assign the work of dead workers, raise node-offline alerts.
+        While this scheduler is cut off from NATS it hears no heartbeat, and declares nobody dead."""
         while not stop.is_set():
             now = time.monotonic()
+            if not self.bus.nc.is_connected:  # deaf, not a fleet gone dead (a NATS restart)
+                self.fleet.workers.hold(now)
+                self.fleet.nodes.hold(now)
+                await wait_or_stop(stop, self.settings.heartbeat_s / 2)
+                continue
             for worker_id in self.fleet.workers.forget_dead(now):
-                await self.failover.worker_died(worker_id)
+                await self.failover.worker_died(worker_id, self._started.get(worker_id))
             await self.failover.drain()
             seen = {node: now_ms() - int((now - t) * 1000) for node, t in self.fleet.nodes.last_seen().items()}
             alerts, self._offline_firing = evaluate_offline(

@@ -200,3 +200,28 @@ async def _first_free_slot_scenario(fleet: Fleet, model: str) -> None:
     final = received[-1]
     assert isinstance(final, FinalChunk) and final.usage.completion_tokens == 300
     assert [c.seq for c in received] == list(range(len(received)))  # no gap, no repeat
+
+
+async def test_workers_cut_off_by_a_nats_restart_keep_their_streams(tmp_path: Path) -> None:
+    """NATS down for longer than `dead_after_s`: the scheduler hears no heartbeat and declares every
+    worker dead. They were cut off, not dead: once their heartbeats come back, each keeps what it
+    was answering (one attempt, one worker), instead of having it moved and run twice."""
+    model = "tiny-failover-cutoff"
+    server = NatsServer(store=tmp_path).start()
+    try:
+        async with running_fleet(server.url, ("fc-a", "fc-b"), ensure_tiny_gguf(SLOWER), model) as fleet:
+            stream = await fleet.relay.submit(long_chat(1500, model))
+            received: list[AnyChunk] = [await stream.next() for _ in range(3)]
+            server.stop()
+            await asyncio.sleep(DEAD_AFTER_S + 0.5)
+            server.start()
+            async for chunk in stream:
+                received.append(chunk)
+            await stream.close()
+    finally:
+        server.stop()
+
+    final = received[-1]
+    assert isinstance(final, FinalChunk) and final.usage.completion_tokens == 1500
+    assert {(c.attempt, c.worker_id) for c in received} == {(1, received[0].worker_id)}
+    assert [c.seq for c in received] == list(range(len(received)))

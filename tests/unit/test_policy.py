@@ -48,6 +48,18 @@ def test_liveness_drops_silent_workers_and_takes_them_back() -> None:
     assert table.forget_dead(now=7.0) == ["b"]
 
 
+def test_holding_a_table_keeps_the_live_alive_and_the_dead_dead() -> None:
+    """While the listener is cut off, silence proves nothing: the live get a fresh window, the
+    already silent do not come back."""
+    table = WorkerTable(dead_after_s=1.0)
+    table.observe_status(worker("a"), now=0.0)
+    table.observe_status(worker("b"), now=0.9)
+    table.hold(now=1.5)  # a went silent before the outage began: not held
+    assert [w.worker_id for w in table.live(now=2.4)] == ["b"]
+    assert table.forget_dead(now=2.4) == ["a"]
+    assert table.forget_dead(now=2.6) == ["b"]  # held until 1.5, then silent for more than 1 s
+
+
 def test_draining_workers_get_no_new_work() -> None:
     table = WorkerTable(dead_after_s=3.0)
     table.observe_status(worker("a").model_copy(update={"state": WorkerState.draining}), now=0.0)
