@@ -4,7 +4,9 @@ SIGKILL of the NATS server itself (supervisord restarts each).
 
 The checker then verifies that every accepted request reached exactly one terminal state, and that
 every completed reply equals what the engines generated for it (RESULTS, merged as the aggregator
-must), word for word: no duplicated and no missing token. Writes .data/bench/chaos.json.
+must), word for word: no duplicated and no missing token. `lost_requests` are those whose client
+got no terminal state; `failed_requests` those that ended in an error their client was told (the
+attempt limit: a stream whose workers were killed under it three times). Writes .data/bench/chaos.json.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import httpx
 
 from bench.overhead import write_report
+from contracts.results import ErrorChunk
 from services.common.bus import connect
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
@@ -174,26 +177,33 @@ def failover_times(replies: list[Reply], kills: list[Kill]) -> list[tuple[float,
 
 
 async def check(stack: LocalStack, replies: list[Reply]) -> dict[str, Any]:
+    """Each accepted request against what RESULTS recorded for it. Completed: its reply must equal
+    what the engines generated. Not completed: it failed when its client got the very error that
+    ended it in RESULTS (a terminal state, such as the attempt limit); anything else is lost."""
     bus = await connect(stack.nats_url, "chaos-checker")
-    dup = missing = lost = mismatched = 0
-    lost_errors: list[str] = []
+    dup = missing = mismatched = 0
+    lost: list[str] = []
+    failed: list[str] = []
     try:
         for reply in replies:
             if reply.status != 200:
                 continue  # refused at the door, in the OpenAI shape: not accepted, not lost
-            if not reply.finished:
-                lost += 1
-                lost_errors.append(f"{'stream' if reply.stream else 'whole'} {reply.request_id}: {reply.error}")
-                continue
             merge = RequestMerge()
-            for chunk in await replay_results(bus, reply.request_id):
+            for chunk in await replay_results(bus, reply.request_id) if reply.request_id else []:
                 merge.accept(chunk)
+            if not reply.finished:
+                ended = merge.terminal
+                told = isinstance(ended, ErrorChunk) and reply.error == ended.message
+                (failed if told else lost).append(
+                    f"{'stream' if reply.stream else 'whole'} {reply.request_id}: {reply.error}")
+                continue
             d, m = word_diff(merge.merged_text, reply.text)
             dup, missing, mismatched = dup + d, missing + m, mismatched + (d + m > 0)
     finally:
         await bus.close()
-    return {"lost_requests": lost, "duplicate_tokens": dup, "missing_tokens": missing,
-            "mismatched_replies": mismatched, "lost_examples": lost_errors[:10]}
+    return {"lost_requests": len(lost), "failed_requests": len(failed), "duplicate_tokens": dup,
+            "missing_tokens": missing, "mismatched_replies": mismatched, "lost_examples": lost[:10],
+            "failed_examples": failed[:10]}
 
 
 def pct(values: list[float], q: float) -> float | None:

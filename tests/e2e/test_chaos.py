@@ -27,4 +27,7 @@ async def test_no_request_lost_and_no_token_repeated_or_missing(chaos_stack: Loc
     assert result["faults"] == {"aggregator": 1, "nats": 1, "scheduler": 1, "worker": 4}
     assert result["accepted"] >= 20
     assert result["lost_requests"] == 0, result["lost_examples"]
+    # A stream may end in the attempt limit's clear error, if its workers were killed under it again
+    # and again; any other error is a fault the stack should have survived.
+    assert all("gave up after" in e for e in result["failed_examples"]), result["failed_examples"]
     assert result["duplicate_tokens"] == 0 and result["missing_tokens"] == 0
