@@ -160,10 +160,11 @@ def word_diff(expected: str, got: str) -> tuple[int, int]:
     return dup, missing
 
 
-def failover_times(replies: list[Reply], kills: list[Kill]) -> list[tuple[float, Kill, Kill | None]]:
+def failover_times(replies: list[Reply], kills: list[Kill]) -> list[tuple[float, Kill, Kill | None, str]]:
     """For each stream the killed worker was serving: seconds from the kill to the first chunk another
     worker made (chunks the dead one had sent before dying may still arrive just after), with the
-    kill and the fault before it (a failover right after a scheduler or NATS kill takes longer)."""
+    kill, the fault before it (a failover right after a scheduler or NATS kill takes longer) and the
+    request's id (to find it in the logs of a run kept with --keep)."""
     times = []
     for i, kill in enumerate(kills):
         if kill.kind != "worker" or not kill.worker:
@@ -172,7 +173,7 @@ def failover_times(replies: list[Reply], kills: list[Kill]) -> list[tuple[float,
             before = [w for t, w in reply.chunks if t < kill.at]
             after = [t for t, w in reply.chunks if t >= kill.at and w != kill.worker]
             if before and before[-1] == kill.worker and after:
-                times.append((after[0] - kill.at, kill, kills[i - 1] if i else None))
+                times.append((after[0] - kill.at, kill, kills[i - 1] if i else None, reply.request_id))
     return times
 
 
@@ -223,7 +224,7 @@ async def run_chaos(stack: LocalStack, args: argparse.Namespace) -> dict[str, An
     accepted = [r for r in replies if r.status == 200]
     figures = await check(stack, replies)
     measured = failover_times(replies, kills)
-    times = [t for t, _, _ in measured]
+    times = [t for t, _, _, _ in measured]
     return {
         "trials": len(kills),
         "faults": {kind: sum(k.kind == kind for k in kills) for kind in sorted(set(FAULTS))},
@@ -236,8 +237,9 @@ async def run_chaos(stack: LocalStack, args: argparse.Namespace) -> dict[str, An
         "failovers_measured": len(times),
         # the slowest, with the fault injected just before the worker kill
         "slowest_failovers": [{"seconds": round(t, 3), "after": previous.kind if previous else None,
-                               "after_s": round(kill.at - previous.at, 3) if previous else None}
-                              for t, kill, previous in sorted(measured, key=lambda m: -m[0])[:8]],
+                               "after_s": round(kill.at - previous.at, 3) if previous else None,
+                               "worker": kill.worker, "request_id": rid}
+                              for t, kill, previous, rid in sorted(measured, key=lambda m: -m[0])[:8]],
         "mean_reply_s": round(statistics.fmean(r.chunks[-1][0] - r.started for r in accepted if r.chunks), 3)
         if any(r.chunks for r in accepted) else None,
     }

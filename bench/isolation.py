@@ -36,7 +36,9 @@ from typing import Any
 
 import httpx
 
-from bench.overhead import percentile, progress, stream_once, write_report
+from bench.overhead import percentile, progress, stream_once, task_state, write_report
+from contracts import streams
+from services.common.bus import connect
 from services.devstack import LocalStack
 
 CHAT, IMAGE = "tiny-llama", "tiny-sd"
@@ -47,14 +49,18 @@ domains:
 """
 
 
-async def chat_ttfts(client: httpx.AsyncClient, runs: int, label: str) -> list[float]:
-    ttfts = []
+async def chat_ttfts(client: httpx.AsyncClient, tasks: Any, runs: int, label: str) -> tuple[list[float], list[float]]:
+    """Time to first token of `runs` realtime chats seen by the client, and the engine's own share
+    of each (from the `tasks` bucket): whether load slows the engine or the way to it."""
+    ttfts, engine = [], []
     for i in range(runs):
-        _, ttft, _, _ = await stream_once(client, 4, seed=i, model=CHAT, priority="realtime")
+        rid, ttft, _, _ = await stream_once(client, 4, seed=i, model=CHAT, priority="realtime")
         ttfts.append(ttft * 1000)
+        timings = (await task_state(tasks, rid)).timings
+        engine.append(timings.engine_ttft_ms if timings is not None else 0.0)
         progress(label, i + 1, runs)
         await asyncio.sleep(0.02)  # a chat user's pace, not a flood
-    return ttfts
+    return ttfts, engine
 
 
 async def image_load(client: httpx.AsyncClient, stop: asyncio.Event, made: list[float], busy: asyncio.Event,
@@ -70,6 +76,8 @@ async def image_load(client: httpx.AsyncClient, stop: asyncio.Event, made: list[
 
 
 async def phase(stack: LocalStack, runs: int, clients: int, size: int, steps: int, label: str) -> dict[str, float]:
+    bus = await connect(stack.nats_url, "bench-isolation")
+    tasks = await bus.js.key_value(streams.KV_TASKS)
     async with httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client:
         for i in range(5):  # warm-up
             await stream_once(client, 2, seed=i, model=CHAT)
@@ -79,14 +87,17 @@ async def phase(stack: LocalStack, runs: int, clients: int, size: int, steps: in
         if clients:
             await busy.wait()  # the image domain has finished one job: it is busy before the first chat
         started = time.monotonic()
-        ttfts = await chat_ttfts(client, runs, label)
+        ttfts, engine = await chat_ttfts(client, tasks, runs, label)
         elapsed = time.monotonic() - started
         stop.set()
         for task in loaders:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
                 await task
+    await bus.close()
     return {"ttft_p50_ms": round(percentile(ttfts, 50), 3), "ttft_p95_ms": round(percentile(ttfts, 95), 3),
+            "engine_ttft_p50_ms": round(percentile(engine, 50), 3),
+            "engine_ttft_p95_ms": round(percentile(engine, 95), 3),
             "images_per_s": round(len([t for t in made if t >= started]) / elapsed, 3)}
 
 

@@ -124,7 +124,7 @@ async def pipeline(stack: LocalStack, ttft_runs: int, tput_runs: int, max_tokens
             await stream_once(client, 2, seed=i)
         for i in range(ttft_runs):
             rid, ttft, _, _ = await stream_once(client, 2, seed=i)
-            state = await _task_state(kv, rid)
+            state = await task_state(kv, rid)
             assert state.timings is not None
             overheads.append(ttft * 1000 - state.timings.engine_ttft_ms)
             progress("pipeline TTFT", i + 1, ttft_runs)
@@ -141,7 +141,7 @@ async def pipeline(stack: LocalStack, ttft_runs: int, tput_runs: int, max_tokens
     }
 
 
-async def _task_state(kv: Any, rid: str) -> TaskState:
+async def task_state(kv: Any, rid: str) -> TaskState:
     for _ in range(500):
         try:
             return TaskState.decode((await kv.get(rid)).value or b"")

@@ -9,6 +9,7 @@ publish the same `<request>:<attempt>` message id, which JetStream de-duplicates
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,17 +32,26 @@ log = logging.getLogger(__name__)
 FAILOVER_ID = "failover"
 
 
+def _nothing_to_release(worker_id: str) -> None:
+    """For callers whose `choose` takes no slot."""
+
+
 @dataclass
 class Failover:
     bus: Bus
-    choose: Callable[[AnyRequest, str | None], str | None]  # (request, worker to avoid) -> worker
+    choose: Callable[[AnyRequest, str | None], str | None]  # (request, worker to avoid) -> worker, its slot taken
     max_attempts: int = 3
+    release: Callable[[str], None] = _nothing_to_release  # gives back a slot `choose` took but a move did not use
     # Worker -> move only assignments made before this epoch ms (a restart), or all of them (None: a death).
     orphaned: dict[str, int | None] = field(default_factory=dict)
     reassigned: int = 0
     dead_process: dict[str, int | None] = field(default_factory=dict)  # worker -> start of the process declared dead
     _draining: bool = False
     _drain_again: bool = False
+    _settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._settled.set()
 
     async def worker_died(self, worker_id: str, started_ms: int | None = None) -> None:
         """`worker_id` (its process started at `started_ms`, when known) missed its heartbeats."""
@@ -75,6 +85,7 @@ class Failover:
             self._drain_again = True
             return
         self._draining = True
+        self._settled.clear()
         try:
             self._drain_again = True
             while self._drain_again:
@@ -85,6 +96,11 @@ class Failover:
                         self.dead_process.pop(worker_id, None)
         finally:
             self._draining = False
+            self._settled.set()
+
+    async def settled(self) -> None:
+        """Once no drain pass is running: what it could move has its slot."""
+        await self._settled.wait()
 
     async def _drain_worker(self, worker_id: str, before_ms: int | None) -> bool:
         seq = 1
@@ -107,28 +123,34 @@ class Failover:
 
     async def move(self, old: Assignment, exclude: str | None = None, worker: str | None = None) -> bool:
         """Re-assign one assignment (to `worker`, or one chosen, not `exclude`); False when no
-        worker can take it right now."""
+        worker can take it right now. The worker is chosen, and its slot taken, before what was
+        delivered is read back, so new requests arriving meanwhile cannot take that slot first."""
         rid = old.request_id
+        attempt = old.attempt + 1
+        ending = now_ms() > old.request.deadline_ms or attempt > self.max_attempts
+        chosen = None
+        if worker is None and not ending:
+            worker = chosen = self.choose(old.request, exclude)
+            if worker is None:
+                return False
         merge = RequestMerge()
         for chunk in await replay_results(self.bus, rid):
             merge.accept(chunk)
-        attempt = old.attempt + 1
         out = ResultPublisher(self.bus, rid, FAILOVER_ID, attempt, seq=merge.next_seq)
         remaining = old.request.sampling.max_tokens - merge.delivered_tokens
-        if merge.done:
-            return True  # it had finished; the worker died before acknowledging
-        if now_ms() > old.request.deadline_ms:
-            await out.error(ErrorCode.deadline_exceeded, "the deadline passed while the request was failing over")
+        if merge.done or ending or remaining <= 0:
+            if chosen is not None:
+                self.release(chosen)
+            if merge.done:
+                return True  # it had finished; the worker died before acknowledging
+            if now_ms() > old.request.deadline_ms:
+                await out.error(ErrorCode.deadline_exceeded, "the deadline passed while the request was failing over")
+            elif attempt > self.max_attempts:
+                await out.error(ErrorCode.engine_error, f"gave up after {old.attempt} attempts: the workers died")
+            else:  # every token was delivered; only the final was lost
+                await out.final("length", Usage(completion_tokens=merge.delivered_tokens), Timings())
             return True
-        if attempt > self.max_attempts:
-            await out.error(ErrorCode.engine_error, f"gave up after {old.attempt} attempts: the workers died")
-            return True
-        if remaining <= 0:  # every token was delivered; only the final was lost
-            await out.final("length", Usage(completion_tokens=merge.delivered_tokens), Timings())
-            return True
-        worker = worker or self.choose(old.request, exclude)
-        if worker is None:
-            return False
+        assert worker is not None
         new = Assignment(worker_id=worker, attempt=attempt, request=old.request, resume_text=merge.merged_text,
                          resume_tokens=merge.delivered_tokens, first_seq=merge.next_seq,
                          fallback_for=old.fallback_for)
@@ -138,3 +160,4 @@ class Failover:
         log.info("request %s: attempt %d on %s after %d delivered tokens", rid, attempt, worker,
                  merge.delivered_tokens)
         return True
+

@@ -79,7 +79,7 @@ class Scheduler:
         self.queues = Queues(aging_s=self.settings.aging_s)
         self.fleet = FleetState(dead_after_s=self.settings.dead_after_s)
         self.fleet.on_override = self._place_soon
-        self.failover = Failover(self.bus, self._free_worker, self.settings.max_attempts)
+        self.failover = Failover(self.bus, self._free_worker, self.settings.max_attempts, release=self._free_slot)
         self._crash_loop = CrashLoop(self.settings.crash_loop_restarts, int(self.settings.crash_loop_window_s * 1000))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -128,10 +128,10 @@ class Scheduler:
         self.failover.worker_back(status.worker_id, status.started_ms)
         for alert in self._crash_loop.observe(status.worker_id, status.node, status.started_ms, now_ms()):
             await publish_alert(self.bus, alert, self.settings.webhook_url)
-        if self.failover.orphaned:  # a slot may have come free: a dead worker's streams take it first
-            await self.failover.drain()
-        if self.queues:
+        if self.queues:  # a slot may have come free (a dead worker's streams take it first)
             await self.dispatch()
+        elif self.failover.orphaned:
+            await self.failover.drain()
 
     async def _adopt_known_workers(self) -> None:
         """Workers that have an assignment queue count as seen now: if one is already dead, it is
@@ -241,6 +241,9 @@ class Scheduler:
             return
         self._dispatching = True
         try:
+            if self.failover.orphaned:  # a dead worker's streams take free slots before new work
+                await self.failover.drain()
+                await self.failover.settled()
             self._dispatch_again = True
             while self._dispatch_again:
                 self._dispatch_again = False
@@ -373,6 +376,10 @@ class Scheduler:
         if worker is not None:
             self.fleet.recent[worker] += 1
         return worker
+
+    def _free_slot(self, worker: str) -> None:
+        """A slot `_free_worker` took and a move did not use."""
+        self.fleet.recent[worker] = max(0, self.fleet.recent[worker] - 1)
 
     def decide(self, request: AnyRequest, exclude: str | None = None, domain: str | None = None) -> str | None:
         """The worker `request` should go to. With `domain`, only that domain's workers with a free
