@@ -87,13 +87,15 @@ class ResultPublisher:
         self.seq += 1
 
     async def settle(self) -> None:
-        """Wait until every chunk published so far is stored (resending those that were lost)."""
+        """Wait until every chunk published so far is stored (resending those that were lost). One
+        wait of ACK_WAIT_S for all of them: after a NATS restart, each of many lost deltas waiting
+        its own turn held the answer's end back by ACK_WAIT_S apiece."""
+        if self._unsettled:
+            await asyncio.wait([ack for _, _, ack in self._unsettled], timeout=ACK_WAIT_S)
         for payload, headers, ack in self._unsettled:
-            try:
-                await asyncio.wait_for(asyncio.shield(ack), ACK_WAIT_S)
+            if ack.done() and not ack.cancelled() and ack.exception() is None:
                 continue
-            except Exception:
-                log.warning("delta %s got no acknowledgement: sending it again", headers["Nats-Msg-Id"])
+            log.warning("delta %s got no acknowledgement: sending it again", headers["Nats-Msg-Id"])
             await self._publish_retrying(payload, headers)
         self._unsettled.clear()
 
