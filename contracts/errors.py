@@ -16,6 +16,7 @@ class ErrorCode(str, Enum):
     permission_denied = "permission_denied"
     payload_too_large = "payload_too_large"
     overloaded = "overloaded"
+    bus_unavailable = "bus_unavailable"
 
 
 class ModalMeshError(Exception):
@@ -64,10 +65,16 @@ class Overloaded(ModalMeshError):
     code = ErrorCode.overloaded
 
 
+class BusUnavailable(ModalMeshError):
+    """NATS did not confirm a request was stored (an outage): the client should retry shortly."""
+
+    code = ErrorCode.bus_unavailable
+
+
 _BY_CODE: dict[ErrorCode, type[ModalMeshError]] = {
     cls.code: cls
     for cls in (InvalidRequest, ModelNotFound, NoLiveWorker, DeadlineExceeded, EngineError, Unauthenticated,
-                PermissionDenied, PayloadTooLarge, Overloaded)
+                PermissionDenied, PayloadTooLarge, Overloaded, BusUnavailable)
 }
 
 

@@ -22,6 +22,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.permission_denied: 403,
     ErrorCode.payload_too_large: 413,
     ErrorCode.overloaded: 429,
+    ErrorCode.bus_unavailable: 503,
 }
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",

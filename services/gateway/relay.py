@@ -21,6 +21,7 @@ from contracts import streams, subjects
 from contracts.base import now_ms
 from contracts.control import Cancel
 from contracts.errors import (
+    BusUnavailable,
     DeadlineExceeded,
     ErrorCode,
     InvalidRequest,
@@ -142,6 +143,9 @@ class Relay:
                 subjects.request(request.modality), request.encode(),
                 headers=inject({"Nats-Msg-Id": request.request_id}),
             )
+        except nats.errors.Error as exc:
+            await stream.close()  # it may be stored after all (the acknowledgement was lost): cancelled
+            raise BusUnavailable("the message bus did not confirm the request; retry shortly") from exc
         except BaseException:
             await stream.close(cancel=False)
             raise
@@ -159,12 +163,17 @@ class Relay:
         state = TaskState(request_id=request.request_id, status=TaskStatus.queued, model=request.model,
                           modality=request.modality.value, created_ms=request.created_ms)
         try:
-            await kv.create(request.request_id, state.encode())
-        except nats.js.errors.KeyWrongLastSequenceError:
-            entry = await kv.get(request.request_id)
-            return TaskState.decode(entry.value or b"")
-        await self.bus.js.publish(subjects.request(request.modality), request.encode(),
-                                  headers=inject({"Nats-Msg-Id": request.request_id}))
+            try:
+                await kv.create(request.request_id, state.encode())
+            except nats.js.errors.KeyWrongLastSequenceError:
+                state = TaskState.decode((await kv.get(request.request_id)).value or b"")
+                if state.status is not TaskStatus.queued:
+                    return state
+                # Still queued: perhaps its publish failed in an outage. Again (de-duplicated if stored).
+            await self.bus.js.publish(subjects.request(request.modality), request.encode(),
+                                      headers=inject({"Nats-Msg-Id": request.request_id}))
+        except nats.errors.Error as exc:
+            raise BusUnavailable("the message bus did not confirm the task; retry it (same key) shortly") from exc
         return state
 
     def _done(self, request: AnyRequest) -> None:

@@ -1,13 +1,22 @@
-"""Start order does not matter: a service started before NATS connects once the server comes up."""
+"""Start order does not matter: a service started before NATS connects once the server comes up;
+and a gateway whose NATS goes away answers with a clear, retryable error."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import pytest
+
 from contracts import streams
+from contracts.base import now_ms
+from contracts.errors import BusUnavailable
+from contracts.requests import ChatMessage, ChatRequest, Modality
+from contracts.workers import ModelEntry, WorkerStatus
 from services.common.bus import connect
 from services.devstack import free_port
+from services.gateway.relay import Relay
 from tests.natsserver import NatsServer
 
 
@@ -24,3 +33,25 @@ async def test_connect_waits_for_a_server_that_starts_later(tmp_path: Path) -> N
         await bus.close()
     finally:
         server.stop()
+
+
+async def test_a_request_the_bus_cannot_confirm_gets_bus_unavailable_not_a_crash(tmp_path: Path) -> None:
+    """NATS goes away under a gateway that still believes a worker is live: publishing the request
+    times out, and the client gets a 503-class error it can retry, not an unhandled exception."""
+    server = NatsServer(store=tmp_path).start()
+    bus = await connect(server.url, "gateway")
+    relay = Relay(bus, dead_after_s=60.0)
+    await relay.start()
+    entry = ModelEntry(id="m", modality=(Modality.chat,), engine="llama_cpp", source="tiny")
+    relay.fleet.catalog["m"] = entry
+    relay.fleet.workers.observe_status(WorkerStatus(worker_id="w", node="n", engine="llama_cpp", models=("m",),
+                                                    slots_total=1, slots_free=1, outstanding=0), time.monotonic())
+    server.stop()
+    request = ChatRequest(request_id="chatcmpl-outage", model="m", deadline_ms=now_ms() + 60_000,
+                          messages=(ChatMessage(role="user", content="hi"),))
+    try:
+        with pytest.raises(BusUnavailable):
+            await relay.submit(request)
+        assert not relay.inflight  # the request's place is given back
+    finally:
+        await bus.nc.close()
