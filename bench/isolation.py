@@ -4,8 +4,9 @@ three times:
 
 - `llm_ttft_p95_ms_idle`: realtime chat, nothing else running (domains on).
 - `llm_ttft_p95_ms_loaded_isolated`: the same while image clients keep the image domain full, with
-  domains on: `llm` owns CPU 0, `image` CPU 1 at niceness 19 (the control plane, which floats over
-  both cores, goes first there) and at most one job at a time.
+  domains on: `llm` and the control plane (NATS, gateway, scheduler, aggregator, monitor: the
+  engine's own time to first token is the smaller part of a chat's) own CPU 0, `image` CPU 1 at
+  niceness 19 and at most one job at a time.
 - `llm_ttft_p95_ms_loaded_shared`: the same load with domains off (no domains file): the image
   engine's threads run on every core, beside the LLM's.
 
@@ -43,6 +44,7 @@ from services.devstack import LocalStack
 
 CHAT, IMAGE = "tiny-llama", "tiny-sd"
 ISOLATED = """\
+control_plane: {cpus: [0]}
 domains:
   llm: {cpus: [0]}
   image: {cpus: [1], max_concurrency: 1, nice: 19}

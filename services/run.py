@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from services.common.domains import confined_command
 from services.gateway.auth import key_hash
 from services.natsauth import NatsUsers
 from services.workers.tiny_diffusion import ensure_tiny_sd, ensure_tiny_video, tiny_pipelines_cached
@@ -110,15 +111,17 @@ def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int
         worker_programs.append(Program("worker-upstream-1", f"{py} -m services.workers", 20, {
             **common, **metrics(), "MODALMESH_WORKER_WORKER_ID": "upstream-1",
             "MODALMESH_WORKER_ENGINE": "openai_upstream", "MODALMESH_WORKER_UPSTREAM_URL": upstream}))
+    control = confined_command  # on the control plane's CPUs, when the domains file names them
     return [
-        Program("nats", f"{nats_server_binary()} -c {users.conf_path} -js -sd {data / 'nats'} -a 127.0.0.1 "
-                f"-p {nats_port}", 1, {}),
-        Program("monitor", f"{py} -m services.monitor", 5,
+        Program("nats", control(f"{nats_server_binary()} -c {users.conf_path} -js -sd {data / 'nats'} "
+                                f"-a 127.0.0.1 -p {nats_port}"), 1, {}),
+        Program("monitor", control(f"{py} -m services.monitor"), 5,
                 {**as_role("monitor"), "MODALMESH_MONITOR_METRICS_PORT": str(metrics_port)}),
-        Program("scheduler", f"{py} -m services.scheduler", 10, {**as_role("scheduler"), **scheduler_metrics}),
-        Program("aggregator", f"{py} -m services.aggregator", 10, {**as_role("aggregator"), **aggregator_metrics}),
+        Program("scheduler", control(f"{py} -m services.scheduler"), 10, {**as_role("scheduler"), **scheduler_metrics}),
+        Program("aggregator", control(f"{py} -m services.aggregator"), 10,
+                {**as_role("aggregator"), **aggregator_metrics}),
         *worker_programs,
-        Program("gateway", f"{py} -m services.gateway", 30,
+        Program("gateway", control(f"{py} -m services.gateway"), 30,
                 {**as_role("gateway"), "MODALMESH_GATEWAY_PORT": str(port), "MODALMESH_GATEWAY_HOST": host,
                  "MODALMESH_GATEWAY_API_KEYS_FILE": str(data / "api_keys")}),
     ]

@@ -4,9 +4,14 @@ and its own share of the machine, so slow work (images) never takes what real-ti
 One YAML file, `MODALMESH_DOMAINS_FILE`, names them; the scheduler reads it for queues and caps,
 each worker for the CPUs it may run on and its share of GPU memory:
 
+    control_plane: {cpus: [0]}
     domains:
       llm-realtime: {cpus: [0]}
       image: {max_concurrency: 1, max_queue: 100, cpus: [1], nice: 19, gpu_memory_fraction: 0.3}
+
+`control_plane` is where `make run` keeps NATS and the gateway, scheduler, aggregator and monitor:
+every real-time request crosses them four times, so they belong with the real-time work, off the
+cores slow work keeps busy (`python -m services.common.domains -- CMD` runs CMD there).
 
 A worker joins a domain with `MODALMESH_WORKER_DOMAIN`; without one it is in its modality's own
 domain (`llm`, `embedding`, `image`, `speech`), so every kind of work has its own queue even with
@@ -16,6 +21,7 @@ no file. A domain the file does not name has no cap.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import yaml
@@ -42,6 +48,8 @@ class DomainSpec(BaseModel):
 class Domains(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    control_plane: DomainSpec | None = Field(default=None, description="CPUs (and niceness) of NATS and the "
+                                             "gateway, scheduler, aggregator and monitor.")
     domains: dict[str, DomainSpec] = Field(default_factory=dict)
 
     def spec(self, name: str) -> DomainSpec:
@@ -95,3 +103,21 @@ def limit_gpu_memory(device: str) -> None:
         import torch
 
         torch.cuda.set_per_process_memory_fraction(float(share), torch.device(device))
+
+
+def confined_command(command: str) -> str:
+    """`command`, run on the control plane's CPUs when the domains file names them."""
+    if Domains.load().control_plane is None:
+        return command
+    return f"{sys.executable} -m services.common.domains -- {command}"
+
+
+def _main(argv: list[str]) -> None:
+    if not argv or argv[0] != "--" or len(argv) < 2:
+        raise SystemExit("usage: python -m services.common.domains -- COMMAND [ARG...]")
+    confine(Domains.load().control_plane or DomainSpec())
+    os.execvp(argv[1], argv[1:])
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

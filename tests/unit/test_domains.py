@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from contracts.requests import Modality
-from services.common.domains import Domains, DomainSpec, default_domain
+from services.common.domains import Domains, DomainSpec, confined_command, default_domain
 
 
 def test_the_file_names_caps_and_shares(tmp_path: Path) -> None:
@@ -55,3 +55,20 @@ def test_confine_keeps_the_process_and_its_new_threads_to_the_domains_cpus_and_n
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == [f"[{core}]", f"[{core}]", "1", str(max(7, os.nice(0)))]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPU cores to show a confinement")
+def test_control_plane_commands_run_on_the_control_planes_cpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make run` starts NATS and the control-plane services through this wrapper when the domains
+    file names `control_plane`: the command it execs runs on those CPUs only."""
+    path = tmp_path / "domains.yaml"
+    path.write_text("control_plane: {cpus: [0]}\ndomains:\n  image: {cpus: [1], nice: 19}\n")
+    env = {**os.environ, "MODALMESH_DOMAINS_FILE": str(path)}
+    probe = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)), os.nice(0))"]
+    out = subprocess.run([sys.executable, "-m", "services.common.domains", "--", *probe], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[0]", "0"]
+    monkeypatch.setenv("MODALMESH_DOMAINS_FILE", str(path))
+    assert confined_command("nats-server -js").endswith("-m services.common.domains -- nats-server -js")
+    monkeypatch.delenv("MODALMESH_DOMAINS_FILE")
+    assert confined_command("nats-server -js") == "nats-server -js"  # no file: as it was
