@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import DeliverPolicy
 from nats.js.kv import KeyValue
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from contracts import streams, subjects
 from contracts.base import now_ms
@@ -296,10 +297,21 @@ class RequestStream:
         return chunk
 
     async def _backfill(self) -> list[AnyChunk]:
-        """The chunks after the last one delivered that RESULTS holds, in order."""
+        """The chunks after the last one delivered that RESULTS holds, in order. Retried while NATS
+        cannot answer (just after a restart), up to the request's deadline: a chunk after a gap is
+        never released before the gap is filled."""
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(nats.errors.Error), wait=wait_exponential(multiplier=0.1, max=1.0),
+                stop=stop_after_delay(max(0.0, (self.request.deadline_ms - now_ms()) / 1000)), reraise=True,
+            ):
+                with attempt:
+                    earlier_chunks = await replay_results(self.bus, self.request.request_id)
+        except nats.errors.Error:
+            raise DeadlineExceeded(
+                f"RESULTS could not be read before the deadline ({self.request.request_id})") from None
         merge = RequestMerge()
-        released = [c for earlier in await replay_results(self.bus, self.request.request_id)
-                    for c in merge.accept(earlier)]
+        released = [c for earlier in earlier_chunks for c in merge.accept(earlier)]
         return [c for c in released if isinstance(c, ErrorChunk) or c.seq >= self._next_seq]
 
     async def __aiter__(self) -> AsyncIterator[AnyChunk]:
