@@ -9,7 +9,6 @@ publish the same `<request>:<attempt>` message id, which JetStream de-duplicates
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from contracts.requests import AnyRequest
 from contracts.results import Timings, Usage
 from services.common.bus import Bus
 from services.common.merge import RequestMerge
+from services.common.passes import SerialPasses
 from services.common.results import ResultPublisher, replay_results
 from services.common.tracing import extract, inject, tracer
 from services.scheduler.metrics import REASSIGNED
@@ -46,12 +46,10 @@ class Failover:
     orphaned: dict[str, int | None] = field(default_factory=dict)
     reassigned: int = 0
     dead_process: dict[str, int | None] = field(default_factory=dict)  # worker -> start of the process declared dead
-    _draining: bool = False
-    _drain_again: bool = False
-    _settled: asyncio.Event = field(default_factory=asyncio.Event)
+    _drains: SerialPasses = field(init=False)
 
     def __post_init__(self) -> None:
-        self._settled.set()
+        self._drains = SerialPasses(self._drain_once)
 
     async def worker_died(self, worker_id: str, started_ms: int | None = None) -> None:
         """`worker_id` (its process started at `started_ms`, when known) missed its heartbeats."""
@@ -81,26 +79,17 @@ class Failover:
         """Re-assign what dead workers left; what finds no free worker now is retried on the next
         call (each heartbeat, and each status that may bring a free slot). One pass at a time; a call
         during a pass makes it run once more."""
-        if self._draining:
-            self._drain_again = True
-            return
-        self._draining = True
-        self._settled.clear()
-        try:
-            self._drain_again = True
-            while self._drain_again:
-                self._drain_again = False
-                for worker_id, before_ms in sorted(self.orphaned.items()):
-                    if await self._drain_worker(worker_id, before_ms):
-                        self.orphaned.pop(worker_id, None)
-                        self.dead_process.pop(worker_id, None)
-        finally:
-            self._draining = False
-            self._settled.set()
+        await self._drains.ask()
 
     async def settled(self) -> None:
         """Once no drain pass is running: what it could move has its slot."""
-        await self._settled.wait()
+        await self._drains.idle()
+
+    async def _drain_once(self) -> None:
+        for worker_id, before_ms in sorted(self.orphaned.items()):
+            if await self._drain_worker(worker_id, before_ms):
+                self.orphaned.pop(worker_id, None)
+                self.dead_process.pop(worker_id, None)
 
     async def _drain_worker(self, worker_id: str, before_ms: int | None) -> bool:
         seq = 1
@@ -127,7 +116,8 @@ class Failover:
         delivered is read back, so new requests arriving meanwhile cannot take that slot first."""
         rid = old.request_id
         attempt = old.attempt + 1
-        ending = now_ms() > old.request.deadline_ms or attempt > self.max_attempts
+        late, spent = now_ms() > old.request.deadline_ms, attempt > self.max_attempts
+        ending = late or spent
         chosen = None
         if worker is None and not ending:
             worker = chosen = self.choose(old.request, exclude)
@@ -143,9 +133,9 @@ class Failover:
                 self.release(chosen)
             if merge.done:
                 return True  # it had finished; the worker died before acknowledging
-            if now_ms() > old.request.deadline_ms:
+            if late:
                 await out.error(ErrorCode.deadline_exceeded, "the deadline passed while the request was failing over")
-            elif attempt > self.max_attempts:
+            elif spent:
                 await out.error(ErrorCode.engine_error, f"gave up after {old.attempt} attempts: the workers died")
             else:  # every token was delivered; only the final was lost
                 await out.final("length", Usage(completion_tokens=merge.delivered_tokens), Timings())

@@ -34,6 +34,7 @@ from services.common.alerts import publish_alert
 from services.common.bus import Bus
 from services.common.cancels import RecentCancels
 from services.common.domains import Domains
+from services.common.passes import SerialPasses
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
 from services.common.tracing import extract, inject, tracer
@@ -68,11 +69,10 @@ class Scheduler:
     domains: Domains = field(default_factory=Domains.load)
     queues: Queues[Msg] = field(init=False)
     scheduler_id: str = field(default_factory=lambda: f"{socket.gethostname().split('.')[0]}-{os.getpid()}")
-    _dispatching: bool = False
+    _dispatches: SerialPasses = field(init=False)
     _commanded: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (load|unload, model, worker)
     _placed_at: float = 0.0
     placements: Counter[str] = field(default_factory=Counter)  # commands sent, by reason
-    _dispatch_again: bool = False
     _sampled_js: float = 0.0
 
     def __post_init__(self) -> None:
@@ -80,6 +80,7 @@ class Scheduler:
         self.fleet = FleetState(dead_after_s=self.settings.dead_after_s)
         self.fleet.on_override = self._place_soon
         self.failover = Failover(self.bus, self._free_worker, self.settings.max_attempts, release=self._free_slot)
+        self._dispatches = SerialPasses(self._dispatch_once)
         self._crash_loop = CrashLoop(self.settings.crash_loop_restarts, int(self.settings.crash_loop_window_s * 1000))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -236,33 +237,26 @@ class Scheduler:
     async def dispatch(self) -> None:
         """Send waiting requests to workers with free slots, best first (see `queues.plan`). One pass
         at a time; a call during a pass makes it run once more."""
-        if self._dispatching:
-            self._dispatch_again = True
-            return
-        self._dispatching = True
-        try:
-            if self.failover.orphaned:  # a dead worker's streams take free slots before new work
-                await self.failover.drain()
-                await self.failover.settled()
-            self._dispatch_again = True
-            while self._dispatch_again:
-                self._dispatch_again = False
-                now = time.monotonic()
-                for waiting, worker in plan(self.queues.order(now), self._room(now), self._pick):
-                    self.queues.dispatched(waiting, now)
-                    wait = metrics.QUEUE_WAIT.labels(waiting.domain, waiting.request.priority.value)
-                    wait.observe(now - waiting.since)
-                    metrics.DISPATCHED.labels(waiting.domain, "cold" if waiting.cold else "warm").inc()
-                    with self._traced_dispatch(waiting, worker, now):
-                        if waiting.handed_back:  # a re-queued request: its next attempt continues it
-                            await self.failover.move(Assignment(worker_id="", attempt=waiting.handed_back,
-                                                                request=waiting.request,
-                                                                fallback_for=waiting.fallback_for), worker=worker)
-                        else:
-                            await self._assign(waiting.request, worker, waiting.fallback_for)
-                    await waiting.handle.ack()
-        finally:
-            self._dispatching = False
+        await self._dispatches.ask()
+
+    async def _dispatch_once(self) -> None:
+        if self.failover.orphaned:  # a dead worker's streams take free slots before new work
+            await self.failover.drain()
+            await self.failover.settled()
+        now = time.monotonic()
+        for waiting, worker in plan(self.queues.order(now), self._room(now), self._pick):
+            self.queues.dispatched(waiting, now)
+            wait = metrics.QUEUE_WAIT.labels(waiting.domain, waiting.request.priority.value)
+            wait.observe(now - waiting.since)
+            metrics.DISPATCHED.labels(waiting.domain, "cold" if waiting.cold else "warm").inc()
+            with self._traced_dispatch(waiting, worker, now):
+                if waiting.handed_back:  # a re-queued request: its next attempt continues it
+                    await self.failover.move(Assignment(worker_id="", attempt=waiting.handed_back,
+                                                        request=waiting.request,
+                                                        fallback_for=waiting.fallback_for), worker=worker)
+                else:
+                    await self._assign(waiting.request, worker, waiting.fallback_for)
+            await waiting.handle.ack()
 
     def _traced_dispatch(self, waiting: Waiting[Msg], worker: str, now: float) -> AbstractContextManager[Span]:
         """Two spans in the trace the request's message carried: `queue wait`, from its arrival here
