@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from services.common.domains import confined_command
+from services.common.domains import Domains, confined_command
 from services.gateway.auth import key_hash
 from services.natsauth import NatsUsers
 from services.workers.tiny_diffusion import ensure_tiny_sd, ensure_tiny_video, tiny_pipelines_cached
@@ -111,7 +111,11 @@ def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int
         worker_programs.append(Program("worker-upstream-1", f"{py} -m services.workers", 20, {
             **common, **metrics(), "MODALMESH_WORKER_WORKER_ID": "upstream-1",
             "MODALMESH_WORKER_ENGINE": "openai_upstream", "MODALMESH_WORKER_UPSTREAM_URL": upstream}))
-    control = confined_command  # on the control plane's CPUs, when the domains file names them
+    domains = Domains.load()  # read once: the control plane's CPUs, when the file names them
+
+    def control(command: str) -> str:
+        return confined_command(command, domains)
+
     return [
         Program("nats", control(f"{nats_server_binary()} -c {users.conf_path} -js -sd {data / 'nats'} "
                                 f"-a 127.0.0.1 -p {nats_port}"), 1, {}),

@@ -105,9 +105,9 @@ def limit_gpu_memory(device: str) -> None:
         torch.cuda.set_per_process_memory_fraction(float(share), torch.device(device))
 
 
-def confined_command(command: str) -> str:
-    """`command`, run on the control plane's CPUs when the domains file names them."""
-    if Domains.load().control_plane is None:
+def confined_command(command: str, domains: Domains | None = None) -> str:
+    """`command`, run on the control plane's CPUs when the domains file (or `domains`) names them."""
+    if (domains if domains is not None else Domains.load()).control_plane is None:
         return command
     return f"{sys.executable} -m services.common.domains -- {command}"
 
