@@ -17,10 +17,11 @@ import pytest
 from contracts.base import now_ms
 from contracts.requests import ChatMessage, ChatRequest, Sampling
 from services.common.ports import free_port
-from services.workers.engine import Finished, TextDelta
+from services.workers.engine import Finished
 from services.workers.engines.upstream import UpstreamConfig, UpstreamEngine
 from services.workers.managed import ManagedServer, ProcessState
 from services.workers.tiny_model import ensure_tiny_gguf
+from tests.engines.aborting import abort_after
 
 OLLAMA = shutil.which("ollama")
 pytestmark = pytest.mark.skipif(OLLAMA is None, reason="no `ollama` binary on PATH (not on PyPI or in Debian)")
@@ -69,14 +70,8 @@ async def test_streams_counts_and_cancels_through_ollamas_own_api(ollama: str) -
         final = events[-1]
         assert isinstance(final, Finished) and final.usage.prompt_tokens > 0
         assert final.finish_reason in ("length", "stop") and 0 < final.usage.completion_tokens <= 8
-        texts: list[str] = []
-        async for event in engine.generate(_chat("o2", 2000)):
-            if isinstance(event, TextDelta):
-                texts.append(event.text)
-                if len(texts) == 2:
-                    await engine.abort("o2")
-            elif isinstance(event, Finished):
-                assert event.finish_reason in ("cancelled", "stop")
+        texts, cut = await abort_after(engine, _chat("o2", 2000), deltas=2)
+        assert cut is None or cut.finish_reason in ("cancelled", "stop")
         assert len(texts) < 50
         async with httpx.AsyncClient() as client:  # Ollama itself answers again at once
             assert (await client.get(f"{ollama}/api/version")).status_code == 200

@@ -12,6 +12,7 @@ from contracts.errors import EngineError
 from contracts.requests import ChatMessage, ChatRequest, CompletionRequest, Sampling
 from services.workers.engine import Finished, TextDelta
 from services.workers.engines.upstream import UpstreamConfig, UpstreamEngine
+from tests.engines.aborting import abort_after
 from tests.upstream_server import ALIAS, LlamaServer
 
 NO_EOS = {2: -100.0, 4: -100.0}
@@ -60,15 +61,7 @@ async def test_completions_and_stop_sequences(engine: UpstreamEngine) -> None:
 
 
 async def test_abort_closes_the_upstream_request(engine: UpstreamEngine) -> None:
-    texts: list[str] = []
-    final = None
-    async for event in engine.generate(_chat("u4", 2000)):
-        if isinstance(event, TextDelta):
-            texts.append(event.text)
-            if len(texts) == 3:
-                await engine.abort("u4")
-        elif isinstance(event, Finished):
-            final = event
+    texts, final = await abort_after(engine, _chat("u4", 2000), deltas=3)
     assert final is not None and final.finish_reason == "cancelled" and len(texts) < 50
     # the server is free again at once: a new request is answered
     quick = [e async for e in engine.generate(_chat("u5", 3))]
