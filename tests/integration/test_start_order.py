@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from contracts import streams
+from contracts import streams, subjects
 from contracts.base import now_ms
 from contracts.errors import BusUnavailable
 from contracts.requests import ChatMessage, ChatRequest, Modality
+from contracts.results import AnyChunk, DeltaChunk, FinalChunk, Usage
 from contracts.workers import ModelEntry, WorkerStatus
 from services.common.bus import connect
 from services.devstack import free_port
-from services.gateway.relay import Relay
+from services.gateway.relay import QUIET_S, Relay, RequestStream
 from tests.natsserver import NatsServer
 
 
@@ -55,3 +56,37 @@ async def test_a_request_the_bus_cannot_confirm_gets_bus_unavailable_not_a_crash
         assert not relay.inflight  # the request's place is given back
     finally:
         await bus.nc.close()
+
+
+async def test_a_gap_filled_while_nats_restarts_waits_for_the_server_and_loses_nothing(tmp_path: Path) -> None:
+    """The gateway has the first chunk of a stream when NATS goes away; the rest is in RESULTS (file
+    storage). Its read of RESULTS times out while the server is down: it is tried again until the
+    server is back, and the client gets every chunk once, in order, instead of a broken stream."""
+    server = NatsServer(store=tmp_path).start()
+    bus = await connect(server.url, "gateway")
+    rid = "chatcmpl-backfill-outage"
+    chunks: list[AnyChunk] = [DeltaChunk(request_id=rid, seq=seq, text=f"word{seq} ") for seq in range(3)]
+    chunks.append(FinalChunk(request_id=rid, seq=3, finish_reason="stop", usage=Usage(completion_tokens=3)))
+    for chunk in chunks:
+        await bus.js.publish(subjects.result(rid), chunk.encode())
+    request = ChatRequest(request_id=rid, model="m", deadline_ms=now_ms() + 60_000,
+                          messages=(ChatMessage(role="user", content="hi"),))
+    stream = RequestStream(bus, request)
+    await stream.open()
+    await bus.nc.publish(subjects.out(rid), chunks[0].encode())
+
+    async def restart_after_the_first_read_failed() -> None:
+        await asyncio.sleep(QUIET_S + 6.0)  # the silence, then a whole JetStream API timeout (5 s)
+        await asyncio.to_thread(server.start)
+
+    try:
+        received = [await stream.next()]
+        server.stop()
+        restarting = asyncio.create_task(restart_after_the_first_read_failed())
+        received += [chunk async for chunk in stream]
+        await restarting
+        assert received == chunks
+    finally:
+        await stream.close(cancel=False)
+        await bus.nc.close()
+        server.stop()
