@@ -14,9 +14,12 @@ from nats.js.kv import KeyValue
 from contracts.base import now_ms
 from contracts.results import ErrorChunk
 from contracts.tasks import FINAL_STATUSES, TaskState, TaskStatus, is_task
+from services.common.bus import while_unanswered
 from services.common.merge import RequestMerge
 
 log = logging.getLogger(__name__)
+
+WRITE_RETRY_S = 30.0  # a write NATS does not answer (a restart) is tried again this long
 
 
 def running_state(request_id: str, merge: RequestMerge, started_ms: int) -> TaskState:
@@ -53,8 +56,9 @@ class TaskWriter:
     """Writes task states one at a time, in the order they were put, keeping what the gateway wrote
     at submission (model, modality, created) that the aggregator cannot know from chunks."""
 
-    def __init__(self, kv: KeyValue, remember: int = 10_000) -> None:
+    def __init__(self, kv: KeyValue, remember: int = 10_000, retry_s: float = WRITE_RETRY_S) -> None:
         self.kv = kv
+        self.retry_s = retry_s
         self._queue: asyncio.Queue[TaskState | None] = asyncio.Queue()
         self._submitted: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._remember = remember
@@ -73,7 +77,9 @@ class TaskWriter:
             try:
                 if state is None:
                     return
-                await self._write(state)
+                async for attempt in while_unanswered(self.retry_s, max_wait_s=2.0):
+                    with attempt:
+                        await self._write(state)
             except Exception:
                 log.exception("could not record the state of %s", getattr(state, "request_id", "?"))
             finally:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential
+from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from contracts.streams import bootstrap
 
@@ -23,6 +24,19 @@ class Bus:
     async def close(self) -> None:
         if not self.nc.is_closed:
             await self.nc.drain()
+
+
+def while_unanswered(within_s: float, max_wait_s: float = 1.0) -> AsyncRetrying:
+    """Retries for a NATS call the server did not answer (it was restarting, or the reply timed out),
+    with backoff, for up to `within_s` seconds; then the last error is raised:
+
+        async for attempt in while_unanswered(30):
+            with attempt:
+                await kv.put(key, value)
+    """
+    return AsyncRetrying(retry=retry_if_exception_type((nats.errors.Error, asyncio.TimeoutError)),
+                         wait=wait_exponential(multiplier=0.1, max=max_wait_s),
+                         stop=stop_after_delay(max(0.0, within_s)), reraise=True)
 
 
 async def _log_error(exc: Exception) -> None:

@@ -9,10 +9,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from contracts import streams, subjects
 from contracts.errors import ErrorCode
@@ -29,7 +27,7 @@ from contracts.results import (
     Usage,
     decode_chunk,
 )
-from services.common.bus import Bus
+from services.common.bus import Bus, while_unanswered
 from services.common.merge import RequestMerge
 from services.common.tracing import inject
 
@@ -115,10 +113,7 @@ class ResultPublisher:
 
     async def _publish_retrying(self, payload: bytes, headers: dict[str, str]) -> None:
         """Publish and wait for the stream's acknowledgement, through a NATS restart if need be."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((nats.errors.Error, asyncio.TimeoutError)),
-            wait=wait_exponential(multiplier=0.1, max=2.0), stop=stop_after_delay(PUBLISH_RETRY_S), reraise=True,
-        ):
+        async for attempt in while_unanswered(PUBLISH_RETRY_S, max_wait_s=2.0):
             with attempt:
                 await self.bus.js.publish(subjects.result(self.request_id), payload, headers=headers)
 

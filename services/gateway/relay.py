@@ -16,7 +16,6 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import DeliverPolicy
 from nats.js.kv import KeyValue
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from contracts import streams, subjects
 from contracts.base import now_ms
@@ -36,7 +35,7 @@ from contracts.requests import AnyRequest, ChatRequest, Modality
 from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, ProgressChunk, Usage, decode_chunk
 from contracts.tasks import FINAL_STATUSES, TaskState, TaskStatus
 from contracts.telemetry import Alert, AlertState
-from services.common.bus import Bus
+from services.common.bus import Bus, while_unanswered
 from services.common.fleet import FleetView, decoded
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
@@ -301,13 +300,10 @@ class RequestStream:
         cannot answer (just after a restart), up to the request's deadline: a chunk after a gap is
         never released before the gap is filled."""
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(nats.errors.Error), wait=wait_exponential(multiplier=0.1, max=1.0),
-                stop=stop_after_delay(max(0.0, (self.request.deadline_ms - now_ms()) / 1000)), reraise=True,
-            ):
+            async for attempt in while_unanswered((self.request.deadline_ms - now_ms()) / 1000):
                 with attempt:
                     earlier_chunks = await replay_results(self.bus, self.request.request_id)
-        except nats.errors.Error:
+        except (nats.errors.Error, asyncio.TimeoutError):
             raise DeadlineExceeded(
                 f"RESULTS could not be read before the deadline ({self.request.request_id})") from None
         merge = RequestMerge()
