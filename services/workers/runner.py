@@ -35,6 +35,21 @@ STATUS_COALESCE_S = 0.02
 
 
 @dataclass
+class ProgressGate:
+    """Which of one request's progress events go out: the first, the last (fraction 1), and between
+    them at most one per `every_s`."""
+
+    every_s: float
+    _last: float | None = None
+
+    def due(self, fraction: float, now: float) -> bool:
+        if self._last is not None and fraction < 1.0 and now - self._last < self.every_s:
+            return False
+        self._last = now
+        return True
+
+
+@dataclass
 class _InFlight:
     assignment: Assignment
     task: asyncio.Task[None]
@@ -267,11 +282,13 @@ class Worker:
             sampling = request.sampling.model_copy(
                 update={"max_tokens": max(1, request.sampling.max_tokens - assignment.resume_tokens)})
             request = request.model_copy(update={"sampling": sampling})
+        progress = ProgressGate(self.settings.progress_every_s)
         async for event in self.engine.generate(request, assignment.resume_text):
             if isinstance(event, TextDelta):
                 await out.delta(event.text, event.tokens)
             elif isinstance(event, Progress):
-                await out.progress(event.fraction, event.message)
+                if progress.due(event.fraction, time.monotonic()):
+                    await out.progress(event.fraction, event.message)
             elif isinstance(event, Data):
                 await out.data(event.data, event.content_type, event.index)
             elif isinstance(event, File):

@@ -75,3 +75,6 @@ class WorkerSettings(ServiceSettings):
     n_gpu_layers: int = 0
     ack_wait_s: float = Field(default=30.0, gt=0, description="Redelivery if a worker goes silent this long.")
     drain_timeout_s: float = Field(default=20.0, ge=0, description="How long SIGTERM waits for in-flight work.")
+    progress_every_s: float = Field(default=0.2, ge=0, description="At most one progress event per request this "
+                                    "often (the first and the last always go): a diffusion step is not worth a "
+                                    "message through the control plane each. 0: every one.")

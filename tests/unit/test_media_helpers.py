@@ -1,4 +1,5 @@
-"""Pure helpers of the media path: WAV/MP3 wrapping, vectors on the bus, remembered cancels, merges."""
+"""Pure helpers of the media path: WAV/MP3 wrapping, vectors on the bus, remembered cancels, merges,
+progress events."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from services.common.audio import encode_stream, pcm_content_type, sample_rate_o
 from services.common.cancels import RecentCancels
 from services.common.merge import RequestMerge
 from services.common.vectors import collect_vectors, encode_vectors, vectors_content_type
+from services.workers.runner import ProgressGate
 
 
 def test_wav_bytes_is_a_wav_that_python_reads() -> None:
@@ -65,3 +67,10 @@ def test_merge_keeps_artifacts_and_latest_progress() -> None:
     merge.accept(ProgressChunk(request_id="r", seq=0, fraction=0.5, message="half"))
     merge.accept(FinalChunk(request_id="r", seq=2, finish_reason="stop", usage=Usage()))
     assert merge.done and merge.artifacts == [art] and merge.progress is not None and merge.progress.fraction == 0.5
+
+
+def test_progress_goes_out_at_most_once_per_interval_but_the_first_and_last_always_do() -> None:
+    gate = ProgressGate(every_s=0.2)
+    steps = [(0.0, 10.0), (0.1, 10.05), (0.2, 10.1), (0.3, 10.21), (0.4, 10.3), (0.5, 10.42), (1.0, 10.45)]
+    assert [fraction for fraction, now in steps if gate.due(fraction, now)] == [0.0, 0.3, 0.5, 1.0]
+    assert all(ProgressGate(every_s=0.0).due(fraction, now) for fraction, now in steps)  # 0: every one
