@@ -16,9 +16,8 @@ Target: loaded_isolated within 10% of idle.
 The bench's own clients are not the system under test: on a real fleet they sit on other machines.
 Here they share the two cores, so in every phase the measured chat client runs on CPU 0 (beside the
 realtime domain, where its CPU is not the image work's to take) and the image clients in a process
-of their own on CPU 1. Left floating, a client waits behind the other kind's work and the figure
-measures the bench (a run with both floating: idle p95 19.2 ms, under load 24.3 ms; both placed:
-20.6 and 19.6 ms).
+of their own on CPU 1. Left floating, a client waits behind the other kind's work, and the figure
+includes the bench's own queueing.
 
 Then a replayed workload on a host worker with room for two of three catalog models (no warm
 minimum, unloaded after 3 s idle): `cold_starts` (requests that found their model unloaded and
