@@ -120,13 +120,15 @@ class ResultPublisher:
 
 async def replay_results(bus: Bus, request_id: str, timeout_s: float = 5.0) -> list[AnyChunk]:
     """Every chunk the RESULTS stream holds for `request_id`, in stream order (for rebuilding state
-    after a restart or a failover)."""
+    after a restart or a failover). Each NATS call waits at most `timeout_s` for its answer, which a
+    NATS restart can lose: a caller that retries sooner passes less."""
     subject = subjects.result(request_id)
+    js = bus.nc.jetstream(timeout=timeout_s)
     try:
-        last = await bus.js.get_last_msg(streams.RESULTS, subject)
+        last = await js.get_last_msg(streams.RESULTS, subject)
     except NotFoundError:
         return []
-    sub = await bus.js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
     chunks: list[AnyChunk] = []
     try:
         while True:

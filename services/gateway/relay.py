@@ -44,6 +44,7 @@ from services.gateway import metrics
 
 log = logging.getLogger(__name__)
 QUIET_S = 2.0  # a request silent this long is checked against RESULTS
+BACKFILL_ANSWER_S = 1.0  # a read of RESULTS not answered this soon (NATS restarted under it) is tried again
 
 
 @dataclass
@@ -302,7 +303,8 @@ class RequestStream:
         try:
             async for attempt in while_unanswered((self.request.deadline_ms - now_ms()) / 1000):
                 with attempt:
-                    earlier_chunks = await replay_results(self.bus, self.request.request_id)
+                    earlier_chunks = await replay_results(self.bus, self.request.request_id,
+                                                          timeout_s=BACKFILL_ANSWER_S)
         except (nats.errors.Error, asyncio.TimeoutError):
             raise DeadlineExceeded(
                 f"RESULTS could not be read before the deadline ({self.request.request_id})") from None

@@ -20,7 +20,7 @@ from contracts.errors import ErrorCode, ModalMeshError
 from contracts.requests import TEXT_MODALITIES, default_priority
 from contracts.results import Artifact, Timings, Usage
 from contracts.workers import ModelEntry, WorkerState, WorkerStatus
-from services.common.bus import Bus
+from services.common.bus import Bus, while_unanswered
 from services.common.cancels import RecentCancels
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
@@ -32,6 +32,7 @@ from services.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 STATUS_COALESCE_S = 0.02
+STARTUP_RETRY_S = 60.0
 
 
 @dataclass
@@ -102,7 +103,9 @@ class Worker:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._register_models()
+        async for attempt in while_unanswered(STARTUP_RETRY_S):  # a NATS restarting as the worker starts
+            with attempt:
+                await self._register_models()
         cancel_sub = await self.bus.nc.subscribe(subjects.CANCEL_ALL, cb=self._on_cancel)
         control_sub = await self.bus.nc.subscribe(subjects.control(self.worker_id), cb=self._on_control)
         heartbeat = asyncio.create_task(self._heartbeat(stop))
