@@ -150,4 +150,3 @@ class Failover:
         log.info("request %s: attempt %d on %s after %d delivered tokens", rid, attempt, worker,
                  merge.delivered_tokens)
         return True
-

@@ -465,13 +465,14 @@ class Scheduler:
     async def _move_or_requeue(self, old: Assignment) -> bool:
         """To a free slot now, else back in the queue for the first one that frees (or for its model
         to be placed again, when it is being unloaded here)."""
-        moved = await self.failover.move(old, exclude=old.worker_id)
+        if await self.failover.move(old, exclude=old.worker_id):
+            return True
         model = old.request.model
-        serving = any(w.worker_id != old.worker_id for w in self.fleet.workers.serving(model, time.monotonic()))
-        if not moved and (serving or self._placeable(model) or self._fallback(model)):
+        others = any(w.worker_id != old.worker_id for w in self.fleet.workers.serving(model, time.monotonic()))
+        if others or self._placeable(model) or self._fallback(model):
             await self._requeue(old)
-            moved = True
-        return moved
+            return True
+        return False
 
     async def _requeue(self, old: Assignment) -> None:
         """Put a handed-back request back in REQUESTS, marked with its attempt, so that it waits in a
