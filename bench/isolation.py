@@ -97,25 +97,25 @@ def image_clients(url: str, headers: dict[str, str], clients: int, size: int, st
 async def phase(stack: LocalStack, runs: int, clients: int, size: int, steps: int, label: str) -> dict[str, float]:
     bus = await connect(stack.nats_url, "bench-isolation")
     tasks = await bus.js.key_value(streams.KV_TASKS)
-    spawn = multiprocessing.get_context("spawn")
-    made = spawn.Queue()
-    loader = spawn.Process(target=image_clients, args=(stack.url, stack.headers, clients, size, steps, made),
-                           daemon=True)
     async with httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client:
         for i in range(5):  # warm-up
             await stream_once(client, 2, seed=i, model=CHAT)
         if clients:
+            spawn = multiprocessing.get_context("spawn")
+            made = spawn.Queue()
+            loader = spawn.Process(target=image_clients, daemon=True,
+                                   args=(stack.url, stack.headers, clients, size, steps, made))
             loader.start()
             await asyncio.to_thread(made.get, timeout=600)  # the image domain has finished one job: it is busy
         started = time.monotonic()
         ttfts, engine = await chat_ttfts(client, tasks, runs, label)
         elapsed = time.monotonic() - started
+    images = 0
     if clients:
         loader.terminate()
         loader.join()
-    images = 0
-    while not made.empty():
-        images += made.get() >= started
+        while not made.empty():
+            images += made.get() >= started
     await bus.close()
     return {"ttft_p50_ms": round(percentile(ttfts, 50), 3), "ttft_p95_ms": round(percentile(ttfts, 95), 3),
             "engine_ttft_p50_ms": round(percentile(engine, 50), 3),
