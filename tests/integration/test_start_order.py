@@ -21,6 +21,11 @@ from services.gateway.relay import QUIET_S, Relay, RequestStream
 from tests.natsserver import NatsServer
 
 
+def chat(request_id: str) -> ChatRequest:
+    return ChatRequest(request_id=request_id, model="m", deadline_ms=now_ms() + 60_000,
+                       messages=(ChatMessage(role="user", content="hi"),))
+
+
 async def test_connect_waits_for_a_server_that_starts_later(tmp_path: Path) -> None:
     server = NatsServer(store=tmp_path, port=free_port())
     connecting = asyncio.create_task(connect(server.url, "early-bird"))
@@ -48,11 +53,9 @@ async def test_a_request_the_bus_cannot_confirm_gets_bus_unavailable_not_a_crash
     relay.fleet.workers.observe_status(WorkerStatus(worker_id="w", node="n", engine="llama_cpp", models=("m",),
                                                     slots_total=1, slots_free=1, outstanding=0), time.monotonic())
     server.stop()
-    request = ChatRequest(request_id="chatcmpl-outage", model="m", deadline_ms=now_ms() + 60_000,
-                          messages=(ChatMessage(role="user", content="hi"),))
     try:
         with pytest.raises(BusUnavailable):
-            await relay.submit(request)
+            await relay.submit(chat("chatcmpl-outage"))
         assert not relay.inflight  # the request's place is given back
     finally:
         await bus.nc.close()
@@ -69,9 +72,7 @@ async def test_a_gap_filled_while_nats_restarts_waits_for_the_server_and_loses_n
     chunks.append(FinalChunk(request_id=rid, seq=3, finish_reason="stop", usage=Usage(completion_tokens=3)))
     for chunk in chunks:
         await bus.js.publish(subjects.result(rid), chunk.encode())
-    request = ChatRequest(request_id=rid, model="m", deadline_ms=now_ms() + 60_000,
-                          messages=(ChatMessage(role="user", content="hi"),))
-    stream = RequestStream(bus, request)
+    stream = RequestStream(bus, chat(rid))
     await stream.open()
     await bus.nc.publish(subjects.out(rid), chunks[0].encode())
 
