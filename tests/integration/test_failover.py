@@ -12,15 +12,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
+from contracts.assignments import Assignment
 from contracts.base import now_ms
+from contracts.errors import EngineError
 from contracts.requests import ChatMessage, ChatRequest, Sampling
 from contracts.results import AnyChunk, DeltaChunk, FinalChunk
 from services.aggregator.app import Aggregator
 from services.common.bus import Bus, connect
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
-from services.gateway.relay import Relay
+from services.gateway.relay import ChunkStream, Relay, RequestStream
+from services.scheduler.failover import Failover
 from services.scheduler.handlers import Scheduler
 from services.scheduler.settings import SchedulerSettings
 from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
@@ -62,12 +66,14 @@ class Fleet:
 
 @asynccontextmanager
 async def running_fleet(nats_url: str, worker_ids: tuple[str, ...], model_path: Path,
-                        model: str = MODEL) -> AsyncIterator[Fleet]:
-    """A scheduler, an aggregator, a relay and one single-slot llama.cpp worker per id, in process."""
+                        model: str = MODEL, schedulers: int = 1) -> AsyncIterator[Fleet]:
+    """Schedulers, an aggregator, a relay and one single-slot llama.cpp worker per id, in process."""
     stop = asyncio.Event()
-    sched_bus = await connect(nats_url, "scheduler")
-    scheduler = asyncio.create_task(Scheduler(SchedulerSettings(
-        nats_url=nats_url, dead_after_s=DEAD_AFTER_S, heartbeat_s=0.2, retry_no_worker_s=0.05), sched_bus).run(stop))
+    sched_buses = [await connect(nats_url, f"scheduler-{i}") for i in range(schedulers)]
+    settings = SchedulerSettings(nats_url=nats_url, dead_after_s=DEAD_AFTER_S, heartbeat_s=0.2,
+                                 retry_no_worker_s=0.05)
+    running = [asyncio.create_task(Scheduler(settings, bus, scheduler_id=f"sched-{i}").run(stop))
+               for i, bus in enumerate(sched_buses)]
     workers, engines = {}, []
     for wid in worker_ids:
         engine = LlamaCppEngine(LlamaCppConfig(model, model_path, slots=1, n_threads=1))
@@ -79,7 +85,7 @@ async def running_fleet(nats_url: str, worker_ids: tuple[str, ...], model_path: 
         workers[wid] = part
     relay = Relay(await connect(nats_url, "gateway"), dead_after_s=DEAD_AFTER_S)
     await relay.start()
-    sim = Fleet(nats_url, relay, workers, Part(sched_bus), engines)
+    sim = Fleet(nats_url, relay, workers, Part(sched_buses[0]), engines)
     await sim.start_aggregator()
     while (len(relay.fleet.workers.serving(model, time.monotonic())) < len(worker_ids)  # noqa: ASYNC110
            or model not in relay.fleet.catalog):
@@ -92,11 +98,12 @@ async def running_fleet(nats_url: str, worker_ids: tuple[str, ...], model_path: 
             part.stop.set()
             if part.task:
                 part.task.cancel()
-        scheduler.cancel()
+        for task in running:
+            task.cancel()
         await relay.stop()
         for engine in engines:
             await engine.cleanup()
-        for bus in (sched_bus, relay.bus, sim.aggregator.bus, *(p.bus for p in workers.values())):
+        for bus in (*sched_buses, relay.bus, sim.aggregator.bus, *(p.bus for p in workers.values())):
             if not bus.nc.is_closed:
                 await bus.close()
 
@@ -225,3 +232,53 @@ async def test_workers_cut_off_by_a_nats_restart_keep_their_streams(tmp_path: Pa
     assert isinstance(final, FinalChunk) and final.usage.completion_tokens == 1500
     assert {(c.attempt, c.worker_id) for c in received} == {(1, received[0].worker_id)}
     assert [c.seq for c in received] == list(range(len(received)))
+
+
+async def test_a_stream_whose_workers_died_under_it_max_attempts_times_ends_in_a_clear_error(fleet: Fleet) -> None:
+    """The attempt limit: the third attempt's worker is dead too; the client is told so (an
+    `engine_error` naming the attempts), not left waiting, and RESULTS ends the same way."""
+    request = long_chat(50)
+    stream = RequestStream(fleet.relay.bus, request)
+    await stream.open()
+    failover = Failover(fleet.relay.bus, choose=lambda request, exclude: "fo-a", max_attempts=3)
+    assert await failover.move(Assignment(worker_id="fo-gone", attempt=3, request=request))
+    with pytest.raises(EngineError, match="gave up after 3 attempts"):
+        await stream.next()
+    await stream.close()
+    record = await engine_record(fleet.relay.bus, request.request_id)
+    assert record.done and record.terminal is not None and record.terminal.attempt == 4
+
+
+def _runs(worker_ids: tuple[str, ...], model: str) -> float:
+    """Requests the engines of these workers have run to the end (their Prometheus counter)."""
+    return sum(REGISTRY.get_sample_value("modalmesh_worker_requests_total",
+                                         {"worker": wid, "model": model, "outcome": "ok"}) or 0.0
+               for wid in worker_ids)
+
+
+async def _whole(stream: ChunkStream) -> list[AnyChunk]:
+    chunks = [chunk async for chunk in stream]
+    await stream.close()
+    return chunks
+
+
+async def test_two_schedulers_at_once_assign_each_request_once(tmp_path: Path) -> None:
+    """Two schedulers share the request stream: every request is assigned once, so each engine run
+    is a different request, and each answer comes from one attempt on one worker."""
+    model, workers = "tiny-two-schedulers", ("ts-a", "ts-b")
+    server = NatsServer(store=tmp_path).start()
+    try:
+        async with running_fleet(server.url, workers, ensure_tiny_gguf(), model, schedulers=2) as fleet:
+            before = _runs(workers, model)
+            streams = [await fleet.relay.submit(long_chat(20, model)) for _ in range(12)]
+            answers = await asyncio.gather(*(_whole(stream) for stream in streams))
+            await asyncio.sleep(0.5)  # a second assignment, if there were one, would be running by now
+            ran = _runs(workers, model) - before
+    finally:
+        server.stop()
+
+    for chunks in answers:
+        final = chunks[-1]
+        assert isinstance(final, FinalChunk) and final.usage.completion_tokens == 20
+        assert len({(c.attempt, c.worker_id) for c in chunks}) == 1
+    assert ran == 12
