@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from contracts import subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import EngineError
-from contracts.requests import ChatMessage, ChatRequest, Sampling
-from contracts.results import AnyChunk, DeltaChunk, FinalChunk
+from contracts.requests import ChatMessage, ChatRequest, Sampling, SpeechRequest
+from contracts.results import AnyChunk, DataChunk, DeltaChunk, FinalChunk, ProgressChunk
 from services.aggregator.app import Aggregator
 from services.common.bus import Bus, connect
 from services.common.merge import RequestMerge
@@ -27,6 +28,7 @@ from services.gateway.relay import ChunkStream, Relay, RequestStream
 from services.scheduler.failover import Failover
 from services.scheduler.handlers import Scheduler
 from services.scheduler.settings import SchedulerSettings
+from services.workers.engines.espeak import EspeakEngine
 from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
 from services.workers.runner import Worker
 from services.workers.settings import WorkerSettings
@@ -282,3 +284,35 @@ async def test_two_schedulers_at_once_assign_each_request_once(tmp_path: Path) -
         assert isinstance(final, FinalChunk) and final.usage.completion_tokens == 20
         assert len({(c.attempt, c.worker_id) for c in chunks}) == 1
     assert ran == 12
+
+
+async def test_speech_cut_off_by_a_death_starts_over_and_says_so(fleet: Fleet) -> None:
+    """Speech, like an image, cannot go on where a dead worker stopped: its next attempt starts from
+    the beginning, and the first the client gets of it is a progress event that says so."""
+    engine = EspeakEngine()
+    await engine.start()
+    speaker = Part(await connect(fleet.nats_url, "fs-speech"))
+    settings = WorkerSettings(worker_id="fs-speech", engine="espeak", heartbeat_s=0.2, nats_url=fleet.nats_url)
+    speaker.task = asyncio.create_task(Worker(settings, engine, speaker.bus).run(speaker.stop))
+    request = SpeechRequest(request_id=f"speech-{uuid.uuid4().hex}", model="espeak", input="Once more, from the top.",
+                            deadline_ms=now_ms() + 60_000)
+    try:
+        while not fleet.relay.fleet.workers.serving("espeak", time.monotonic()):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        stream = RequestStream(fleet.relay.bus, request)
+        await stream.open()
+        second = Assignment(worker_id="fs-speech", attempt=2, request=request)  # the first one's worker died
+        await fleet.relay.bus.js.publish(subjects.assign("fs-speech"), second.encode(),
+                                         headers={"Nats-Msg-Id": second.dedup_id})
+        chunks = await _whole(stream)
+    finally:
+        speaker.stop.set()
+        await asyncio.wait_for(speaker.task, 10)
+        await engine.cleanup()
+        await speaker.bus.close()
+
+    first = chunks[0]
+    assert isinstance(first, ProgressChunk) and first.fraction == 0.0
+    assert first.message == "restarted from the beginning on fs-speech (attempt 2)"
+    assert any(isinstance(c, DataChunk) for c in chunks)  # the whole of the speech, again
+    assert isinstance(chunks[-1], FinalChunk) and {c.attempt for c in chunks} == {2}
