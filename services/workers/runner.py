@@ -69,6 +69,7 @@ class Worker:
     _cancels: RecentCancels = field(default_factory=RecentCancels)
     _status_pending: asyncio.Task[None] | None = None
     _status_sent: float = 0.0
+    _status_due: float = 0.0  # when the pending status goes out
     _artifacts: ObjectStore | None = None
     _control_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -204,13 +205,19 @@ class Worker:
         if self.bus.nc.is_connected:
             await self.bus.nc.publish(subjects.worker_status(self.worker_id), self.status().encode())
 
-    def _status_soon(self) -> None:
-        """Announce a change of load: at once when the last status is older than STATUS_COALESCE_S,
-        else once that much time has passed, so a busy worker that starts and ends many requests a
-        second sends one status for several changes."""
-        if self._status_pending is not None and not self._status_pending.done():
-            return
-        wait = max(0.0, self._status_sent + STATUS_COALESCE_S - time.monotonic())
+    def _status_soon(self, slot_freed: bool = False) -> None:
+        """Announce a change of load. A freed slot goes out on the loop's next pass: the scheduler
+        holds waiting requests until it hears of one (every request ending in that pass shares the
+        status). Other changes go out at once when the last status is older than STATUS_COALESCE_S,
+        else once that much time has passed, so a busy worker sends one status for several."""
+        now = time.monotonic()
+        wait = 0.0 if slot_freed else max(0.0, self._status_sent + STATUS_COALESCE_S - now)
+        pending = self._status_pending
+        if pending is not None and not pending.done():
+            if self._status_due <= now + wait:
+                return  # the status on its way goes out soon enough, and says what is true then
+            pending.cancel()  # still waiting out its delay: one sent sooner replaces it
+        self._status_due = now + wait
         self._status_pending = asyncio.create_task(self._publish_status_after(wait))
 
     async def _publish_status_after(self, delay_s: float) -> None:
@@ -274,7 +281,7 @@ class Worker:
             keepalive.cancel()
             watchdog.cancel()
             self._in_flight.pop(rid, None)
-            self._status_soon()
+            self._status_soon(slot_freed=True)
 
     async def _generate(self, assignment: Assignment, out: ResultPublisher) -> None:
         request = assignment.request
