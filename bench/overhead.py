@@ -4,7 +4,9 @@
   worker -> aggregator -> gateway, minus the engine's own time to first token for that same request
   (which the worker measures and the aggregator records in the `tasks` bucket).
 - `pipeline_tokens_per_s` vs `direct_tokens_per_s`: the same llama.cpp engine and model streaming the
-  same requests, through the pipeline and called in-process.
+  same requests, through the pipeline and called in-process. The two take turns, run by run, while the
+  stack is up: this VM's speed drifts by a fifth within minutes, and a direct phase measured before
+  the pipeline one compared two different machines.
 
 Writes .data/bench/overhead.json and prints it.
 """
@@ -64,25 +66,23 @@ def progress(label: str, done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-async def direct_tokens_per_s(model_path: Path, n_threads: int, runs: int, max_tokens: int) -> float:
-    engine = LlamaCppEngine(LlamaCppConfig(MODEL, model_path, slots=1, n_threads=n_threads))
-    await engine.start()
-    rates = []
-    try:
-        for i in range(runs):
-            request = ChatRequest(
-                request_id=f"direct-{i}", model=MODEL, deadline_ms=now_ms() + 600_000,
-                messages=tuple(ChatMessage(**m) for m in MESSAGES),  # type: ignore[arg-type]
-                sampling=Sampling(max_tokens=max_tokens, seed=i, logit_bias=NO_EOS),
-            )
-            started = time.perf_counter()
-            async for event in engine.generate(request):
-                if isinstance(event, Finished):
-                    rates.append(event.usage.completion_tokens / (time.perf_counter() - started))
-            progress("direct engine", i + 1, runs)
-    finally:
-        await engine.cleanup()
-    return statistics.median(rates)
+class DirectEngine:
+    """The worker's engine on the same model, called in-process on this event loop."""
+
+    def __init__(self, model_path: Path, n_threads: int) -> None:
+        self.engine = LlamaCppEngine(LlamaCppConfig(MODEL, model_path, slots=1, n_threads=n_threads))
+
+    async def tokens_per_s(self, max_tokens: int, seed: int) -> float:
+        request = ChatRequest(
+            request_id=f"direct-{seed}", model=MODEL, deadline_ms=now_ms() + 600_000,
+            messages=tuple(ChatMessage(**m) for m in MESSAGES),  # type: ignore[arg-type]
+            sampling=Sampling(max_tokens=max_tokens, seed=seed, logit_bias=NO_EOS),
+        )
+        started = time.perf_counter()
+        async for event in self.engine.generate(request):
+            if isinstance(event, Finished):
+                return event.usage.completion_tokens / (time.perf_counter() - started)
+        raise RuntimeError("the engine ended without a Finished event")
 
 
 async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int,
@@ -114,30 +114,42 @@ async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int,
     return rid, first or 0.0, time.perf_counter() - started, tokens or pieces
 
 
-async def pipeline(stack: LocalStack, ttft_runs: int, tput_runs: int, max_tokens: int) -> dict[str, Any]:
+async def pipeline(stack: LocalStack, direct: DirectEngine, ttft_runs: int, tput_runs: int,
+                   max_tokens: int) -> dict[str, Any]:
     bus = await connect(stack.nats_url, "bench")
     kv = await bus.js.key_value(streams.KV_TASKS)
     overheads: list[float] = []
     rates: list[float] = []
-    async with httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client:
-        for i in range(5):  # warm-up: connections, caches, first-request paths
-            await stream_once(client, 2, seed=i)
-        for i in range(ttft_runs):
-            rid, ttft, _, _ = await stream_once(client, 2, seed=i)
-            state = await task_state(kv, rid)
-            assert state.timings is not None
-            overheads.append(ttft * 1000 - state.timings.engine_ttft_ms)
-            progress("pipeline TTFT", i + 1, ttft_runs)
-        for i in range(tput_runs):
-            _, _, total, tokens = await stream_once(client, max_tokens, seed=i)
-            rates.append(tokens / total)
-            progress("pipeline throughput", i + 1, tput_runs)
-    await bus.close()
+    direct_rates: list[float] = []
+    await direct.engine.start()
+    try:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client:
+            for i in range(5):  # warm-up: connections, caches, first-request paths
+                await stream_once(client, 2, seed=i)
+            await direct.tokens_per_s(2, seed=0)
+            for i in range(ttft_runs):
+                rid, ttft, _, _ = await stream_once(client, 2, seed=i)
+                state = await task_state(kv, rid)
+                assert state.timings is not None
+                overheads.append(ttft * 1000 - state.timings.engine_ttft_ms)
+                progress("pipeline TTFT", i + 1, ttft_runs)
+            for i in range(tput_runs):  # in turns, so both see the machine as it is at that moment
+                direct_rates.append(await direct.tokens_per_s(max_tokens, seed=i))
+                _, _, total, tokens = await stream_once(client, max_tokens, seed=i)
+                rates.append(tokens / total)
+                progress("throughput, direct/pipeline", i + 1, tput_runs)
+    finally:
+        await direct.engine.cleanup()
+        await bus.close()
+    pipeline_rate, direct_rate = statistics.median(rates), statistics.median(direct_rates)
     return {
         "ttft_overhead_ms_p50": round(percentile(overheads, 50), 3),
         "ttft_overhead_ms_p99": round(percentile(overheads, 99), 3),
         "ttft_overhead_ms_mean": round(statistics.fmean(overheads), 3),
-        "pipeline_tokens_per_s": round(statistics.median(rates), 2),
+        "pipeline_tokens_per_s": round(pipeline_rate, 2),
+        "direct_tokens_per_s": round(direct_rate, 2),
+        "pipeline_vs_direct": round(pipeline_rate / direct_rate, 4),
+        "pipeline_vs_direct_per_turn": [round(p / d, 4) for p, d in zip(rates, direct_rates, strict=True)],
     }
 
 
@@ -153,7 +165,7 @@ async def task_state(kv: Any, rid: str) -> TaskState:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ttft-runs", type=int, default=300)
-    parser.add_argument("--tput-runs", type=int, default=5)
+    parser.add_argument("--tput-runs", type=int, default=7)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads, the same in both setups")
     parser.add_argument("--tiny", action="store_true", help="use the small test model instead of the bench one")
@@ -162,23 +174,21 @@ def main() -> None:
 
     spec = TinySpec() if args.tiny else BENCH_SPEC
     model_path = ensure_tiny_gguf(spec)
-    # The same event loop as the worker process, so the comparison is the pipeline and nothing else.
-    direct_rates: list[float] = []
-
-    async def measure_direct() -> None:
-        direct_rates.append(await direct_tokens_per_s(model_path, args.threads, args.tput_runs, args.max_tokens))
-
-    run(measure_direct)
-    direct = direct_rates[0]
     env = {"MODALMESH_WORKER_MODEL_ID": MODEL, "MODALMESH_WORKER_MODEL_PATH": str(model_path),
            "MODALMESH_WORKER_SLOTS": "1", "MODALMESH_WORKER_N_THREADS": str(args.threads),
            "MODALMESH_LOG_LEVEL": "WARNING"}
+    # The direct engine runs on the same kind of event loop as the worker process (uvloop), so the
+    # comparison is the pipeline and nothing else.
+    direct = DirectEngine(model_path, args.threads)
+    figures: dict[str, Any] = {}
+
+    async def measure(stack: LocalStack) -> None:
+        figures.update(await pipeline(stack, direct, args.ttft_runs, args.tput_runs, args.max_tokens))
+
     with tempfile.TemporaryDirectory() as data, LocalStack(data=Path(data), env=env) as stack:
-        figures = asyncio.run(pipeline(stack, args.ttft_runs, args.tput_runs, args.max_tokens))
+        run(lambda: measure(stack))
     result = {
         **figures,
-        "direct_tokens_per_s": round(direct, 2),
-        "pipeline_vs_direct": round(figures["pipeline_tokens_per_s"] / direct, 4),
         "targets": {"ttft_overhead_ms_p50": 2.0, "ttft_overhead_ms_p99": 8.0, "pipeline_vs_direct": 0.95},
         "setup": {"model": spec.digest(), "n_embd": spec.n_embd, "n_layer": spec.n_layer,
                   "max_tokens": args.max_tokens, "ttft_runs": args.ttft_runs, "tput_runs": args.tput_runs,
