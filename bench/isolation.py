@@ -1,20 +1,21 @@
 """Resource isolation: does real-time chat keep its time to first token while image jobs keep their
 domain busy? The whole stack with its real default engines (tiny llama.cpp, tiny Stable Diffusion),
-three times:
+twice:
 
-- `llm_ttft_p95_ms_idle`: realtime chat, nothing else running (domains on).
-- `llm_ttft_p95_ms_loaded_isolated`: the same while image clients keep the image domain full, with
-  domains on: `llm` and the control plane (NATS, gateway, scheduler, aggregator, monitor: the
+- domains on: `llm` and the control plane (NATS, gateway, scheduler, aggregator, monitor: the
   engine's own time to first token is the smaller part of a chat's) own CPU 0, `image` CPU 1 at
-  niceness 19 and at most one job at a time.
-- `llm_ttft_p95_ms_loaded_shared`: the same load with domains off (no domains file): the image
-  engine's threads run on every core, beside the LLM's.
+  niceness 19 and at most one job at a time. Realtime chats in blocks that take turns: a block with
+  nothing else running (`llm_ttft_p95_ms_idle`), then one while image clients keep the image domain
+  full (`llm_ttft_p95_ms_loaded_isolated`), and so on.
+- domains off (no domains file): the image engine's threads run on every core, beside the LLM's.
+  The same turns give `llm_ttft_p95_ms_loaded_shared`, and its own idle blocks.
 
-Each phase also reports the images made per second, the price the image domain pays for isolation.
-Target: loaded_isolated within 10% of idle.
+Turns, not one phase after the other: this VM's speed drifts by a fifth within minutes, and phases
+minutes apart compared two machines. Each setting also reports the images made per second under
+load, the price the image domain pays for isolation. Target: loaded_isolated within 10% of idle.
 
 The bench's own clients are not the system under test: on a real fleet they sit on other machines.
-Here they share the two cores, so in every phase the measured chat client runs on CPU 0 (beside the
+Here they share the two cores, so in every turn the measured chat client runs on CPU 0 (beside the
 realtime domain, where its CPU is not the image work's to take) and the image clients in a process
 of their own on CPU 1. Left floating, a client waits behind the other kind's work, and the figure
 includes the bench's own queueing.
@@ -58,7 +59,7 @@ domains:
 CHAT_CLIENT_CPUS, IMAGE_CLIENT_CPUS = {0}, {1}  # where the bench's own clients run, in every phase
 
 
-async def chat_ttfts(client: httpx.AsyncClient, tasks: Any, runs: int, label: str) -> tuple[list[float], list[float]]:
+async def chat_ttfts(client: httpx.AsyncClient, tasks: Any, runs: int) -> tuple[list[float], list[float]]:
     """Time to first token of `runs` realtime chats seen by the client, and the engine's own share
     of each (from the `tasks` bucket): whether load slows the engine or the way to it."""
     ttfts, engine = [], []
@@ -67,60 +68,113 @@ async def chat_ttfts(client: httpx.AsyncClient, tasks: Any, runs: int, label: st
         ttfts.append(ttft * 1000)
         timings = (await task_state(tasks, rid)).timings
         engine.append(timings.engine_ttft_ms if timings is not None else 0.0)
-        progress(label, i + 1, runs)
         await asyncio.sleep(0.02)  # a chat user's pace, not a flood
     return ttfts, engine
 
 
-async def image_load(client: httpx.AsyncClient, made: Any, size: int, steps: int) -> None:
-    """One image client: ask for the next image as soon as the last one is back; `made` gets the
-    time each one came back."""
+async def image_load(client: httpx.AsyncClient, on: Any, busy: Any, made: Any, size: int, steps: int) -> None:
+    """One image client: while `on` is set, ask for the next image as soon as the last one is back.
+    `busy` counts the clients waiting for an image, `made` the images made."""
     body = {"model": IMAGE, "prompt": "a lighthouse at dusk", "size": f"{size}x{size}", "steps": steps,
             "response_format": "b64_json"}
     while True:
-        res = await client.post("/v1/images/generations", json=body, timeout=600)
-        res.raise_for_status()
-        made.put(time.monotonic())
+        if not on.is_set():
+            await asyncio.sleep(0.02)
+            continue
+        with busy.get_lock():
+            busy.value += 1
+        try:
+            res = await client.post("/v1/images/generations", json=body, timeout=600)
+            res.raise_for_status()
+            with made.get_lock():
+                made.value += 1
+        finally:
+            with busy.get_lock():
+                busy.value -= 1
 
 
-def image_clients(url: str, headers: dict[str, str], clients: int, size: int, steps: int, made: Any) -> None:
+def image_clients(url: str, headers: dict[str, str], clients: int, size: int, steps: int,
+                  on: Any, busy: Any, made: Any) -> None:
     """The image load, in a process of its own on IMAGE_CLIENT_CPUS, until it is terminated."""
     os.sched_setaffinity(0, IMAGE_CLIENT_CPUS)
 
     async def run() -> None:
         async with httpx.AsyncClient(base_url=url, timeout=120, headers=headers) as client:
-            await asyncio.gather(*(image_load(client, made, size, steps) for _ in range(clients)))
+            await asyncio.gather(*(image_load(client, on, busy, made, size, steps) for _ in range(clients)))
 
     asyncio.run(run())
 
 
-async def phase(stack: LocalStack, runs: int, clients: int, size: int, steps: int, label: str) -> dict[str, float]:
+class ImageLoad:
+    """Image clients switched on and off between blocks of chats. `images` and `seconds`: images
+    made from each switch-on until the last one asked for is back (the domain is full all along)."""
+
+    def __init__(self, stack: LocalStack, clients: int, size: int, steps: int) -> None:
+        spawn = multiprocessing.get_context("spawn")
+        self.on, self.busy, self.made = spawn.Event(), spawn.Value("i", 0), spawn.Value("i", 0)
+        self.process = spawn.Process(target=image_clients, daemon=True, args=(
+            stack.url, stack.headers, clients, size, steps, self.on, self.busy, self.made))
+        self.seconds, self.images = 0.0, 0
+        self._switched, self._before = 0.0, 0
+
+    def __enter__(self) -> ImageLoad:
+        self.process.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.process.terminate()
+        self.process.join()
+
+    async def start(self) -> None:
+        """Switch the clients on; back once an image is made: the domain is busy."""
+        self._before = self.made.value
+        self.on.set()
+        self._switched = time.monotonic()
+        while self.made.value == self._before:  # noqa: ASYNC110 - a counter shared with another process
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        """Switch the clients off; back once the last image asked for is made (the domain is idle)."""
+        self.on.clear()
+        while self.busy.value:  # noqa: ASYNC110 - a counter shared with another process
+            await asyncio.sleep(0.05)
+        self.seconds += time.monotonic() - self._switched
+        self.images += self.made.value - self._before
+
+
+async def turns(stack: LocalStack, runs: int, block: int, clients: int, size: int, steps: int,
+                label: str) -> dict[str, dict[str, float]]:
+    """`runs` chats with nothing else running and `runs` under image load, in blocks of `block`
+    that take turns."""
     bus = await connect(stack.nats_url, "bench-isolation")
     tasks = await bus.js.key_value(streams.KV_TASKS)
+    measured: dict[bool, tuple[list[float], list[float]]] = {False: ([], []), True: ([], [])}
     async with httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client:
-        for i in range(5):  # warm-up
-            await stream_once(client, 2, seed=i, model=CHAT)
-        if clients:
-            spawn = multiprocessing.get_context("spawn")
-            made = spawn.Queue()
-            loader = spawn.Process(target=image_clients, daemon=True,
-                                   args=(stack.url, stack.headers, clients, size, steps, made))
-            loader.start()
-            await asyncio.to_thread(made.get, timeout=600)  # the image domain has finished one job: it is busy
-        started = time.monotonic()
-        ttfts, engine = await chat_ttfts(client, tasks, runs, label)
-        elapsed = time.monotonic() - started
-    images = 0
-    if clients:
-        loader.terminate()
-        loader.join()
-        while not made.empty():
-            images += made.get() >= started
+        with ImageLoad(stack, clients, size, steps) as load:
+            await load.start()  # warm-up: both engines' first requests, as every idle turn follows a loaded one
+            await load.stop()
+            load.seconds, load.images = 0.0, 0
+            for i in range(5):
+                await stream_once(client, 2, seed=i, model=CHAT)
+            for done in range(0, 2 * runs, block):
+                loaded = (done // block) % 2 == 1
+                if loaded:
+                    await load.start()
+                ttfts, engine = await chat_ttfts(client, tasks, block)
+                measured[loaded][0].extend(ttfts)
+                measured[loaded][1].extend(engine)
+                if loaded:
+                    await load.stop()
+                progress(label, done + block, 2 * runs)
     await bus.close()
-    return {"ttft_p50_ms": round(percentile(ttfts, 50), 3), "ttft_p95_ms": round(percentile(ttfts, 95), 3),
-            "engine_ttft_p50_ms": round(percentile(engine, 50), 3),
-            "engine_ttft_p95_ms": round(percentile(engine, 95), 3),
-            "images_per_s": round(images / elapsed, 3)}
+
+    def figures(ttfts: list[float], engine: list[float], images_per_s: float) -> dict[str, float]:
+        return {"ttft_p50_ms": round(percentile(ttfts, 50), 3), "ttft_p95_ms": round(percentile(ttfts, 95), 3),
+                "engine_ttft_p50_ms": round(percentile(engine, 50), 3),
+                "engine_ttft_p95_ms": round(percentile(engine, 95), 3), "images_per_s": round(images_per_s, 3)}
+
+    return {"idle": figures(*measured[False], 0.0),
+            "loaded": figures(*measured[True], load.images / load.seconds if load.seconds else 0.0)}
 
 
 REPLAY_CATALOG = "models:\n" + "".join(
@@ -167,7 +221,7 @@ def run_replay(requests: int) -> dict[str, Any]:
             return asyncio.run(replay(stack, replay_trace(requests)))
 
 
-def run_phase(domains: str | None, **kwargs: Any) -> dict[str, float]:
+def run_turns(domains: str | None, **kwargs: Any) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as data:
         env = {"MODALMESH_LOG_LEVEL": "WARNING", "MODALMESH_WORKER_SLOTS": "1"}
         if domains is not None:
@@ -177,14 +231,15 @@ def run_phase(domains: str | None, **kwargs: Any) -> dict[str, float]:
             every_cpu = os.sched_getaffinity(0)
             os.sched_setaffinity(0, CHAT_CLIENT_CPUS)  # after the stack started: its processes keep their own
             try:
-                return asyncio.run(phase(stack, **kwargs))
+                return asyncio.run(turns(stack, **kwargs))
             finally:
                 os.sched_setaffinity(0, every_cpu)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=200, help="chats per phase")
+    parser.add_argument("--runs", type=int, default=200, help="chats idle and as many under load, per setting")
+    parser.add_argument("--block", type=int, default=25, help="chats per turn")
     parser.add_argument("--image-clients", type=int, default=3, help="image clients that keep the domain full")
     parser.add_argument("--size", type=int, default=64,
                         help="image side (the tiny UNet attends at full size: 128 is 6x slower)")
@@ -194,23 +249,25 @@ def main() -> None:
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("isolation needs two CPU cores or more: one for chat, one for images")
-    load = {"runs": args.runs, "size": args.size, "steps": args.steps}
-    idle = run_phase(ISOLATED, clients=0, label="idle (domains on)", **load)
-    isolated = run_phase(ISOLATED, clients=args.image_clients, label="image load, domains on", **load)
-    shared = run_phase(None, clients=args.image_clients, label="image load, domains off", **load)
+    load = {"runs": args.runs, "block": args.block, "clients": args.image_clients, "size": args.size,
+            "steps": args.steps}
+    on = run_turns(ISOLATED, label="domains on: idle / image load", **load)
+    off = run_turns(None, label="domains off: idle / image load", **load)
     replayed = run_replay(args.replay)
     result = {
-        "llm_ttft_p95_ms_idle": idle["ttft_p95_ms"],
-        "llm_ttft_p95_ms_loaded_isolated": isolated["ttft_p95_ms"],
-        "llm_ttft_p95_ms_loaded_shared": shared["ttft_p95_ms"],
-        "isolated_vs_idle": round(isolated["ttft_p95_ms"] / idle["ttft_p95_ms"], 4),
-        "shared_vs_idle": round(shared["ttft_p95_ms"] / idle["ttft_p95_ms"], 4),
+        "llm_ttft_p95_ms_idle": on["idle"]["ttft_p95_ms"],
+        "llm_ttft_p95_ms_loaded_isolated": on["loaded"]["ttft_p95_ms"],
+        "llm_ttft_p95_ms_loaded_shared": off["loaded"]["ttft_p95_ms"],
+        "isolated_vs_idle": round(on["loaded"]["ttft_p95_ms"] / on["idle"]["ttft_p95_ms"], 4),
+        # Against the idle turns of the same stack (domains off), measured beside it.
+        "shared_vs_idle": round(off["loaded"]["ttft_p95_ms"] / off["idle"]["ttft_p95_ms"], 4),
         "cold_starts": replayed["cold_starts"],
         "warm_hits": replayed["warm_hits"],
-        "phases": {"idle": idle, "loaded_isolated": isolated, "loaded_shared": shared},
+        "phases": {"idle": on["idle"], "loaded_isolated": on["loaded"], "idle_domains_off": off["idle"],
+                   "loaded_shared": off["loaded"]},
         "replay": {**replayed, "requests": args.replay, "host_memory_mb": 100, "catalog": REPLAY_CATALOG},
         "targets": {"isolated_vs_idle": 1.10},
-        "setup": {**load, "image_clients": args.image_clients, "domains_on": ISOLATED, "cpus": os.cpu_count(),
+        "setup": {**load, "domains_on": ISOLATED, "cpus": os.cpu_count(),
                   "chat_client_cpus": sorted(CHAT_CLIENT_CPUS), "image_client_cpus": sorted(IMAGE_CLIENT_CPUS),
                   "machine": platform.machine(), "python": platform.python_version(), "run_id": uuid.uuid4().hex[:8]},
     }
