@@ -7,11 +7,13 @@ each worker for the CPUs it may run on and its share of GPU memory:
     control_plane: {cpus: [0]}
     domains:
       llm-realtime: {cpus: [0]}
-      image: {max_concurrency: 1, max_queue: 100, cpus: [1], nice: 19, gpu_memory_fraction: 0.3}
+      image: {max_concurrency: 1, max_queue: 100, cpus: [1], nice: 19, sched_idle: true, gpu_memory_fraction: 0.3}
 
-`control_plane` is where `make run` keeps NATS and the gateway, scheduler, aggregator and monitor:
-every real-time request crosses them four times, so they belong with the real-time work, off the
-cores slow work keeps busy (`python -m services.common.domains -- CMD` runs CMD there).
+`sched_idle` lets slow work fill its cores and still give them up at once to anything else that
+wakes there: the control plane (NATS and the gateway, scheduler, aggregator and monitor, which every
+real-time request crosses four times) may then run on every core. `control_plane` pins them instead
+(`make run` starts them with `python -m services.common.domains -- CMD`); on two cores the
+isolation bench measured pinning slower for chat, idle and loaded alike, than SCHED_IDLE image work.
 
 A worker joins a domain with `MODALMESH_WORKER_DOMAIN`; without one it is in its modality's own
 domain (`llm`, `embedding`, `image`, `speech`), so every kind of work has its own queue even with
@@ -20,6 +22,7 @@ no file. A domain the file does not name has no cap.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -29,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.requests import TEXT_MODALITIES, Modality
 
+log = logging.getLogger(__name__)
 DOMAINS_FILE_ENV = "MODALMESH_DOMAINS_FILE"
 GPU_SHARE_ENV = "MODALMESH_GPU_MEMORY_FRACTION"  # set by `confine`, read by `limit_gpu_memory`
 
@@ -41,6 +45,9 @@ class DomainSpec(BaseModel):
     cpus: tuple[int, ...] | None = Field(default=None, min_length=1, description="CPU cores its workers run on.")
     nice: int | None = Field(default=None, ge=0, le=19, description="CPU niceness of its workers: the kernel "
                              "runs anything less nice (the control plane, real-time workers) first on shared cores.")
+    sched_idle: bool = Field(default=False, description="Linux SCHED_IDLE for its workers: they get a core only "
+                             "when nothing else wants it, and anything waking there (the control plane, a real-time "
+                             "worker) takes it at once. Stronger than nice 19, which still gives them a share.")
     gpu_memory_fraction: float | None = Field(default=None, gt=0, le=1,
                                               description="Share of its GPU's memory a torch worker may take.")
 
@@ -83,13 +90,18 @@ def default_domain(modalities: tuple[Modality, ...]) -> str:
 
 def confine(spec: DomainSpec) -> None:
     """Keep this process (the threads it starts from now on) to the domain's CPUs, with thread pools
-    sized to them, at the domain's niceness, and a torch engine to its share of GPU memory. Call it
-    before the engine starts."""
+    sized to them, at the domain's niceness and scheduling policy, and a torch engine to its share of
+    GPU memory. Call it before the engine starts."""
     if spec.cpus:
         os.sched_setaffinity(0, spec.cpus)
         os.environ["OMP_NUM_THREADS"] = str(len(spec.cpus))  # torch and BLAS size their pools by it
     if spec.nice:
         os.nice(max(0, spec.nice - os.nice(0)))  # never less nice than it was; new threads inherit it
+    if spec.sched_idle:
+        if hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # new threads inherit it too
+        else:  # pragma: no cover - Linux only
+            log.warning("sched_idle is Linux only: this worker runs at the normal policy")
     if spec.gpu_memory_fraction is not None:
         os.environ[GPU_SHARE_ENV] = str(spec.gpu_memory_fraction)
 

@@ -57,6 +57,21 @@ def test_confine_keeps_the_process_and_its_new_threads_to_the_domains_cpus_and_n
     assert out == [f"[{core}]", f"[{core}]", "1", str(max(7, os.nice(0)))]
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux only")
+def test_a_sched_idle_domain_runs_its_process_and_new_threads_at_the_idle_policy() -> None:
+    code = (
+        "import os, threading\n"
+        "from services.common.domains import DomainSpec, confine\n"
+        "confine(DomainSpec(sched_idle=True))\n"
+        "seen = []\n"
+        "t = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0))); t.start(); t.join()\n"
+        "print(os.sched_getscheduler(0) == os.SCHED_IDLE, seen[0] == os.SCHED_IDLE)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True"]
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the policy is the domain's, not the caller's
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPU cores to show a confinement")
 def test_control_plane_commands_run_on_the_control_planes_cpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`make run` starts NATS and the control-plane services through this wrapper when the domains
