@@ -34,6 +34,8 @@ from services.common.tracing import inject
 log = logging.getLogger(__name__)
 ACK_WAIT_S = 2.0  # a delta unacknowledged this long is sent again
 PUBLISH_RETRY_S = 30.0  # how long a terminal chunk keeps trying through a NATS outage
+REPLAY_ANSWER_S = 1.0  # a read of RESULTS not answered this soon (NATS restarted under it) starts over
+REPLAY_WITHIN_S = 30.0  # for this long, by default
 
 
 @dataclass
@@ -118,10 +120,18 @@ class ResultPublisher:
                 await self.bus.js.publish(subjects.result(self.request_id), payload, headers=headers)
 
 
-async def replay_results(bus: Bus, request_id: str, timeout_s: float = 5.0) -> list[AnyChunk]:
+async def replay_results(bus: Bus, request_id: str, within_s: float = REPLAY_WITHIN_S) -> list[AnyChunk]:
     """Every chunk the RESULTS stream holds for `request_id`, in stream order (for rebuilding state
-    after a restart or a failover). Each NATS call waits at most `timeout_s` for its answer, which a
-    NATS restart can lose: a caller that retries sooner passes less."""
+    after a restart or a failover). A NATS restart can lose a read's answer: each NATS call waits
+    REPLAY_ANSWER_S for it, and the read starts over, for up to `within_s` (then the error is raised).
+    Waiting out JetStream's own 5 s timeout held failovers after a NATS restart for seconds."""
+    async for attempt in while_unanswered(within_s):
+        with attempt:
+            return await _replay_once(bus, request_id, REPLAY_ANSWER_S)
+    raise AssertionError("unreachable: while_unanswered re-raises the last error")
+
+
+async def _replay_once(bus: Bus, request_id: str, timeout_s: float) -> list[AnyChunk]:
     subject = subjects.result(request_id)
     js = bus.nc.jetstream(timeout=timeout_s)
     try:

@@ -35,7 +35,7 @@ from contracts.requests import AnyRequest, ChatRequest, Modality
 from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, ProgressChunk, Usage, decode_chunk
 from contracts.tasks import FINAL_STATUSES, TaskState, TaskStatus
 from contracts.telemetry import Alert, AlertState
-from services.common.bus import Bus, while_unanswered
+from services.common.bus import Bus
 from services.common.fleet import FleetView, decoded
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
@@ -44,7 +44,6 @@ from services.gateway import metrics
 
 log = logging.getLogger(__name__)
 QUIET_S = 2.0  # a request silent this long is checked against RESULTS
-BACKFILL_ANSWER_S = 1.0  # a read of RESULTS not answered this soon (NATS restarted under it) is tried again
 
 
 @dataclass
@@ -301,10 +300,8 @@ class RequestStream:
         cannot answer (just after a restart), up to the request's deadline: a chunk after a gap is
         never released before the gap is filled."""
         try:
-            async for attempt in while_unanswered((self.request.deadline_ms - now_ms()) / 1000):
-                with attempt:
-                    earlier_chunks = await replay_results(self.bus, self.request.request_id,
-                                                          timeout_s=BACKFILL_ANSWER_S)
+            earlier_chunks = await replay_results(self.bus, self.request.request_id,
+                                                  within_s=(self.request.deadline_ms - now_ms()) / 1000)
         except (nats.errors.Error, asyncio.TimeoutError):
             raise DeadlineExceeded(
                 f"RESULTS could not be read before the deadline ({self.request.request_id})") from None

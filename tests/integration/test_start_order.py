@@ -77,7 +77,7 @@ async def test_a_gap_filled_while_nats_restarts_waits_for_the_server_and_loses_n
     await bus.nc.publish(subjects.out(rid), chunks[0].encode())
 
     async def restart_after_the_first_read_failed() -> None:
-        await asyncio.sleep(QUIET_S + 3.0)  # the silence, then more than one unanswered read (BACKFILL_ANSWER_S)
+        await asyncio.sleep(QUIET_S + 3.0)  # the silence, then more than one unanswered read (REPLAY_ANSWER_S)
         await asyncio.to_thread(server.start)
 
     try:
