@@ -66,23 +66,18 @@ def progress(label: str, done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-class DirectEngine:
-    """The worker's engine on the same model, called in-process on this event loop."""
-
-    def __init__(self, model_path: Path, n_threads: int) -> None:
-        self.engine = LlamaCppEngine(LlamaCppConfig(MODEL, model_path, slots=1, n_threads=n_threads))
-
-    async def tokens_per_s(self, max_tokens: int, seed: int) -> float:
-        request = ChatRequest(
-            request_id=f"direct-{seed}", model=MODEL, deadline_ms=now_ms() + 600_000,
-            messages=tuple(ChatMessage(**m) for m in MESSAGES),  # type: ignore[arg-type]
-            sampling=Sampling(max_tokens=max_tokens, seed=seed, logit_bias=NO_EOS),
-        )
-        started = time.perf_counter()
-        async for event in self.engine.generate(request):
-            if isinstance(event, Finished):
-                return event.usage.completion_tokens / (time.perf_counter() - started)
-        raise RuntimeError("the engine ended without a Finished event")
+async def direct_tokens_per_s(engine: LlamaCppEngine, max_tokens: int, seed: int) -> float:
+    """One chat on the worker's engine called in-process, on this event loop: its tokens per second."""
+    request = ChatRequest(
+        request_id=f"direct-{seed}", model=MODEL, deadline_ms=now_ms() + 600_000,
+        messages=tuple(ChatMessage(**m) for m in MESSAGES),  # type: ignore[arg-type]
+        sampling=Sampling(max_tokens=max_tokens, seed=seed, logit_bias=NO_EOS),
+    )
+    started = time.perf_counter()
+    async for event in engine.generate(request):
+        if isinstance(event, Finished):
+            return event.usage.completion_tokens / (time.perf_counter() - started)
+    raise RuntimeError("the engine ended without a Finished event")
 
 
 async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int,
@@ -114,19 +109,19 @@ async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int,
     return rid, first or 0.0, time.perf_counter() - started, tokens or pieces
 
 
-async def pipeline(stack: LocalStack, direct: DirectEngine, ttft_runs: int, tput_runs: int,
+async def pipeline(stack: LocalStack, direct: LlamaCppEngine, ttft_runs: int, tput_runs: int,
                    max_tokens: int) -> dict[str, Any]:
     bus = await connect(stack.nats_url, "bench")
     kv = await bus.js.key_value(streams.KV_TASKS)
     overheads: list[float] = []
     rates: list[float] = []
     direct_rates: list[float] = []
-    await direct.engine.start()
+    await direct.start()
     try:
         async with httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client:
             for i in range(5):  # warm-up: connections, caches, first-request paths
                 await stream_once(client, 2, seed=i)
-            await direct.tokens_per_s(2, seed=0)
+            await direct_tokens_per_s(direct, 2, seed=0)
             for i in range(ttft_runs):
                 rid, ttft, _, _ = await stream_once(client, 2, seed=i)
                 state = await task_state(kv, rid)
@@ -134,12 +129,12 @@ async def pipeline(stack: LocalStack, direct: DirectEngine, ttft_runs: int, tput
                 overheads.append(ttft * 1000 - state.timings.engine_ttft_ms)
                 progress("pipeline TTFT", i + 1, ttft_runs)
             for i in range(tput_runs):  # in turns, so both see the machine as it is at that moment
-                direct_rates.append(await direct.tokens_per_s(max_tokens, seed=i))
+                direct_rates.append(await direct_tokens_per_s(direct, max_tokens, seed=i))
                 _, _, total, tokens = await stream_once(client, max_tokens, seed=i)
                 rates.append(tokens / total)
                 progress("throughput, direct/pipeline", i + 1, tput_runs)
     finally:
-        await direct.engine.cleanup()
+        await direct.cleanup()
         await bus.close()
     pipeline_rate, direct_rate = statistics.median(rates), statistics.median(direct_rates)
     return {
@@ -179,14 +174,9 @@ def main() -> None:
            "MODALMESH_LOG_LEVEL": "WARNING"}
     # The direct engine runs on the same kind of event loop as the worker process (uvloop), so the
     # comparison is the pipeline and nothing else.
-    direct = DirectEngine(model_path, args.threads)
-    figures: dict[str, Any] = {}
-
-    async def measure(stack: LocalStack) -> None:
-        figures.update(await pipeline(stack, direct, args.ttft_runs, args.tput_runs, args.max_tokens))
-
+    direct = LlamaCppEngine(LlamaCppConfig(MODEL, model_path, slots=1, n_threads=args.threads))
     with tempfile.TemporaryDirectory() as data, LocalStack(data=Path(data), env=env) as stack:
-        run(lambda: measure(stack))
+        figures = run(lambda: pipeline(stack, direct, args.ttft_runs, args.tput_runs, args.max_tokens))
     result = {
         **figures,
         "targets": {"ttft_overhead_ms_p50": 2.0, "ttft_overhead_ms_p99": 8.0, "pipeline_vs_direct": 0.95},

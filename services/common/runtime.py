@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`main()` to its end, and what it returns."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+        return asyncio.run(main())
+    return uvloop.run(main())
