@@ -125,10 +125,7 @@ async def replay_results(bus: Bus, request_id: str, within_s: float = REPLAY_WIT
     after a restart or a failover). A NATS restart can lose a read's answer: each NATS call waits
     REPLAY_ANSWER_S for it, and the read starts over, for up to `within_s` (then the error is raised).
     Waiting out JetStream's own 5 s timeout held failovers after a NATS restart for seconds."""
-    async for attempt in while_unanswered(within_s):
-        with attempt:
-            return await _replay_once(bus, request_id, REPLAY_ANSWER_S)
-    raise AssertionError("unreachable: while_unanswered re-raises the last error")
+    return await while_unanswered(within_s)(_replay_once, bus, request_id, REPLAY_ANSWER_S)
 
 
 async def _replay_once(bus: Bus, request_id: str, timeout_s: float) -> list[AnyChunk]:
