@@ -106,15 +106,13 @@ def image_clients(url: str, headers: dict[str, str], clients: int, size: int, st
 
 
 class ImageLoad:
-    """Image clients switched on and off between blocks of chats. `images` and `seconds`: images
-    made from each switch-on until the last one asked for is back (the domain is full all along)."""
+    """Image clients switched on and off between blocks of chats."""
 
     def __init__(self, stack: LocalStack, clients: int, size: int, steps: int) -> None:
         spawn = multiprocessing.get_context("spawn")
         self.on, self.busy, self.made = spawn.Event(), spawn.Value("i", 0), spawn.Value("i", 0)
         self.process = spawn.Process(target=image_clients, daemon=True, args=(
             stack.url, stack.headers, clients, size, steps, self.on, self.busy, self.made))
-        self.seconds, self.images = 0.0, 0
         self._switched, self._before = 0.0, 0
 
     def __enter__(self) -> ImageLoad:
@@ -133,13 +131,13 @@ class ImageLoad:
         while self.made.value == self._before:  # noqa: ASYNC110 - a counter shared with another process
             await asyncio.sleep(0.02)
 
-    async def stop(self) -> None:
-        """Switch the clients off; back once the last image asked for is made (the domain is idle)."""
+    async def stop(self) -> tuple[int, float]:
+        """Switch the clients off; back once the last image asked for is made (the domain is idle),
+        with the images made since the switch-on and the seconds it took (the domain full all along)."""
         self.on.clear()
         while self.busy.value:  # noqa: ASYNC110 - a counter shared with another process
             await asyncio.sleep(0.05)
-        self.seconds += time.monotonic() - self._switched
-        self.images += self.made.value - self._before
+        return self.made.value - self._before, time.monotonic() - self._switched
 
 
 async def turns(stack: LocalStack, runs: int, block: int, clients: int, size: int, steps: int,
@@ -149,11 +147,11 @@ async def turns(stack: LocalStack, runs: int, block: int, clients: int, size: in
     bus = await connect(stack.nats_url, "bench-isolation")
     tasks = await bus.js.key_value(streams.KV_TASKS)
     measured: dict[bool, tuple[list[float], list[float]]] = {False: ([], []), True: ([], [])}
+    images, image_seconds = 0, 0.0  # made in the loaded turns, and their length
     async with httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client:
         with ImageLoad(stack, clients, size, steps) as load:
             await load.start()  # warm-up: both engines' first requests, as every idle turn follows a loaded one
             await load.stop()
-            load.seconds, load.images = 0.0, 0
             for i in range(5):
                 await stream_once(client, 2, seed=i, model=CHAT)
             for done in range(0, 2 * runs, block):
@@ -164,7 +162,8 @@ async def turns(stack: LocalStack, runs: int, block: int, clients: int, size: in
                 measured[loaded][0].extend(ttfts)
                 measured[loaded][1].extend(engine)
                 if loaded:
-                    await load.stop()
+                    made, seconds = await load.stop()
+                    images, image_seconds = images + made, image_seconds + seconds
                 progress(label, done + block, 2 * runs)
     await bus.close()
 
@@ -174,7 +173,7 @@ async def turns(stack: LocalStack, runs: int, block: int, clients: int, size: in
                 "engine_ttft_p95_ms": round(percentile(engine, 95), 3), "images_per_s": round(images_per_s, 3)}
 
     return {"idle": figures(*measured[False], 0.0),
-            "loaded": figures(*measured[True], load.images / load.seconds if load.seconds else 0.0)}
+            "loaded": figures(*measured[True], images / image_seconds if image_seconds else 0.0)}
 
 
 REPLAY_CATALOG = "models:\n" + "".join(
