@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from bench.overhead import write_report
-from contracts.results import ErrorChunk
+from contracts.results import DeltaChunk, ErrorChunk
 from services.common.bus import connect
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
@@ -50,7 +50,7 @@ class Reply:
     text: str = ""
     finished: bool = False
     error: str = ""
-    chunks: list[tuple[float, str]] = field(default_factory=list)  # (arrival, worker)
+    chunks: list[tuple[float, str, int]] = field(default_factory=list)  # (arrival, worker, text length so far)
 
 
 @dataclass
@@ -90,7 +90,7 @@ async def one(client: httpx.AsyncClient, stream: bool, rng: random.Random) -> Re
                 reply.request_id = data["id"]
                 if data["choices"] and data["choices"][0]["delta"].get("content"):
                     reply.text += data["choices"][0]["delta"]["content"]
-                    reply.chunks.append((time.monotonic(), data.get("system_fingerprint", "")))
+                    reply.chunks.append((time.monotonic(), data.get("system_fingerprint", ""), len(reply.text)))
                 if data["choices"] and data["choices"][0]["finish_reason"]:
                     reply.finished = True
     except (httpx.HTTPError, ValueError) as exc:
@@ -160,38 +160,62 @@ def word_diff(expected: str, got: str) -> tuple[int, int]:
     return dup, missing
 
 
-def failover_times(replies: list[Reply], kills: list[Kill]) -> list[tuple[float, Kill, Kill | None, str]]:
-    """For each stream the killed worker was serving: seconds from the kill to the first chunk another
-    worker made (chunks the dead one had sent before dying may still arrive just after), with the
-    kill, the fault before it (a failover right after a scheduler or NATS kill takes longer) and the
-    request's id (to find it in the logs of a run kept with --keep)."""
+@dataclass(frozen=True)
+class AttemptStart:
+    """Where an attempt's text begins in a request's merged reply, from RESULTS."""
+
+    attempt: int
+    worker: str
+    offset: int
+
+
+def failover_times(replies: list[Reply], kills: list[Kill],
+                   attempts: dict[str, list[AttemptStart]]) -> list[tuple[float, Kill, Kill | None, str]]:
+    """For each stream the killed worker was serving: seconds from the kill to the arrival of the first
+    text of the next attempt, with the kill, the fault before it (a failover right after a scheduler or
+    NATS kill takes longer) and the request's id (to find it in the logs of a run kept with --keep).
+
+    The next attempt is told by RESULTS, not by the worker's name: supervision restarts a killed
+    worker under the same id, and it may well be the one that takes the request over."""
     times = []
     for i, kill in enumerate(kills):
         if kill.kind != "worker" or not kill.worker:
             continue
         for reply in replies:
-            before = [w for t, w in reply.chunks if t < kill.at]
-            after = [t for t, w in reply.chunks if t >= kill.at and w != kill.worker]
-            if before and before[-1] == kill.worker and after:
+            before = [(w, n) for t, w, n in reply.chunks if t < kill.at]
+            if not before or before[-1][0] != kill.worker:
+                continue
+            starts = attempts.get(reply.request_id, [])
+            serving = [a.attempt for a in starts if a.worker == kill.worker and a.offset < before[-1][1]]
+            later = [a.offset for a in starts if serving and a.attempt > serving[-1]]
+            after = [t for t, _, n in reply.chunks if t >= kill.at and later and n > later[0]]
+            if after:
                 times.append((after[0] - kill.at, kill, kills[i - 1] if i else None, reply.request_id))
     return times
 
 
-async def check(stack: LocalStack, replies: list[Reply]) -> dict[str, Any]:
+async def check(stack: LocalStack, replies: list[Reply]) -> tuple[dict[str, Any], dict[str, list[AttemptStart]]]:
     """Each accepted request against what RESULTS recorded for it. Completed: its reply must equal
     what the engines generated. Not completed: it failed when its client got the very error that
-    ended it in RESULTS (a terminal state, such as the attempt limit); anything else is lost."""
+    ended it in RESULTS (a terminal state, such as the attempt limit); anything else is lost.
+    Also returns where each attempt's text begins in each request's merged reply."""
     bus = await connect(stack.nats_url, "chaos-checker")
     dup = missing = mismatched = 0
     lost: list[str] = []
     failed: list[str] = []
+    attempts: dict[str, list[AttemptStart]] = {}
     try:
         for reply in replies:
             if reply.status != 200:
                 continue  # refused at the door, in the OpenAI shape: not accepted, not lost
             merge = RequestMerge()
+            starts = attempts.setdefault(reply.request_id, [])
             for chunk in await replay_results(bus, reply.request_id) if reply.request_id else []:
-                merge.accept(chunk)
+                offset = len(merge.merged_text)
+                for ready in merge.accept(chunk):
+                    if isinstance(ready, DeltaChunk) and (not starts or starts[-1].attempt < ready.attempt):
+                        starts.append(AttemptStart(ready.attempt, ready.worker_id, offset))
+                    offset += len(ready.text) if isinstance(ready, DeltaChunk) else 0
             if not reply.finished:
                 ended = merge.terminal
                 told = isinstance(ended, ErrorChunk) and reply.error == ended.message
@@ -204,7 +228,7 @@ async def check(stack: LocalStack, replies: list[Reply]) -> dict[str, Any]:
         await bus.close()
     return {"lost_requests": len(lost), "failed_requests": len(failed), "duplicate_tokens": dup,
             "missing_tokens": missing, "mismatched_replies": mismatched, "lost_examples": lost[:10],
-            "failed_examples": failed[:10]}
+            "failed_examples": failed[:10]}, attempts
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -222,8 +246,8 @@ async def run_chaos(stack: LocalStack, args: argparse.Namespace) -> dict[str, An
     stop.set()
     replies = await client_task
     accepted = [r for r in replies if r.status == 200]
-    figures = await check(stack, replies)
-    measured = failover_times(replies, kills)
+    figures, attempts = await check(stack, replies)
+    measured = failover_times(replies, kills, attempts)
     times = [t for t, _, _, _ in measured]
     return {
         "trials": len(kills),
