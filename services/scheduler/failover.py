@@ -45,23 +45,33 @@ class Failover:
     # Worker -> move only assignments made before this epoch ms (a restart), or all of them (None: a death).
     orphaned: dict[str, int | None] = field(default_factory=dict)
     reassigned: int = 0
+    started: dict[str, int] = field(default_factory=dict)  # worker -> start of its process, from heartbeats
     dead_process: dict[str, int | None] = field(default_factory=dict)  # worker -> start of the process declared dead
     _drains: SerialPasses = field(init=False)
 
     def __post_init__(self) -> None:
         self._drains = SerialPasses(self._drain_once)
 
-    async def worker_died(self, worker_id: str, started_ms: int | None = None) -> None:
-        """`worker_id` (its process started at `started_ms`, when known) missed its heartbeats."""
+    async def worker_died(self, worker_id: str) -> None:
+        """`worker_id` missed its heartbeats."""
         log.warning("worker %s missed its heartbeats: re-assigning its work", worker_id)
         self.orphaned[worker_id] = None
-        self.dead_process[worker_id] = started_ms
+        self.dead_process[worker_id] = self.started.get(worker_id)
         await self.drain()
 
+    async def heard(self, worker_id: str, started_ms: int) -> None:
+        """A heartbeat from the process of `worker_id` started at `started_ms`: a new process under a
+        known id is a restart; the process declared dead is back."""
+        previous = self.started.get(worker_id)
+        self.started[worker_id] = started_ms
+        if previous is not None and previous != started_ms:
+            await self.worker_restarted(worker_id, started_ms)
+        self.worker_back(worker_id, started_ms)
+
     def worker_back(self, worker_id: str, started_ms: int) -> None:
-        """A heartbeat. From the very process declared dead, it means that process was cut off (a
-        network partition, a starved machine), not dead, and still works on what it holds: what was
-        not moved yet stays with it, rather than run twice at the cost of an attempt."""
+        """From the very process declared dead, a heartbeat means that process was cut off (a network
+        partition, a starved machine), not dead, and still works on what it holds: what was not
+        moved yet stays with it, rather than run twice at the cost of an attempt."""
         if self.orphaned.get(worker_id, 0) is None and self.dead_process.get(worker_id) == started_ms:
             log.warning("worker %s is back: its remaining work stays with it", worker_id)
             del self.orphaned[worker_id]

@@ -63,7 +63,6 @@ class Scheduler:
     decisions: int = 0
     decision_seconds: list[float] = field(default_factory=list)  # recent decision times, for metrics
     _offline_firing: frozenset[AlertKey] = frozenset()
-    _started: dict[str, int] = field(default_factory=dict)  # each worker's process start, from heartbeats
     _crash_loop: CrashLoop = field(init=False)
     _cancels: RecentCancels = field(default_factory=RecentCancels)
     domains: Domains = field(default_factory=Domains.load)
@@ -122,11 +121,7 @@ class Scheduler:
 
     async def _on_status(self, status: WorkerStatus) -> None:
         self.fleet.recent.pop(status.worker_id, None)
-        previous = self._started.get(status.worker_id)
-        self._started[status.worker_id] = status.started_ms
-        if previous is not None and previous != status.started_ms:
-            await self.failover.worker_restarted(status.worker_id, status.started_ms)
-        self.failover.worker_back(status.worker_id, status.started_ms)
+        await self.failover.heard(status.worker_id, status.started_ms)
         for alert in self._crash_loop.observe(status.worker_id, status.node, status.started_ms, now_ms()):
             await publish_alert(self.bus, alert, self.settings.webhook_url)
         if self.queues:  # a slot may have come free (a dead worker's streams take it first)
@@ -156,7 +151,7 @@ class Scheduler:
                 await wait_or_stop(stop, self.settings.heartbeat_s / 2)
                 continue
             for worker_id in self.fleet.workers.forget_dead(now):
-                await self.failover.worker_died(worker_id, self._started.get(worker_id))
+                await self.failover.worker_died(worker_id)
             await self.failover.drain()
             seen = {node: now_ms() - int((now - t) * 1000) for node, t in self.fleet.nodes.last_seen().items()}
             alerts, self._offline_firing = evaluate_offline(
