@@ -6,7 +6,6 @@ messages carry, under the trace the client started."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -17,16 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from services.aggregator.app import Aggregator
-from services.common.bus import connect
-from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
-from services.scheduler.handlers import Scheduler
-from services.scheduler.settings import SchedulerSettings
-from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
-from services.workers.runner import Worker
-from services.workers.settings import WorkerSettings
-from services.workers.tiny_model import ensure_tiny_gguf
+from tests.integration.inprocess import in_process_stack
 
 MODEL = "tiny-traced"
 KEY = "trace-test-key"
@@ -44,29 +35,8 @@ def spans() -> InMemorySpanExporter:
 
 @pytest.fixture(scope="module")
 async def gateway(nats_url: str, spans: InMemorySpanExporter) -> AsyncIterator[httpx.AsyncClient]:
-    stop = asyncio.Event()
-    buses = [await connect(nats_url, name) for name in ("scheduler", "aggregator", "worker")]
-    engine = LlamaCppEngine(LlamaCppConfig(MODEL, ensure_tiny_gguf(), slots=1))
-    await engine.start()
-    settings = WorkerSettings(worker_id="traced-1", model_id=MODEL, heartbeat_s=0.2, nats_url=nats_url)
-    tasks = [asyncio.create_task(Scheduler(SchedulerSettings(), buses[0]).run(stop)),
-             asyncio.create_task(Aggregator(buses[1]).run(stop)),
-             asyncio.create_task(Worker(settings, engine, buses[2]).run(stop))]
-    app = create_app(GatewaySettings(nats_url=nats_url, api_keys=[KEY]))
-    async with app.router.lifespan_context(app):
-        relay = app.state.relay
-        for _ in range(100):  # until the worker's heartbeat and catalog entry arrive
-            if relay.fleet.workers.serving(MODEL, time.monotonic()) and MODEL in relay.fleet.catalog:
-                break
-            await asyncio.sleep(0.05)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway",
-                                     headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
-            yield client
-    stop.set()
-    await asyncio.wait(tasks, timeout=30)
-    await engine.cleanup()
-    for bus in buses:
-        await bus.close()
+    async with in_process_stack(GatewaySettings(nats_url=nats_url, api_keys=[KEY]), MODEL, "traced-1") as (client, _):
+        yield client
 
 
 def by_service(spans: tuple[ReadableSpan, ...], request_id: str | None = None) -> dict[str, list[ReadableSpan]]:
