@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from services.common.tracing import setup_tracing
 from services.workers.engine import Engine
 from services.workers.runner import Worker
 from services.workers.settings import WorkerSettings
-from services.workers.weights import WeightsError, fetch, verify
+from services.workers.weights import WeightsError, copy_shared, fetch, verify
 
 log = logging.getLogger("services.workers")
 
@@ -119,17 +120,21 @@ async def load_entry(settings: WorkerSettings, entry: ModelEntry) -> Engine:
 
 def entry_settings(settings: WorkerSettings, entry: ModelEntry) -> WorkerSettings:
     """The host's settings for one catalog model. Its `source` is a path, `fleet:<id>` (copied from
-    the fleet's object store), `tiny` (the engine's own tiny model) or, for an upstream engine, the
+    the fleet's object store), `shared:<path>` (copied from a shared path such as an NFS mount),
+    `tiny` (the engine's own tiny model) or, for an upstream engine, the
     server's URL. Its `options` are worker settings by name; `{source}` in a managed server's command
     or container arguments is the source."""
     source = entry.source.strip()
     update: dict[str, Any] = {
         "engine": entry.engine, "model_id": entry.id, "slots": None, "model_path": None, "model_fetch": None,
+        "model_copy_from": None,
     }
     if source.startswith(("http://", "https://")):
         update["upstream_url"] = source
     elif source.startswith("fleet:"):
         update["model_fetch"] = source.removeprefix("fleet:")
+    elif source.startswith("shared:"):
+        update["model_copy_from"] = Path(source.removeprefix("shared:"))
     elif source not in ("", "tiny"):
         update["model_path"] = Path(source)
     options = dict(entry.options)
@@ -151,7 +156,8 @@ _HOST_OWNED = frozenset({"worker_id", "nats_url", "engine", "model_id", "memory_
 
 async def trusted_weights(settings: WorkerSettings) -> WorkerSettings:
     """Settings whose model is on this node and matches its manifest: fetched from the fleet first
-    when `model_fetch` names it. Weights that do not match stop the worker with the reason."""
+    when `model_fetch` names it, copied from a shared path when `model_copy_from` does. Weights that
+    do not match stop the worker with the reason."""
     try:
         if settings.model_fetch:
             bus = await connect(settings.nats_url, f"worker-{settings.worker_id}-fetch")
@@ -160,8 +166,11 @@ async def trusted_weights(settings: WorkerSettings) -> WorkerSettings:
             finally:
                 await bus.close()
             settings = settings.model_copy(update={"model_path": path})
+        elif settings.model_copy_from is not None:
+            path = await copy_shared(settings.model_copy_from, settings.models_dir)
+            settings = settings.model_copy(update={"model_path": path})
         if settings.model_path is not None and settings.verify_weights:
-            if verify(settings.model_path) is None:
+            if await asyncio.to_thread(verify, settings.model_path) is None:
                 log.info("%s has no manifest: loaded unchecked", settings.model_path)
             else:
                 log.info("%s matches its manifest", settings.model_path)

@@ -5,6 +5,7 @@
     verify <path>                                check a file or folder against its manifest
     publish <path> --id ID                       put a model into the fleet's NATS object store
     fetch <id> [--dest DIR]                      copy a model from the fleet's object store, checked
+    copy <shared path> [--dest DIR]              copy a model from a shared path (NFS), checked
 
 `pull` works offline from the cache alone with HF_HUB_OFFLINE=1. `publish` and `fetch` use
 MODALMESH_NATS_URL (a user that may write the `models` object store for publish).
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from services.common.bus import connect
 from services.common.settings import ServiceSettings
-from services.workers.weights import WeightsError, fetch, publish, pull, verify, write_manifest
+from services.workers.weights import WeightsError, copy_shared, fetch, publish, pull, verify, write_manifest
 
 DEFAULT_DEST = Path.home() / ".cache" / "modalmesh" / "models"
 
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fetch")
     p.add_argument("id")
     p.add_argument("--dest", type=Path, default=DEFAULT_DEST)
+    p = sub.add_parser("copy")
+    p.add_argument("path", type=Path)
+    p.add_argument("--dest", type=Path, default=DEFAULT_DEST)
     args = parser.parse_args(argv)
     try:
         if args.command == "pull":
@@ -85,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.path} has no manifest: nothing to check against", file=sys.stderr)
                 return 1
             print(f"{args.path}: every file matches its manifest")
+        elif args.command == "copy":
+            print(asyncio.run(copy_shared(args.path, args.dest, _Bar())))
         else:
             where = asyncio.run(_with_bus(args.command, args))
             if where is not None:

@@ -58,8 +58,11 @@ class WorkerSettings(ServiceSettings):
     upstream_api_key: str | None = Field(default=None, description="openai_upstream: bearer key for the server.")
     model_fetch: str | None = Field(default=None, description="Copy this model from the fleet's object store "
                                     "(`python -m services.workers.models publish`) into models_dir and load it.")
+    model_copy_from: Path | None = Field(
+        default=None, description="Copy this model (a file or folder with its manifest) from a shared path every "
+        "node sees, such as an NFS mount, into models_dir, check the copy and load it.")
     models_dir: Path = Field(default=Path.home() / ".cache" / "modalmesh" / "models",
-                             description="Where fetched models are kept.")
+                             description="Where fetched and copied models are kept.")
     verify_weights: bool = Field(default=True, description="Check the model against its sha256 manifest, when it "
                                  "has one, before loading it.")
     slots: int | None = Field(default=None, ge=1, description="Requests run at once. Unset: the engine's default.")

@@ -1,5 +1,6 @@
 """Model weights a worker can trust: a sha256 manifest written when they are fetched, checked before
-they are loaded, and the fleet's own copy in the NATS object store for nodes that lack them.
+they are loaded, and copies for nodes that lack them: from the fleet's NATS object store (small
+models) or from a shared path every node sees, such as an NFS mount (large ones).
 
 A model is a file (a GGUF) or a folder (a diffusers pipeline, a sentence-transformers model). Its
 manifest lists every file with its size and sha256: `<folder>/modalmesh-manifest.json`, or
@@ -9,10 +10,13 @@ refused with its name, before any engine reads it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Awaitable, Callable
+from io import BufferedWriter
 from pathlib import Path
 
 from nats.js.api import ObjectMeta
@@ -163,22 +167,62 @@ async def fetch(bus: Bus, model_id: str, dest: Path, progress: Progress | None =
         manifest = Manifest.model_validate_json((await store.get(f"{model_id}/{FOLDER_MANIFEST}")).data or b"")
     except Exception as exc:  # nats' NotFound, or a manifest that does not decode
         raise WeightsError(f"the fleet holds no model {model_id!r} ({type(exc).__name__})") from None
-    folder = dest / model_id.replace("/", "--")
+
+    async def copy(name: str, into: BufferedWriter) -> None:
+        await store.get(f"{model_id}/{name}", writeinto=into)
+
+    return await _install(manifest, dest / model_id.replace("/", "--"), copy, progress)
+
+
+async def copy_shared(model: Path, dest: Path, progress: Progress | None = None) -> Path:
+    """Copy a model from a shared path every node sees (an NFS mount) into `dest/<model id>/` and
+    check the copy against the manifest the shared model carries; a complete, matching copy already
+    there is kept. Engines then read local disk, not the network. Returns what `fetch` does."""
+    manifest = read_manifest(model)
+    if manifest is None:
+        raise WeightsError(f"{model} has no manifest to check a copy against (write one with "
+                           "`python -m services.workers.models manifest`)")
+    root = _root(model)
+
+    async def copy(name: str, into: BufferedWriter) -> None:
+        def copy_file() -> None:
+            with (root / name).open("rb") as source:
+                shutil.copyfileobj(source, into, CHUNK)
+        try:
+            await asyncio.to_thread(copy_file)
+        except FileNotFoundError:
+            raise WeightsError(f"{manifest.model_id}: {name} is missing from {root}") from None
+
+    return await _install(manifest, dest / manifest.model_id.replace("/", "--"), copy, progress)
+
+
+async def _install(manifest: Manifest, folder: Path, copy: Callable[[str, BufferedWriter], Awaitable[None]],
+                   progress: Progress | None) -> Path:
+    """Write each file of `manifest` that `folder` lacks (or holds damaged) through `copy`, by way of
+    a `.partial` file, then check the whole folder. Hashing runs in a thread: a host worker loading
+    one model keeps serving (and heartbeating for) the others."""
+    for name in await asyncio.to_thread(_to_copy, manifest, folder):
+        partial = folder / f"{name}.partial"
+        with partial.open("wb") as f:
+            await copy(name, f)
+        partial.replace(folder / name)
+        if progress is not None:
+            progress(name, manifest.files[name].size, manifest.files[name].size)
+    await asyncio.to_thread(verify, folder)
+    return folder / next(iter(manifest.files)) if _single(manifest) else folder
+
+
+def _to_copy(manifest: Manifest, folder: Path) -> list[str]:
+    """Make `folder` ready for `manifest`'s files; the names of those it lacks or holds damaged."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / FOLDER_MANIFEST).write_text(manifest.model_dump_json(indent=1) + "\n")
+    names = []
     for name, entry in manifest.files.items():
         target = folder / name
-        if target.is_file() and target.stat().st_size == entry.size and sha256_of(target) == entry.sha256:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        with partial.open("wb") as f:
-            await store.get(f"{model_id}/{name}", writeinto=f)
-        partial.replace(target)
-        if progress is not None:
-            progress(name, entry.size, entry.size)
-    verify(folder)
-    return folder / next(iter(manifest.files)) if _single(manifest) else folder
+        if not (target.is_file() and target.stat().st_size == entry.size and sha256_of(target) == entry.sha256):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            names.append(name)
+    return names
 
 
 def _single(manifest: Manifest) -> bool:
