@@ -156,8 +156,8 @@ _HOST_OWNED = frozenset({"worker_id", "nats_url", "engine", "model_id", "memory_
 
 async def trusted_weights(settings: WorkerSettings) -> WorkerSettings:
     """Settings whose model is on this node and matches its manifest: fetched from the fleet first
-    when `model_fetch` names it, copied from a shared path when `model_copy_from` does. Weights that
-    do not match stop the worker with the reason."""
+    when `model_fetch` names it, copied from a shared path when `model_copy_from` does (both check
+    what they install). Weights that do not match stop the worker with the reason."""
     try:
         if settings.model_fetch:
             bus = await connect(settings.nats_url, f"worker-{settings.worker_id}-fetch")
@@ -169,7 +169,7 @@ async def trusted_weights(settings: WorkerSettings) -> WorkerSettings:
         elif settings.model_copy_from is not None:
             path = await copy_shared(settings.model_copy_from, settings.models_dir)
             settings = settings.model_copy(update={"model_path": path})
-        if settings.model_path is not None and settings.verify_weights:
+        elif settings.model_path is not None and settings.verify_weights:
             if await asyncio.to_thread(verify, settings.model_path) is None:
                 log.info("%s has no manifest: loaded unchecked", settings.model_path)
             else:

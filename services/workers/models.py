@@ -22,9 +22,10 @@ from tqdm import tqdm
 
 from services.common.bus import connect
 from services.common.settings import ServiceSettings
+from services.workers.settings import WorkerSettings
 from services.workers.weights import WeightsError, copy_shared, fetch, publish, pull, verify, write_manifest
 
-DEFAULT_DEST = Path.home() / ".cache" / "modalmesh" / "models"
+DEFAULT_DEST: Path = WorkerSettings.model_fields["models_dir"].default
 
 
 class _Bar:

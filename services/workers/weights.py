@@ -108,18 +108,22 @@ def verify(model: Path, progress: Progress | None = None) -> Manifest | None:
     manifest = read_manifest(model)
     if manifest is None:
         return None
-    root = _root(model)
-    for name, entry in manifest.files.items():
-        path = root / name
+    _check(manifest, _root(model), list(manifest.files), progress)
+    return manifest
+
+
+def _check(manifest: Manifest, root: Path, names: list[str], progress: Progress | None = None) -> None:
+    """Raise WeightsError unless each of `names` under `root` matches `manifest`."""
+    for name in names:
+        path, entry = root / name, manifest.files[name]
         if not path.is_file():
             raise WeightsError(f"{manifest.model_id}: {name} is missing from {root}")
         if (size := path.stat().st_size) != entry.size:
             raise WeightsError(f"{manifest.model_id}: {name} has {size} bytes, the manifest says {entry.size} "
                                "(a partial or changed file)")
-    for name, entry in manifest.files.items():
-        if sha256_of(root / name, progress) != entry.sha256:
+    for name in names:
+        if sha256_of(root / name, progress) != manifest.files[name].sha256:
             raise WeightsError(f"{manifest.model_id}: {name} does not match its sha256 in the manifest (corrupt)")
-    return manifest
 
 
 def pull(repo_id: str, dest: Path | None = None, revision: str | None = None,
@@ -171,7 +175,7 @@ async def fetch(bus: Bus, model_id: str, dest: Path, progress: Progress | None =
     async def copy(name: str, into: BufferedWriter) -> None:
         await store.get(f"{model_id}/{name}", writeinto=into)
 
-    return await _install(manifest, dest / model_id.replace("/", "--"), copy, progress)
+    return await _install(manifest, _local(dest, model_id), copy, progress)
 
 
 async def copy_shared(model: Path, dest: Path, progress: Progress | None = None) -> Path:
@@ -193,23 +197,29 @@ async def copy_shared(model: Path, dest: Path, progress: Progress | None = None)
         except FileNotFoundError:
             raise WeightsError(f"{manifest.model_id}: {name} is missing from {root}") from None
 
-    return await _install(manifest, dest / manifest.model_id.replace("/", "--"), copy, progress)
+    return await _install(manifest, _local(dest, manifest.model_id), copy, progress)
 
 
 async def _install(manifest: Manifest, folder: Path, copy: Callable[[str, BufferedWriter], Awaitable[None]],
                    progress: Progress | None) -> Path:
     """Write each file of `manifest` that `folder` lacks (or holds damaged) through `copy`, by way of
-    a `.partial` file, then check the whole folder. Hashing runs in a thread: a host worker loading
-    one model keeps serving (and heartbeating for) the others."""
-    for name in await asyncio.to_thread(_to_copy, manifest, folder):
+    a `.partial` file, then check what was written (the rest was checked just before). Hashing runs
+    in a thread: a host worker loading one model keeps serving (and heartbeating for) the others."""
+    written = await asyncio.to_thread(_to_copy, manifest, folder)
+    for name in written:
         partial = folder / f"{name}.partial"
         with partial.open("wb") as f:
             await copy(name, f)
         partial.replace(folder / name)
         if progress is not None:
             progress(name, manifest.files[name].size, manifest.files[name].size)
-    await asyncio.to_thread(verify, folder)
+    await asyncio.to_thread(_check, manifest, folder, written)
     return folder / next(iter(manifest.files)) if _single(manifest) else folder
+
+
+def _local(dest: Path, model_id: str) -> Path:
+    """This node's folder for a fetched or copied model."""
+    return dest / model_id.replace("/", "--")
 
 
 def _to_copy(manifest: Manifest, folder: Path) -> list[str]:
