@@ -186,9 +186,11 @@ def failover_times(replies: list[Reply], kills: list[Kill],
             if not before or before[-1][0] != kill.worker:
                 continue
             starts = attempts.get(reply.request_id, [])
-            serving = [a.attempt for a in starts if a.worker == kill.worker and a.offset < before[-1][1]]
-            later = [a.offset for a in starts if serving and a.attempt > serving[-1]]
-            after = [t for t, _, n in reply.chunks if t >= kill.at and later and n > later[0]]
+            served = [a.attempt for a in starts if a.worker == kill.worker and a.offset < before[-1][1]]
+            later = [a.offset for a in starts if served and a.attempt > served[-1]]
+            if not later:
+                continue  # the killed worker had finished this stream: nothing moved
+            after = [t for t, _, n in reply.chunks if t >= kill.at and n > later[0]]
             if after:
                 times.append((after[0] - kill.at, kill, kills[i - 1] if i else None, reply.request_id))
     return times
@@ -210,12 +212,14 @@ async def check(stack: LocalStack, replies: list[Reply]) -> tuple[dict[str, Any]
                 continue  # refused at the door, in the OpenAI shape: not accepted, not lost
             merge = RequestMerge()
             starts = attempts.setdefault(reply.request_id, [])
+            offset = 0  # of the next released text in the merged reply
             for chunk in await replay_results(bus, reply.request_id) if reply.request_id else []:
-                offset = len(merge.merged_text)
                 for ready in merge.accept(chunk):
-                    if isinstance(ready, DeltaChunk) and (not starts or starts[-1].attempt < ready.attempt):
+                    if not isinstance(ready, DeltaChunk):
+                        continue
+                    if not starts or starts[-1].attempt < ready.attempt:
                         starts.append(AttemptStart(ready.attempt, ready.worker_id, offset))
-                    offset += len(ready.text) if isinstance(ready, DeltaChunk) else 0
+                    offset += len(ready.text)
             if not reply.finished:
                 ended = merge.terminal
                 told = isinstance(ended, ErrorChunk) and reply.error == ended.message
