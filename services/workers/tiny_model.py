@@ -26,7 +26,7 @@ CHATML_TEMPLATE = (
 )
 _SPECIALS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
 # Bump when the writer changes what it writes, so cached files of the old layout are not reused.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 _PUNCT = list(".,!?;:'\"-()[]{}/\\@#$%^&*+=<>_`~|0123456789")
@@ -80,11 +80,30 @@ def _vocab(spec: TinySpec) -> tuple[list[str], list[float], list[int]]:
     pieces = ["▁"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
     pieces += [chr(c) for c in range(ord("A"), ord("Z") + 1)] + _PUNCT
     pieces += ["▁" + w for w in _pseudo_words(spec.n_words)]
+    pieces += _merge_steps()
     tokens += pieces
     types += [gguf.TokenType.NORMAL] * len(pieces)
     # SentencePiece prefers higher scores when merging; longer pieces win, bytes are the fallback.
     scores = [0.0] * (len(_SPECIALS) + 256) + [float(len(p)) for p in pieces]
     return tokens, scores, [int(t) for t in types]
+
+
+def _merge_steps() -> list[str]:
+    """The pieces SentencePiece passes through on its way from letters to a word: every syllable
+    and `▁` with each consonant (a word is `▁` and syllables, and each of its syllable prefixes is
+    a word too). With them, text the model wrote tokenizes back into the same words, as with a real
+    vocabulary; without them it fell apart into letters, several times the tokens, and an answer
+    resumed after a failover (its text so far is part of the new prompt) overflowed the context."""
+    return [c + v for c, v in itertools.product(_CONSONANTS, _VOWELS)] + ["▁" + c for c in _CONSONANTS]
+
+
+def _not_written(tokens: list[str]) -> list[int]:
+    """Ids of the tokens the model never writes: the byte fallbacks (they could form invalid UTF-8,
+    which llama-cpp-python holds back and re-decodes on every later token), single letters and the
+    merge steps (text glued from them would tokenize back into other, fewer tokens)."""
+    inner = set(_merge_steps()) | {chr(c) for c in range(ord("a"), ord("z") + 1)}
+    byte_ids = range(len(_SPECIALS), len(_SPECIALS) + 256)
+    return [*byte_ids, *(i for i, t in enumerate(tokens) if t in inner)]
 
 
 def write_tiny_gguf(path: Path, spec: TinySpec) -> None:
@@ -123,24 +142,29 @@ def write_tiny_gguf(path: Path, spec: TinySpec) -> None:
     writer.add_chat_template(CHATML_TEMPLATE)
 
     n_vocab, d = len(tokens), spec.n_embd
-    # Dimension 0 of every embedding is a large constant, so after the final RMS norm it is a steady
-    # positive signal; the output rows of the byte-fallback tokens weigh it strongly negative. The
-    # model then never writes raw bytes (which could form invalid UTF-8, which llama-cpp-python holds
-    # back and re-decodes on every later token), yet any input still tokenizes through them.
+    # Dimension 0 of every embedding is a large constant that no layer writes to, so after the final
+    # RMS norm it is a steady positive signal; the output rows of the tokens the model must not write
+    # weigh it strongly negative. Any input still tokenizes through them.
     embeddings = rand(n_vocab, d, scale=1.0)
     embeddings[:, 0] = 10.0
     output = rand(n_vocab, d, scale=0.5)
     output[:, 0] = 0.0
-    output[len(_SPECIALS) : len(_SPECIALS) + 256, 0] = -5.0
+    output[_not_written(tokens), 0] = -100.0
+
+    def into_residual(w: np.ndarray) -> np.ndarray:
+        w[0, :] = 0.0  # leaves dimension 0 of the residual stream alone
+        return w
+
     writer.add_tensor("token_embd.weight", embeddings)
     for i in range(spec.n_layer):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(d, dtype=np.float32))
-        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+        for name in ("attn_q", "attn_k", "attn_v"):
             writer.add_tensor(f"blk.{i}.{name}.weight", rand(d, d))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", into_residual(rand(d, d)))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(d, dtype=np.float32))
         writer.add_tensor(f"blk.{i}.ffn_gate.weight", rand(spec.n_ff, d))
         writer.add_tensor(f"blk.{i}.ffn_up.weight", rand(spec.n_ff, d))
-        writer.add_tensor(f"blk.{i}.ffn_down.weight", rand(d, spec.n_ff))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", into_residual(rand(d, spec.n_ff)))
     writer.add_tensor("output_norm.weight", np.ones(d, dtype=np.float32))
     writer.add_tensor("output.weight", output)
     writer.write_header_to_file()

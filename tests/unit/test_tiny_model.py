@@ -45,3 +45,17 @@ def test_generates_only_valid_utf8_words(tmp_path: Path) -> None:
     text = out["choices"][0]["text"]
     assert out["usage"]["completion_tokens"] == 400
     assert text.isascii() and text.strip()  # no stray bytes from the fallback tokens
+
+
+def test_what_it_writes_tokenizes_back_into_as_many_tokens(tmp_path: Path) -> None:
+    """As with a real vocabulary: an answer resumed after a failover puts its text so far into the
+    new prompt, and it must take about the room it took when written (letters took five times)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    path = tmp_path / "m.gguf"
+    write_tiny_gguf(path, TinySpec(n_words=300))
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, verbose=False)
+    for seed in (1, 2, 3):
+        out = llm.create_completion(" baba", max_tokens=300, seed=seed, temperature=1.0,
+                                    logit_bias=dict.fromkeys(range(5), -100.0))  # no special (textless) tokens
+        again = llm.tokenize(out["choices"][0]["text"].encode(), add_bos=False)
+        assert out["usage"]["completion_tokens"] == 300 and abs(len(again) - 300) <= 6

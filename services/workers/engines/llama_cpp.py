@@ -118,7 +118,8 @@ class LlamaCppEngine(CancelFlags, TextEngine):
         else:
             text, stop = request.prompt, ()
         tokens = llm.tokenize((text + resume_text).encode(), add_bos=True, special=True)
-        if len(tokens) >= self.config.n_ctx:
+        # A resumed answer may fill the context with what it said already: it ends there (in _run).
+        if len(tokens) >= self.config.n_ctx and not resume_text:
             raise EngineError(f"prompt of {len(tokens)} tokens exceeds the context of {self.config.n_ctx}")
         return _Prompt(tokens=tokens, stop=tuple(request.sampling.stop) + stop)
 
@@ -160,6 +161,10 @@ class LlamaCppEngine(CancelFlags, TextEngine):
         sampled = reported = 0
         first_token_at: float | None = None
         finish_reason = "length"
+        if len(prompt.tokens) >= llm.n_ctx():  # a resumed answer that said all the context holds
+            yield Finished(finish_reason, Usage(prompt_tokens=len(prompt.tokens), completion_tokens=0),
+                           Timings.since(started, None, time.perf_counter()))
+            return
         for token in llm.generate(prompt.tokens, temp=s.temperature, top_p=s.top_p,
                                   logits_processor=self._bias(s.logit_bias)):
             if cancel.is_set():
