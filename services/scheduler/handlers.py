@@ -41,7 +41,7 @@ from services.common.tracing import extract, inject, tracer
 from services.scheduler import metrics
 from services.scheduler.catalog import follow_file
 from services.scheduler.failover import Failover
-from services.scheduler.placement import Held, Host, Load, Unload, Wanted
+from services.scheduler.placement import Command, Held, Host, Load, Unload, Wanted, command_settled
 from services.scheduler.placement import plan as place
 from services.scheduler.policy import choose
 from services.scheduler.queues import Queues, Waiting, plan
@@ -69,7 +69,7 @@ class Scheduler:
     queues: Queues[Msg] = field(init=False)
     scheduler_id: str = field(default_factory=lambda: f"{socket.gethostname().split('.')[0]}-{os.getpid()}")
     _dispatches: SerialPasses = field(init=False)
-    _commanded: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (load|unload, model, worker)
+    _commanded: dict[tuple[str, str, str], Command] = field(default_factory=dict)  # by (load|unload, model, worker)
     _placed_at: float = 0.0
     placements: Counter[str] = field(default_factory=Counter)  # commands sent, by reason
     _sampled_js: float = 0.0
@@ -307,20 +307,23 @@ class Scheduler:
     async def _place(self) -> None:
         """Plan placement (services/scheduler/placement.py) over the host workers and the declared
         catalog, and send the load and unload commands. A command sent and not yet seen in the
-        worker's heartbeat counts as done for `placement_grace_s`, so nothing is asked twice."""
+        worker's heartbeat counts as under way for `placement_grace_s`, so nothing is asked twice
+        (see `command_settled`)."""
         now, wall = time.monotonic(), now_ms()
-        self._commanded = {k: t for k, t in self._commanded.items() if now - t <= self.settings.placement_grace_s}
-        hosts = []
+        grace = self.settings.placement_grace_s
+        self._commanded = {k: c for k, c in self._commanded.items() if now - c.sent_s <= grace}
+        hosts, records = [], {}
         for w in self.fleet.workers.live(now):
             if w.memory_mb <= 0 or w.state is not WorkerState.ready:
                 continue
+            records[w.worker_id] = w.held
             holding = w.holding()
             held = {m: Held(h.memory_mb, last_used_s=now - (wall - h.last_used_ms) / 1000, in_flight=h.in_flight,
                             pinned=m in self.fleet.overrides and self.fleet.overrides[m].pinned)
                     for m, h in holding.items()}
             for key in [k for k in self._commanded if k[2] == w.worker_id]:
                 kind, model, _ = key
-                if (kind == "load") == (model in holding):  # the heartbeat shows it done
+                if command_settled(kind, w.held.get(model), self._commanded[key]):
                     del self._commanded[key]
                 elif kind == "load":
                     entry = self.fleet.catalog.get(model)
@@ -337,7 +340,10 @@ class Scheduler:
         waiting = Counter(w.request.model for w in self.queues.waiting.values())
         for action in place(hosts, wanted, waiting, now):
             kind = "load" if isinstance(action, Load) else "unload"
-            self._commanded[(kind, action.model, action.worker_id)] = now
+            record = records[action.worker_id].get(action.model)
+            undone = ("unload" if kind == "load" else "load", action.model, action.worker_id)
+            self._commanded.pop(undone, None)  # the host ends up doing the later of the two
+            self._commanded[(kind, action.model, action.worker_id)] = Command(now, record.since_ms if record else None)
             self.placements[action.reason.name] += 1
             metrics.PLACEMENTS.labels(kind, action.reason.name).inc()
             by = action.by if isinstance(action, Unload) else None

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from contracts.workers import HeldModel, ModelState
+
 
 @dataclass(frozen=True)
 class Held:
@@ -197,3 +199,26 @@ class _Planner:
         for m in chosen:
             self.unload(m, worker_id, Reason.preempted, by=w.model)
         return worker_id
+
+
+@dataclass(frozen=True)
+class Command:
+    """A load or unload sent to a host: when (monotonic), and when the host's record of the model
+    had last changed then (the host's clock; None: it had no record)."""
+
+    sent_s: float
+    record_since_ms: int | None
+
+
+def command_settled(kind: str, record: HeldModel | None, command: Command) -> bool:
+    """Whether a host's heartbeat shows a load or unload done, so the planner stops counting it as
+    under way: the model held, or not, as asked. Or, for a load, the model's record has changed since
+    and it holds no memory: the host loaded it and it was unloaded again (an operator's unload)
+    between two heartbeats; counted as loading still, it kept its memory from the plan for the whole
+    grace time. A load that failed stays under way until then, so a broken model is not retried
+    every round."""
+    holds = record is not None and record.state.holds_memory
+    if holds == (kind == "load"):
+        return True
+    return (kind == "load" and record is not None and record.since_ms != command.record_since_ms
+            and record.state is not ModelState.error)

@@ -8,7 +8,19 @@ from collections.abc import Mapping
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scheduler.placement import Action, Held, Host, Load, Reason, Unload, Wanted, plan
+from contracts.workers import HeldModel, ModelState
+from services.scheduler.placement import (
+    Action,
+    Command,
+    Held,
+    Host,
+    Load,
+    Reason,
+    Unload,
+    Wanted,
+    command_settled,
+    plan,
+)
 
 NOW = 1000.0
 
@@ -170,3 +182,28 @@ def test_idle_replicas_beyond_the_minimum_unload_and_waiting_work_adds_one() -> 
     m = Wanted("m", 2_000, min_replicas=1, max_replicas=3, idle_unload_s=600)
     assert plan(hosts, [m], {}, NOW) == [Unload("m", "a", Reason.idle)]
     assert plan(hosts, [m], {"m": 4}, NOW) == [Load("m", "c", Reason.demand)]  # busy: no idle unload, one more
+
+
+def record(state: ModelState, since_ms: int) -> HeldModel:
+    return HeldModel(memory_mb=80, last_used_ms=since_ms, state=state, since_ms=since_ms)
+
+
+def test_a_command_is_under_way_until_the_heartbeat_shows_it_done() -> None:
+    stopped = record(ModelState.stopped, 100)
+    load = Command(sent_s=NOW, record_since_ms=100)
+    assert not command_settled("load", stopped, load)  # the host has not acted yet
+    assert not command_settled("load", None, Command(NOW, None))
+    assert command_settled("load", record(ModelState.starting, 200), load)
+    assert command_settled("load", record(ModelState.running, 200), load)
+    unload = Command(sent_s=NOW, record_since_ms=100)
+    assert not command_settled("unload", record(ModelState.running, 100), unload)
+    assert not command_settled("unload", record(ModelState.stopping, 200), unload)  # its memory is not free yet
+    assert command_settled("unload", record(ModelState.preempted, 300), unload)
+    assert command_settled("unload", None, unload)
+
+
+def test_a_load_undone_between_two_heartbeats_is_settled_but_a_failed_one_waits_out_the_grace() -> None:
+    load = Command(sent_s=NOW, record_since_ms=100)
+    # Loaded, then unloaded by an operator before a heartbeat showed it loaded: its memory is free.
+    assert command_settled("load", record(ModelState.stopped, 300), load)
+    assert not command_settled("load", record(ModelState.error, 300), load)  # not retried every round
