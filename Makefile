@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp once (cached by pip afterwards): use every core for it.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-fast test-gpu bench bench-policies bench-isolation chaos lint format clean install install-test browser prometheus
+.PHONY: run test test-fast test-gpu bench bench-policies bench-isolation scenario-preemption chaos lint format clean install install-test browser prometheus
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ bench-policies: install-test
 ## bench-isolation: realtime chat TTFT while image jobs fill their domain, domains on and off -> .data/bench/isolation.json
 bench-isolation: install-test
 	$(PY) -m bench.isolation
+
+## scenario-preemption: a priority-9 model arrives on a full host held by a priority-3 one mid-answer;
+## the models' states as they change -> .data/bench/preemption.{json,png}
+scenario-preemption: install-test
+	$(PY) -m bench.preemption
 
 ## chaos: SIGKILL workers, scheduler, aggregator and NATS under load -> .data/bench/chaos.json
 chaos: install-test
