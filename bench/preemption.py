@@ -155,6 +155,7 @@ async def scenario(stack: LocalStack, catalog_file: Path, source: Path, max_toke
     async with httpx.AsyncClient(base_url=stack.url, timeout=300, headers=stack.headers) as client:
         timeline = Timeline(client)
         following = asyncio.create_task(timeline.follow())
+        reading: asyncio.Task[None] | None = None
         try:
             await timeline.until("low-chat", "running")
             timeline.step("a client streams a long answer from low-chat")
@@ -178,6 +179,8 @@ async def scenario(stack: LocalStack, catalog_file: Path, source: Path, max_toke
             finished = timeline.step(f"low-chat's answer finished: {answer.finish_reason}, {answer.events} text events")
         finally:
             following.cancel()
+            if reading is not None:
+                reading.cancel()
     preempted = timeline.first("low-chat", "preempted", after_s=edited)
     back = timeline.first("low-chat", "running", after_s=unloaded)
     return {
@@ -188,7 +191,7 @@ async def scenario(stack: LocalStack, catalog_file: Path, source: Path, max_toke
         "most_requests_waiting": max((w["waiting"] for w in timeline.waiting), default=0),
         "low_running_again_after_unload_s": round(back - unloaded, 3) if back is not None else None,
         "cut_off_answer": {"finish_reason": answer.finish_reason, "text_events": answer.events,
-                           "chars_before_preemption": text_before, "chars": len(answer.text),
+                           "chars_before_catalog_edit": text_before, "chars": len(answer.text),
                            "finished_after_s": round(finished - edited, 3)},
         "upward_preemptions": len(timeline.upward_preemptions()),
         "states": timeline.states,

@@ -23,7 +23,7 @@ async def test_a_priority_9_model_pushes_out_a_priority_3_one_mid_answer_and_the
     assert result["upward_preemptions"] == 0
     # The answer cut off by the preemption was handed back, waited, and finished after the text it had.
     answer = result["cut_off_answer"]
-    assert answer["finish_reason"] == "length" and answer["chars"] > answer["chars_before_preemption"]
+    assert answer["finish_reason"] == "length" and answer["chars"] > answer["chars_before_catalog_edit"]
     # Freed by the operator, the host takes low-chat back within a few planning rounds (2 s each), not
     # after the 60 s a load undone between two heartbeats used to count as under way.
     assert result["low_running_again_after_unload_s"] is not None
