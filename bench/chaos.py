@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import difflib
 import itertools
-import json
 import os
 import random
 import signal
@@ -29,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.overhead import write_report
+from bench.overhead import sse_json, write_report
 from contracts.results import DeltaChunk, ErrorChunk
 from services.common.bus import connect
 from services.common.merge import RequestMerge
@@ -80,10 +79,7 @@ async def one(client: httpx.AsyncClient, stream: bool, rng: random.Random) -> Re
             if res.status_code != 200:
                 reply.error = (await res.aread()).decode()[:200]
                 return reply
-            async for line in res.aiter_lines():
-                if not line.startswith("data: {"):
-                    continue
-                data = json.loads(line[6:])
+            async for data in sse_json(res):
                 if "error" in data:
                     reply.error = data["error"]["message"]
                     continue

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,13 @@ async def direct_tokens_per_s(engine: LlamaCppEngine, max_tokens: int, seed: int
     raise RuntimeError("the engine ended without a Finished event")
 
 
+async def sse_json(res: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON events of an OpenAI-style stream, in order (not its `[DONE]`)."""
+    async for line in res.aiter_lines():
+        if line.startswith("data: {"):
+            yield json.loads(line[6:])
+
+
 async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int,
                       model: str = MODEL, priority: str | None = None) -> tuple[str, float, float, int]:
     """One streamed chat: (request id, seconds to first content, seconds to [DONE], completion tokens)."""
@@ -95,10 +103,7 @@ async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int,
     async with client.stream("POST", "/chat/completions" if client.base_url.path.endswith("/v1/") else
                              "/v1/chat/completions", json=body) as res:
         res.raise_for_status()
-        async for line in res.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
+        async for chunk in sse_json(res):
             rid = chunk["id"]
             if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                 pieces += 1

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import tempfile
 import time
 import uuid
@@ -32,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from bench.overhead import write_report
+from bench.overhead import sse_json, write_report
 from services.common.runtime import run
 from services.devstack import LocalStack
 from services.workers.tiny_model import BENCH_SPEC, ensure_tiny_gguf
@@ -125,10 +124,7 @@ class Answer:
         async with client.stream("POST", "/v1/chat/completions", json=body,
                                  headers={"X-ModalMesh-Timeout": "300"}) as res:
             res.raise_for_status()
-            async for line in res.aiter_lines():
-                if not line.startswith("data: {"):
-                    continue
-                chunk = json.loads(line[6:])
+            async for chunk in sse_json(res):
                 if "error" in chunk:
                     raise RuntimeError(f"the answer ended in an error: {chunk['error']}")
                 choice = chunk["choices"][0]
