@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import nats
 from nats.aio.msg import Msg
@@ -69,7 +70,8 @@ class Scheduler:
     queues: Queues[Msg] = field(init=False)
     scheduler_id: str = field(default_factory=lambda: f"{socket.gethostname().split('.')[0]}-{os.getpid()}")
     _dispatches: SerialPasses = field(init=False)
-    _commanded: dict[tuple[str, str, str], Command] = field(default_factory=dict)  # by (load|unload, model, worker)
+    # By (model, worker): the last load or unload sent there (what the host ends up doing).
+    _commanded: dict[tuple[str, str], Command] = field(default_factory=dict)
     _placed_at: float = 0.0
     placements: Counter[str] = field(default_factory=Counter)  # commands sent, by reason
     _sampled_js: float = 0.0
@@ -321,11 +323,11 @@ class Scheduler:
             held = {m: Held(h.memory_mb, last_used_s=now - (wall - h.last_used_ms) / 1000, in_flight=h.in_flight,
                             pinned=m in self.fleet.overrides and self.fleet.overrides[m].pinned)
                     for m, h in holding.items()}
-            for key in [k for k in self._commanded if k[2] == w.worker_id]:
-                kind, model, _ = key
-                if command_settled(kind, w.held.get(model), self._commanded[key]):
+            for key in [k for k in self._commanded if k[1] == w.worker_id]:
+                model, command = key[0], self._commanded[key]
+                if command_settled(w.held.get(model), command):
                     del self._commanded[key]
-                elif kind == "load":
+                elif command.kind == "load":
                     entry = self.fleet.catalog.get(model)
                     held[model] = Held((entry.memory_mb or 0.0) if entry is not None else 0.0, last_used_s=now)
                 else:
@@ -339,18 +341,16 @@ class Scheduler:
                          e.node_labels) for e in entries if e is not None]
         waiting = Counter(w.request.model for w in self.queues.waiting.values())
         for action in place(hosts, wanted, waiting, now):
-            kind = "load" if isinstance(action, Load) else "unload"
+            kind: Literal["load", "unload"] = "load" if isinstance(action, Load) else "unload"
             record = records[action.worker_id].get(action.model)
-            undone = ("unload" if kind == "load" else "load", action.model, action.worker_id)
-            self._commanded.pop(undone, None)  # the host ends up doing the later of the two
-            self._commanded[(kind, action.model, action.worker_id)] = Command(now, record.since_ms if record else None)
+            self._commanded[(action.model, action.worker_id)] = Command(kind, now, record.since_ms if record else None)
             self.placements[action.reason.name] += 1
             metrics.PLACEMENTS.labels(kind, action.reason.name).inc()
             by = action.by if isinstance(action, Unload) else None
             log.info("%s %s on %s: %s%s", kind, action.model, action.worker_id, action.reason.value,
                      f" ({by})" if by else "")
             await self.bus.nc.publish(subjects.control(action.worker_id), ModelCommand(
-                action=kind, model=action.model, reason=action.reason.name, by=by).encode())  # type: ignore[arg-type]
+                action=kind, model=action.model, reason=action.reason.name, by=by).encode())
 
     def _fallback(self, model: str) -> str | None:
         entry = self.fleet.catalog.get(model)

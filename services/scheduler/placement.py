@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Literal
 
 from contracts.workers import HeldModel, ModelState
 
@@ -203,14 +204,15 @@ class _Planner:
 
 @dataclass(frozen=True)
 class Command:
-    """A load or unload sent to a host: when (monotonic), and when the host's record of the model
-    had last changed then (the host's clock; None: it had no record)."""
+    """A load or unload sent to a host: which, when (monotonic), and when the host's record of the
+    model had last changed then (the host's clock; None: it had no record)."""
 
+    kind: Literal["load", "unload"]
     sent_s: float
     record_since_ms: int | None
 
 
-def command_settled(kind: str, record: HeldModel | None, command: Command) -> bool:
+def command_settled(record: HeldModel | None, command: Command) -> bool:
     """Whether a host's heartbeat shows a load or unload done, so the planner stops counting it as
     under way: the model held, or not, as asked. Or, for a load, the model's record has changed since
     and it holds no memory: the host loaded it and it was unloaded again (an operator's unload)
@@ -218,7 +220,7 @@ def command_settled(kind: str, record: HeldModel | None, command: Command) -> bo
     grace time. A load that failed stays under way until then, so a broken model is not retried
     every round."""
     holds = record is not None and record.state.holds_memory
-    if holds == (kind == "load"):
+    if holds == (command.kind == "load"):
         return True
-    return (kind == "load" and record is not None and record.since_ms != command.record_since_ms
+    return (command.kind == "load" and record is not None and record.since_ms != command.record_since_ms
             and record.state is not ModelState.error)

@@ -190,20 +190,20 @@ def record(state: ModelState, since_ms: int) -> HeldModel:
 
 def test_a_command_is_under_way_until_the_heartbeat_shows_it_done() -> None:
     stopped = record(ModelState.stopped, 100)
-    load = Command(sent_s=NOW, record_since_ms=100)
-    assert not command_settled("load", stopped, load)  # the host has not acted yet
-    assert not command_settled("load", None, Command(NOW, None))
-    assert command_settled("load", record(ModelState.starting, 200), load)
-    assert command_settled("load", record(ModelState.running, 200), load)
-    unload = Command(sent_s=NOW, record_since_ms=100)
-    assert not command_settled("unload", record(ModelState.running, 100), unload)
-    assert not command_settled("unload", record(ModelState.stopping, 200), unload)  # its memory is not free yet
-    assert command_settled("unload", record(ModelState.preempted, 300), unload)
-    assert command_settled("unload", None, unload)
+    load = Command("load", sent_s=NOW, record_since_ms=100)
+    assert not command_settled(stopped, load)  # the host has not acted yet
+    assert not command_settled(None, Command("load", NOW, None))
+    assert command_settled(record(ModelState.starting, 200), load)
+    assert command_settled(record(ModelState.running, 200), load)
+    unload = Command("unload", sent_s=NOW, record_since_ms=100)
+    assert not command_settled(record(ModelState.running, 100), unload)
+    assert not command_settled(record(ModelState.stopping, 200), unload)  # its memory is not free yet
+    assert command_settled(record(ModelState.preempted, 300), unload)
+    assert command_settled(None, unload)
 
 
 def test_a_load_undone_between_two_heartbeats_is_settled_but_a_failed_one_waits_out_the_grace() -> None:
-    load = Command(sent_s=NOW, record_since_ms=100)
+    load = Command("load", sent_s=NOW, record_since_ms=100)
     # Loaded, then unloaded by an operator before a heartbeat showed it loaded: its memory is free.
-    assert command_settled("load", record(ModelState.stopped, 300), load)
-    assert not command_settled("load", record(ModelState.error, 300), load)  # not retried every round
+    assert command_settled(record(ModelState.stopped, 300), load)
+    assert not command_settled(record(ModelState.error, 300), load)  # not retried every round
