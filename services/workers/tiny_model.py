@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import string
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,8 +78,7 @@ def _vocab(spec: TinySpec) -> tuple[list[str], list[float], list[int]]:
     types = [gguf.TokenType.UNKNOWN] + [gguf.TokenType.CONTROL] * (len(_SPECIALS) - 1)
     tokens += [f"<0x{b:02X}>" for b in range(256)]
     types += [gguf.TokenType.BYTE] * 256
-    pieces = ["▁"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    pieces += [chr(c) for c in range(ord("A"), ord("Z") + 1)] + _PUNCT
+    pieces = ["▁", *string.ascii_lowercase, *string.ascii_uppercase, *_PUNCT]
     pieces += ["▁" + w for w in _pseudo_words(spec.n_words)]
     pieces += _merge_steps()
     tokens += pieces
@@ -101,7 +101,7 @@ def _not_written(tokens: list[str]) -> list[int]:
     """Ids of the tokens the model never writes: the byte fallbacks (they could form invalid UTF-8,
     which llama-cpp-python holds back and re-decodes on every later token), single letters and the
     merge steps (text glued from them would tokenize back into other, fewer tokens)."""
-    inner = set(_merge_steps()) | {chr(c) for c in range(ord("a"), ord("z") + 1)}
+    inner = {*_merge_steps(), *string.ascii_lowercase}
     byte_ids = range(len(_SPECIALS), len(_SPECIALS) + 256)
     return [*byte_ids, *(i for i, t in enumerate(tokens) if t in inner)]
 
