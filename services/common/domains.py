@@ -8,6 +8,13 @@ each worker for the CPUs it may run on and its share of GPU memory:
     domains:
       llm-realtime: {cpus: [0]}
       image: {max_concurrency: 1, max_queue: 100, cpus: [1], nice: 19, sched_idle: true, gpu_memory_fraction: 0.3}
+      speech: {ram_fraction: 0.1}
+
+A memory share holds each worker of the domain to that part of its GPU (`gpu_memory_fraction`: torch's
+per-process cap, vLLM's `gpu_memory_utilization`) or of the machine's RAM (`ram_fraction`: the
+kernel's limit on the process's private memory, RLIMIT_DATA, which its children inherit), so it fails
+to allocate rather than take what another domain owns; a host worker given no MEMORY_MB plans its
+models within the share.
 
 `sched_idle` lets slow work fill its cores and still give them up at once to anything else that
 wakes there: the control plane (NATS and the gateway, scheduler, aggregator and monitor, which every
@@ -48,8 +55,10 @@ class DomainSpec(BaseModel):
     sched_idle: bool = Field(default=False, description="Linux SCHED_IDLE for its workers: they get a core only "
                              "when nothing else wants it, and anything waking there (the control plane, a real-time "
                              "worker) takes it at once. Stronger than nice 19, which still gives them a share.")
-    gpu_memory_fraction: float | None = Field(default=None, gt=0, le=1,
-                                              description="Share of its GPU's memory a torch worker may take.")
+    gpu_memory_fraction: float | None = Field(default=None, gt=0, le=1, description="Share of its GPU's memory "
+                                              "each of its workers may take (torch engines, vLLM).")
+    ram_fraction: float | None = Field(default=None, gt=0, le=1, description="Share of the machine's RAM each "
+                                       "of its workers (with what they start) may take.")
 
 
 class Domains(BaseModel):
@@ -90,8 +99,8 @@ def default_domain(modalities: tuple[Modality, ...]) -> str:
 
 def confine(spec: DomainSpec) -> None:
     """Keep this process (the threads it starts from now on) to the domain's CPUs, with thread pools
-    sized to them, at the domain's niceness and scheduling policy, and a torch engine to its share of
-    GPU memory. Call it before the engine starts."""
+    sized to them, at the domain's niceness and scheduling policy, to its share of RAM, and a GPU
+    engine to its share of GPU memory. Call it before the engine starts."""
     if spec.cpus:
         os.sched_setaffinity(0, spec.cpus)
         os.environ["OMP_NUM_THREADS"] = str(len(spec.cpus))  # torch and BLAS size their pools by it
@@ -104,17 +113,74 @@ def confine(spec: DomainSpec) -> None:
             log.warning("sched_idle is Linux only: this worker runs at the normal policy")
     if spec.gpu_memory_fraction is not None:
         os.environ[GPU_SHARE_ENV] = str(spec.gpu_memory_fraction)
+    if spec.ram_fraction is not None:
+        _limit_private_memory(int(spec.ram_fraction * ram_mb() * 2**20))
+
+
+def ram_mb() -> float:
+    """This machine's RAM."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+
+
+def _limit_private_memory(limit: int) -> None:
+    """RLIMIT_DATA: the private writable memory (heap, anonymous maps, thread stacks) this process and
+    the children it starts may map; beyond it allocations fail (MemoryError, a failed model load).
+    Memory-mapped weight files are shared, read-only pages and do not count."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        log.warning("ram_fraction needs RLIMIT_DATA: this worker's memory is not limited")
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def memory_limit_note() -> str:
+    """For a model that failed to load: the private-memory limit it ran under, if any ('' if none)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return ""
+    limit, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    if limit == resource.RLIM_INFINITY:
+        return ""
+    return f" (within this worker's memory limit of {limit / 2**20:.0f} MB: its domain's ram_fraction)"
+
+
+def gpu_memory_share() -> float | None:
+    """The share of its GPU's memory this worker's domain gives it (set by `confine`); None: no cap."""
+    share = os.environ.get(GPU_SHARE_ENV)
+    return float(share) if share else None
+
+
+def share_budget_mb(spec: DomainSpec, device: str) -> float | None:
+    """The memory a host worker on `device` may fill with models within its domain's share: of the
+    GPU's on CUDA, of the machine's RAM otherwise, less what the process holds already. None: the
+    domain gives no share there."""
+    if device.startswith("cuda"):
+        if spec.gpu_memory_fraction is None:
+            return None
+        import torch
+
+        return spec.gpu_memory_fraction * torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**20
+    if spec.ram_fraction is None:
+        return None
+    import resource
+
+    held_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+    return max(0.0, spec.ram_fraction * ram_mb() - held_mb)
 
 
 def limit_gpu_memory(device: str) -> None:
     """For a torch engine about to load onto `device`: hold it to the domain's share of that GPU's
     memory (set by `confine`), so a model that outgrows it fails to allocate instead of taking what
     another domain owns."""
-    share = os.environ.get(GPU_SHARE_ENV)
-    if share and device.startswith("cuda"):
+    share = gpu_memory_share()
+    if share is not None and device.startswith("cuda"):
         import torch
 
-        torch.cuda.set_per_process_memory_fraction(float(share), torch.device(device))
+        torch.cuda.set_per_process_memory_fraction(share, torch.device(device))
 
 
 def confined_command(command: str, domains: Domains | None = None) -> str:

@@ -12,13 +12,14 @@ from pydantic import ValidationError
 from contracts.errors import EngineError
 from contracts.workers import ModelEntry
 from services.common.bus import connect
-from services.common.domains import Domains, confine, default_domain
+from services.common.domains import Domains, DomainSpec, confine, default_domain, memory_limit_note, share_budget_mb
 from services.common.logs import setup_logging
 from services.common.metrics import serve_metrics
 from services.common.runtime import run
 from services.common.shutdown import stop_event_on_signals
 from services.common.tracing import setup_tracing
 from services.workers.engine import Engine
+from services.workers.host import ModelHost
 from services.workers.runner import Worker
 from services.workers.settings import WorkerSettings
 from services.workers.weights import WeightsError, copy_shared, fetch, verify
@@ -29,10 +30,6 @@ log = logging.getLogger("services.workers")
 def build_engine(settings: WorkerSettings) -> Engine:
     """The engine `settings.engine` names, with its default model where none is configured."""
     if settings.engine == "host":
-        from services.workers.host import ModelHost
-
-        if not settings.memory_mb:
-            raise SystemExit("a host worker needs MODALMESH_WORKER_MEMORY_MB: the memory it may fill with models")
         return ModelHost(settings.memory_mb, lambda entry: load_entry(settings, entry), settings.drain_timeout_s)
     if settings.engine == "llama_cpp":
         from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
@@ -179,6 +176,19 @@ async def trusted_weights(settings: WorkerSettings) -> WorkerSettings:
     return settings
 
 
+def host_memory_mb(settings: WorkerSettings, spec: DomainSpec) -> float:
+    """The memory a host worker fills with models: MEMORY_MB, held within its domain's share."""
+    share = share_budget_mb(spec, settings.device)
+    if share is None:
+        if not settings.memory_mb:
+            raise SystemExit("a host worker needs MODALMESH_WORKER_MEMORY_MB (the memory it may fill with models) "
+                             "or a domain with a memory share (ram_fraction, gpu_memory_fraction)")
+        return settings.memory_mb
+    if settings.memory_mb > share:
+        log.warning("MEMORY_MB %.0f is more than the domain's share leaves: %.0f MB", settings.memory_mb, share)
+    return min(settings.memory_mb or share, share)
+
+
 async def main() -> None:
     settings = WorkerSettings()
     setup_logging(f"worker[{settings.worker_id}]", settings.log_level)
@@ -188,9 +198,16 @@ async def main() -> None:
     settings = await trusted_weights(settings)
     engine = build_engine(settings)
     domain = settings.domain or default_domain(engine.modalities)
-    confine(Domains.load().spec(domain))  # before the engine starts its threads, which inherit it
+    spec = Domains.load().spec(domain)
+    confine(spec)  # before the engine starts its threads, which inherit it
+    if isinstance(engine, ModelHost):
+        engine.memory_mb = host_memory_mb(settings, spec)
     try:
-        await engine.start()
+        try:
+            await engine.start()
+        except Exception:
+            log.error("the engine did not start%s", memory_limit_note())
+            raise
         bus = await connect(settings.nats_url, f"worker-{settings.worker_id}")
         try:
             await Worker(settings, engine, bus, domain=domain).run(stop)

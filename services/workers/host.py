@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from contracts.base import now_ms
 from contracts.requests import AnyRequest, Modality
 from contracts.workers import HeldModel, ModelEntry, ModelState
+from services.common.domains import memory_limit_note
 from services.workers.engine import BackendLost, Engine, EngineEvent
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class ModelHost(Engine):
             try:
                 engine = await self._loader(entry)
             except BaseException as exc:
-                self._life[entry.id] = _Life(ModelState.error, f"{type(exc).__name__}: {exc}", 0.0)
+                self._life[entry.id] = _Life(ModelState.error, f"{type(exc).__name__}: {exc}{memory_limit_note()}", 0.0)
                 raise
             self._engines[entry.id] = engine
             self._last_used[entry.id] = now_ms()

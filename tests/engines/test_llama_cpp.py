@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,7 +12,7 @@ from contracts.base import now_ms
 from contracts.requests import ChatMessage, ChatRequest, Sampling
 from services.workers.engine import EngineError, EngineEvent, Finished, TextDelta
 from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
-from services.workers.tiny_model import TinySpec, ensure_tiny_gguf
+from services.workers.tiny_model import BENCH_SPEC, TinySpec, ensure_tiny_gguf
 
 N_CTX = 256
 
@@ -51,3 +53,34 @@ async def test_a_resumed_answer_that_already_fills_the_context_ends_there(engine
 async def test_a_new_prompt_over_the_context_is_refused(engine: LlamaCppEngine) -> None:
     with pytest.raises(EngineError, match="exceeds the context"):
         await _all(engine.generate(chat(" baba" * N_CTX)))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA is enforced on Linux")
+def test_a_context_beyond_the_domains_ram_share_fails_to_load_instead_of_taking_it() -> None:
+    """A worker in a domain with a RAM share of 300 MB more than it holds: the model with a 2048-token
+    context (32 MB of cache) loads; with 32768 tokens (512 MB) it fails to load, saying
+    why, instead of taking memory another domain owns."""
+    code = """
+import asyncio, resource
+from services.common.domains import DomainSpec, confine, memory_limit_note, ram_mb
+from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
+from services.workers.tiny_model import BENCH_SPEC, ensure_tiny_gguf
+path = ensure_tiny_gguf(BENCH_SPEC)
+held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+confine(DomainSpec(ram_fraction=(held + 300) / ram_mb()))
+async def load(n_ctx):
+    engine = LlamaCppEngine(LlamaCppConfig("tiny", path, slots=1, n_ctx=n_ctx, n_threads=1))
+    try:
+        await engine.start()
+    except Exception as exc:
+        return f"failed: {exc}{memory_limit_note()}"
+    await engine.cleanup()
+    return "loaded"
+print(asyncio.run(load(2048)))
+print(asyncio.run(load(32768)))
+"""
+    ensure_tiny_gguf(BENCH_SPEC)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and lines[0] == "loaded", out.stderr[-2000:]
+    assert lines[1].startswith("failed:") and "memory limit of" in lines[1] and "ram_fraction" in lines[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +11,26 @@ from pathlib import Path
 import pytest
 
 from contracts.requests import Modality
-from services.common.domains import Domains, DomainSpec, confined_command, default_domain
+from services.common.domains import (
+    Domains,
+    DomainSpec,
+    confined_command,
+    default_domain,
+    memory_limit_note,
+    ram_mb,
+    share_budget_mb,
+)
+from services.workers.__main__ import host_memory_mb
+from services.workers.settings import WorkerSettings
 
 
 def test_the_file_names_caps_and_shares(tmp_path: Path) -> None:
     path = tmp_path / "domains.yaml"
-    path.write_text("domains:\n  image: {max_concurrency: 1, max_queue: 10, cpus: [1], gpu_memory_fraction: 0.3}\n")
+    path.write_text("domains:\n  image: {max_concurrency: 1, max_queue: 10, cpus: [1], gpu_memory_fraction: 0.3}\n"
+                    "  speech: {ram_fraction: 0.1}\n")
     domains = Domains.load(path)
     assert domains.spec("image") == DomainSpec(max_concurrency=1, max_queue=10, cpus=(1,), gpu_memory_fraction=0.3)
+    assert domains.spec("speech") == DomainSpec(ram_fraction=0.1)
     assert domains.spec("llm") == DomainSpec()  # not named: no cap
 
 
@@ -27,7 +40,7 @@ def test_without_a_file_no_domain_has_a_cap(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.parametrize("text", ["domains:\n  image: {max_concurency: 1}\n", "domains:\n  image: {cpus: []}\n",
-                                  "domains: [\n"])
+                                  "domains:\n  image: {ram_fraction: 1.5}\n", "domains: [\n"])
 def test_a_bad_file_stops_the_service_naming_the_variable(tmp_path: Path, text: str) -> None:
     path = tmp_path / "domains.yaml"
     path.write_text(text)
@@ -87,3 +100,41 @@ def test_control_plane_commands_run_on_the_control_planes_cpus(tmp_path: Path, m
     assert confined_command("nats-server -js").endswith("-m services.common.domains -- nats-server -js")
     monkeypatch.delenv("MODALMESH_DOMAINS_FILE")
     assert confined_command("nats-server -js") == "nats-server -js"  # no file: as it was
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA is enforced on Linux")
+def test_a_ram_share_holds_the_worker_and_what_it_starts_to_it() -> None:
+    """Allocations within the share succeed; beyond it they fail, in the worker and in a server it
+    starts; the process that confined nothing is not held."""
+    code = (
+        "import resource, subprocess, sys\n"
+        "from services.common.domains import DomainSpec, confine, memory_limit_note, ram_mb\n"
+        "held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "confine(DomainSpec(ram_fraction=(held + 400) / ram_mb()))\n"
+        "within = len(bytearray(200 * 2**20))\n"
+        "try:\n"
+        "    bytearray(800 * 2**20); beyond = 'allocated'\n"
+        "except MemoryError:\n"
+        "    beyond = 'MemoryError'\n"
+        "child = subprocess.run([sys.executable, '-c', 'bytearray(800 * 2**20)'], capture_output=True).returncode\n"
+        "print(within == 200 * 2**20, beyond, child != 0, 'memory limit of' in memory_limit_note())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "MemoryError", "True", "True"]
+    assert len(bytearray(800 * 2**20)) and memory_limit_note() == ""  # the test process itself: no limit
+
+
+def test_a_host_worker_fills_its_domains_ram_share_less_what_it_holds() -> None:
+    held_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    budget = share_budget_mb(DomainSpec(ram_fraction=0.25), "cpu")
+    assert budget is not None and budget == pytest.approx(0.25 * ram_mb() - held_mb, abs=64)
+    assert share_budget_mb(DomainSpec(gpu_memory_fraction=0.3), "cpu") is None  # a GPU share says nothing of RAM
+    assert share_budget_mb(DomainSpec(ram_fraction=0.25), "cuda:0") is None  # nor a RAM share of a GPU
+    share = DomainSpec(ram_fraction=0.25)
+    assert host_memory_mb(WorkerSettings(engine="host"), share) == pytest.approx(budget, abs=64)
+    assert host_memory_mb(WorkerSettings(engine="host", memory_mb=100), share) == 100  # less: as asked
+    assert host_memory_mb(WorkerSettings(engine="host", memory_mb=10 * ram_mb()), share) == pytest.approx(
+        budget, abs=64)  # more than the share leaves: held to it
+    assert host_memory_mb(WorkerSettings(engine="host", memory_mb=100), DomainSpec()) == 100
+    with pytest.raises(SystemExit, match="MEMORY_MB"):
+        host_memory_mb(WorkerSettings(engine="host"), DomainSpec())

@@ -24,6 +24,7 @@ from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, TextRequest
 from contracts.results import Timings, Usage
 from contracts.workers import BatchLoad
+from services.common.domains import gpu_memory_share
 from services.workers.engine import EngineEvent, Finished, StopEvents, TextDelta, TextEngine, expect, until_set
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class VllmConfig:
     model: str  # a model folder, or a hub id where the node may download
     max_num_seqs: int = 64  # requests batched at once: the worker's slots
     max_model_len: int | None = None
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float | None = None  # share of the GPU it may fill; None: its domain's share, or 0.9
     tensor_parallel_size: int = 1
     dtype: str = "auto"
     images_per_prompt: int = 0  # > 0: a model that sees images, this many per prompt at most
@@ -74,13 +75,13 @@ class VllmEngine(StopEvents, TextEngine):
         from vllm.v1.engine.async_llm import AsyncLLM
 
         c = self.config
-        args = AsyncEngineArgs(
-            model=c.model, served_model_name=[c.model_id], max_num_seqs=c.max_num_seqs,
-            max_model_len=c.max_model_len, gpu_memory_utilization=c.gpu_memory_utilization,
-            tensor_parallel_size=c.tensor_parallel_size, dtype=c.dtype,
+        args = AsyncEngineArgs(**{
+            "model": c.model, "served_model_name": [c.model_id], "max_num_seqs": c.max_num_seqs,
+            "max_model_len": c.max_model_len, "tensor_parallel_size": c.tensor_parallel_size, "dtype": c.dtype,
+            "gpu_memory_utilization": c.gpu_memory_utilization or gpu_memory_share() or 0.9,
             **({"limit_mm_per_prompt": {"image": c.images_per_prompt}} if c.images_per_prompt else {}),
-            **c.engine_args,
-        )
+            **c.engine_args,  # any of the above too: the operator's word wins
+        })
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger(self._record)])
         self._template = await asyncio.to_thread(self._load_template)
         log.info("vLLM serves %s from %s (%d sequences at once)", c.model_id, c.model, c.max_num_seqs)
