@@ -12,8 +12,10 @@ import pytest
 
 from contracts.requests import Modality
 from services.common.domains import (
+    GPU_SHARE_ENV,
     Domains,
     DomainSpec,
+    confine,
     confined_command,
     default_domain,
     memory_limit_note,
@@ -21,6 +23,7 @@ from services.common.domains import (
     share_budget_mb,
 )
 from services.workers.__main__ import host_memory_mb
+from services.workers.engines.vllm import VllmConfig, engine_args
 from services.workers.settings import WorkerSettings
 
 
@@ -138,3 +141,14 @@ def test_a_host_worker_fills_its_domains_ram_share_less_what_it_holds() -> None:
     assert host_memory_mb(WorkerSettings(engine="host", memory_mb=100), DomainSpec()) == 100
     with pytest.raises(SystemExit, match="MEMORY_MB"):
         host_memory_mb(WorkerSettings(engine="host"), DomainSpec())
+
+
+def test_vllm_takes_its_domains_gpu_share_unless_the_worker_names_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(GPU_SHARE_ENV, "")  # undone after the test, with what `confine` sets below
+    config = VllmConfig("m", "/models/m")
+    assert engine_args(config)["gpu_memory_utilization"] == 0.9  # no share: vLLM's usual
+    confine(DomainSpec(gpu_memory_fraction=0.3))
+    assert engine_args(config)["gpu_memory_utilization"] == 0.3
+    assert engine_args(VllmConfig("m", "/models/m", gpu_memory_utilization=0.5))["gpu_memory_utilization"] == 0.5
+    told = engine_args(VllmConfig("m", "/models/m", engine_args={"gpu_memory_utilization": 0.6, "dtype": "half"}))
+    assert told["gpu_memory_utilization"] == 0.6 and told["dtype"] == "half"

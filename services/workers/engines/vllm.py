@@ -44,6 +44,18 @@ class VllmConfig:
     engine_args: dict[str, Any] = field(default_factory=dict)  # any other AsyncEngineArgs field
 
 
+def engine_args(c: VllmConfig) -> dict[str, Any]:
+    """vLLM's AsyncEngineArgs for `c`: the GPU share its domain gives the worker unless the config
+    names one, and any `engine_args` over the rest (the operator's word wins)."""
+    return {
+        "model": c.model, "served_model_name": [c.model_id], "max_num_seqs": c.max_num_seqs,
+        "max_model_len": c.max_model_len, "tensor_parallel_size": c.tensor_parallel_size, "dtype": c.dtype,
+        "gpu_memory_utilization": c.gpu_memory_utilization or gpu_memory_share() or 0.9,
+        **({"limit_mm_per_prompt": {"image": c.images_per_prompt}} if c.images_per_prompt else {}),
+        **c.engine_args,
+    }
+
+
 class VllmEngine(StopEvents, TextEngine):
     kind = "vllm"
 
@@ -75,13 +87,7 @@ class VllmEngine(StopEvents, TextEngine):
         from vllm.v1.engine.async_llm import AsyncLLM
 
         c = self.config
-        args = AsyncEngineArgs(**{
-            "model": c.model, "served_model_name": [c.model_id], "max_num_seqs": c.max_num_seqs,
-            "max_model_len": c.max_model_len, "tensor_parallel_size": c.tensor_parallel_size, "dtype": c.dtype,
-            "gpu_memory_utilization": c.gpu_memory_utilization or gpu_memory_share() or 0.9,
-            **({"limit_mm_per_prompt": {"image": c.images_per_prompt}} if c.images_per_prompt else {}),
-            **c.engine_args,  # any of the above too: the operator's word wins
-        })
+        args = AsyncEngineArgs(**engine_args(c))
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger(self._record)])
         self._template = await asyncio.to_thread(self._load_template)
         log.info("vLLM serves %s from %s (%d sequences at once)", c.model_id, c.model, c.max_num_seqs)
