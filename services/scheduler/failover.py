@@ -61,10 +61,16 @@ class Failover:
 
     async def heard(self, worker_id: str, started_ms: int) -> None:
         """A heartbeat from the process of `worker_id` started at `started_ms`: a new process under a
-        known id is a restart; the process declared dead is back."""
+        known id is a restart; the process declared dead is back. The first heartbeat this scheduler
+        hears from a worker moves what an earlier process left in its queue: it may have restarted
+        while no scheduler watched (the scheduler was restarting too), and its new process would get
+        that work only at the redelivery timeout, and from scratch."""
         previous = self.started.get(worker_id)
         self.started[worker_id] = started_ms
-        if previous is not None and previous != started_ms:
+        if previous is None:
+            self.orphaned.setdefault(worker_id, started_ms)
+            await self.drain()
+        elif previous != started_ms:
             await self.worker_restarted(worker_id, started_ms)
         self.worker_back(worker_id, started_ms)
 

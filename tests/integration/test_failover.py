@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
 
-from contracts import subjects
+from contracts import streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import EngineError
@@ -234,6 +235,38 @@ async def test_workers_cut_off_by_a_nats_restart_keep_their_streams(tmp_path: Pa
     assert isinstance(final, FinalChunk) and final.usage.completion_tokens == 1500
     assert {(c.attempt, c.worker_id) for c in received} == {(1, received[0].worker_id)}
     assert [c.seq for c in received] == list(range(len(received)))
+
+
+async def test_a_scheduler_that_first_hears_a_restarted_worker_moves_what_its_old_process_held(bus: Bus) -> None:
+    """The worker restarted while no scheduler watched (the scheduler was restarting too, as in the
+    chaos bench): its first heartbeat to the new scheduler moves the assignment made before that
+    process started, at once rather than at the redelivery timeout, and leaves the one made since."""
+    started = now_ms()
+    old = Assignment(worker_id="fh-a", request=long_chat(50), assigned_ms=started - 5_000)
+    since = Assignment(worker_id="fh-a", request=long_chat(50), assigned_ms=started + 10)
+    for assignment in (old, since):
+        await bus.js.publish(subjects.assign("fh-a"), assignment.encode(),
+                             headers={"Nats-Msg-Id": assignment.dedup_id})
+    moves = Failover(bus, choose=lambda request, exclude: "fh-b")
+    await moves.heard("fh-a", started)
+    await moves.settled()
+
+    async def queued(worker: str) -> list[Assignment]:
+        found, seq = [], 1
+        while True:
+            try:
+                raw = await bus.js.get_msg(streams.ASSIGNMENTS, seq=seq, subject=subjects.assign(worker), next=True)
+            except NotFoundError:
+                return found
+            found.append(Assignment.decode(raw.data or b""))
+            seq = (raw.seq or 0) + 1
+
+    moved = await queued("fh-b")
+    assert [(a.request_id, a.attempt) for a in moved] == [(old.request_id, 2)]
+    assert [a.request_id for a in await queued("fh-a")] == [since.request_id]
+    await moves.heard("fh-a", started)  # its next heartbeat: nothing more to move
+    await moves.settled()
+    assert len(await queued("fh-b")) == 1 and not moves.orphaned
 
 
 async def test_a_stream_whose_workers_died_under_it_max_attempts_times_ends_in_a_clear_error(fleet: Fleet) -> None:
