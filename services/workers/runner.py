@@ -20,7 +20,7 @@ from contracts.errors import ErrorCode, ModalMeshError
 from contracts.requests import TEXT_MODALITIES, default_priority
 from contracts.results import Artifact, Timings, Usage
 from contracts.workers import ModelEntry, WorkerState, WorkerStatus
-from services.common.bus import Bus, while_unanswered
+from services.common.bus import Bus, ack_confirmed, while_unanswered
 from services.common.cancels import RecentCancels
 from services.common.results import ResultPublisher
 from services.common.shutdown import wait_or_stop
@@ -238,7 +238,7 @@ class Worker:
         if rid in self._cancels:  # cancelled while it waited in the queue: it never starts
             out = ResultPublisher(self.bus, rid, self.worker_id, assignment.attempt, seq=assignment.first_seq)
             await out.final("cancelled", Usage(), Timings())
-            await msg.ack()
+            await ack_confirmed(msg)
             return
         task = asyncio.create_task(self._traced(assignment, msg))
         self._in_flight[rid] = _InFlight(assignment, task)
@@ -261,21 +261,21 @@ class Worker:
         outcome = "error"
         try:
             await self._generate(assignment, out)
-            await msg.ack()
+            await ack_confirmed(msg)
             outcome = "ok"
         except BackendLost as exc:
             outcome = "handed_back"
             log.warning("request %s: %s; handing it back", rid, exc.message)
             if not await self._give_back(assignment, out):
                 await out.error(exc.code, exc.message)
-            await msg.ack()
+            await ack_confirmed(msg)
         except ModalMeshError as exc:
             await out.error(exc.code, exc.message)
-            await msg.ack()
+            await ack_confirmed(msg)
         except Exception as exc:
             log.exception("request %s failed", rid)
             await out.error(ErrorCode.engine_error, f"{type(exc).__name__}: {exc}")
-            await msg.ack()
+            await ack_confirmed(msg)
         finally:
             metrics.REQUESTS.labels(self.worker_id, assignment.request.model, outcome).inc()
             keepalive.cancel()
