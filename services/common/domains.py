@@ -145,7 +145,19 @@ def memory_limit_note() -> str:
     limit, _ = resource.getrlimit(resource.RLIMIT_DATA)
     if limit == resource.RLIM_INFINITY:
         return ""
-    return f" (within this worker's memory limit of {limit / 2**20:.0f} MB: its domain's ram_fraction)"
+    private = private_mb()
+    now = f", {private:.0f} MB of it in use" if private is not None else ""
+    return f" (within this worker's memory limit of {limit / 2**20:.0f} MB{now}: its domain's ram_fraction)"
+
+
+def private_mb() -> float | None:
+    """The private memory RLIMIT_DATA counts for this process now (VmData); None where /proc does not tell."""
+    try:
+        with open("/proc/self/status") as status:
+            line = next((line for line in status if line.startswith("VmData:")), None)
+    except OSError:
+        return None
+    return int(line.split()[1]) / 1024 if line else None
 
 
 def gpu_memory_share() -> float | None:
@@ -166,10 +178,20 @@ def share_budget_mb(spec: DomainSpec, device: str) -> float | None:
         return spec.gpu_memory_fraction * torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**20
     if spec.ram_fraction is None:
         return None
-    import resource
+    return max(0.0, spec.ram_fraction * ram_mb() - held_mb())
 
-    held_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-    return max(0.0, spec.ram_fraction * ram_mb() - held_mb)
+
+def held_mb() -> float:
+    """The memory this process holds now (resident), where /proc tells; else its peak. (Not the peak
+    on Linux: a process inherits its parent's peak across exec.)"""
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kilobytes elsewhere
 
 
 def limit_gpu_memory(device: str) -> None:

@@ -57,17 +57,16 @@ async def test_a_new_prompt_over_the_context_is_refused(engine: LlamaCppEngine) 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA is enforced on Linux")
 def test_a_context_beyond_the_domains_ram_share_fails_to_load_instead_of_taking_it() -> None:
-    """A worker in a domain with a RAM share of 300 MB more than it holds: the model with a 2048-token
+    """A worker in a domain with a RAM share of 300 MB more than its private memory: the model with a 2048-token
     context (32 MB of cache) loads; with 32768 tokens (512 MB) it fails to load, saying
     why, instead of taking memory another domain owns."""
     code = """
-import asyncio, resource
-from services.common.domains import DomainSpec, confine, memory_limit_note, ram_mb
+import asyncio
+from services.common.domains import DomainSpec, confine, memory_limit_note, private_mb, ram_mb
 from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
 from services.workers.tiny_model import BENCH_SPEC, ensure_tiny_gguf
 path = ensure_tiny_gguf(BENCH_SPEC)
-held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-confine(DomainSpec(ram_fraction=(held + 300) / ram_mb()))
+confine(DomainSpec(ram_fraction=(private_mb() + 300) / ram_mb()))
 async def load(n_ctx):
     engine = LlamaCppEngine(LlamaCppConfig("tiny", path, slots=1, n_ctx=n_ctx, n_threads=1))
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from services.common.domains import (
     confine,
     confined_command,
     default_domain,
+    held_mb,
     memory_limit_note,
     ram_mb,
     share_budget_mb,
@@ -110,10 +110,9 @@ def test_a_ram_share_holds_the_worker_and_what_it_starts_to_it() -> None:
     """Allocations within the share succeed; beyond it they fail, in the worker and in a server it
     starts; the process that confined nothing is not held."""
     code = (
-        "import resource, subprocess, sys\n"
-        "from services.common.domains import DomainSpec, confine, memory_limit_note, ram_mb\n"
-        "held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
-        "confine(DomainSpec(ram_fraction=(held + 400) / ram_mb()))\n"
+        "import subprocess, sys\n"
+        "from services.common.domains import DomainSpec, confine, memory_limit_note, private_mb, ram_mb\n"
+        "confine(DomainSpec(ram_fraction=(private_mb() + 400) / ram_mb()))\n"
         "within = len(bytearray(200 * 2**20))\n"
         "try:\n"
         "    bytearray(800 * 2**20); beyond = 'allocated'\n"
@@ -128,9 +127,8 @@ def test_a_ram_share_holds_the_worker_and_what_it_starts_to_it() -> None:
 
 
 def test_a_host_worker_fills_its_domains_ram_share_less_what_it_holds() -> None:
-    held_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     budget = share_budget_mb(DomainSpec(ram_fraction=0.25), "cpu")
-    assert budget is not None and budget == pytest.approx(0.25 * ram_mb() - held_mb, abs=64)
+    assert budget is not None and budget == pytest.approx(0.25 * ram_mb() - held_mb(), abs=64)
     assert share_budget_mb(DomainSpec(gpu_memory_fraction=0.3), "cpu") is None  # a GPU share says nothing of RAM
     assert share_budget_mb(DomainSpec(ram_fraction=0.25), "cuda:0") is None  # nor a RAM share of a GPU
     share = DomainSpec(ram_fraction=0.25)
