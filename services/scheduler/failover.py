@@ -10,9 +10,10 @@ publish the same `<request>:<attempt>` message id, which JetStream de-duplicates
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from contracts import streams, subjects
@@ -34,6 +35,19 @@ FAILOVER_ID = "failover"
 
 def _nothing_to_release(worker_id: str) -> None:
     """For callers whose `choose` takes no slot."""
+
+
+async def queued_assignments(bus: Bus, worker_id: str) -> AsyncIterator[tuple[RawStreamMsg, Assignment]]:
+    """The assignments waiting in ASSIGNMENTS for `worker_id` (unacknowledged), oldest first, each
+    with its stored message (sequence and trace headers)."""
+    seq = 1
+    while True:
+        try:
+            raw = await bus.js.get_msg(streams.ASSIGNMENTS, seq=seq, subject=subjects.assign(worker_id), next=True)
+        except NotFoundError:
+            return
+        seq = (raw.seq or 0) + 1
+        yield raw, Assignment.decode(raw.data or b"")
 
 
 @dataclass
@@ -108,15 +122,7 @@ class Failover:
                 self.dead_process.pop(worker_id, None)
 
     async def _drain_worker(self, worker_id: str, before_ms: int | None) -> bool:
-        seq = 1
-        while True:
-            try:
-                raw = await self.bus.js.get_msg(streams.ASSIGNMENTS, seq=seq, subject=subjects.assign(worker_id),
-                                                next=True)
-            except NotFoundError:
-                return True  # nothing (left) in its queue
-            seq = (raw.seq or 0) + 1
-            old = Assignment.decode(raw.data or b"")
+        async for raw, old in queued_assignments(self.bus, worker_id):
             if before_ms is not None and old.assigned_ms >= before_ms:
                 continue  # given to the new process: it is working on it
             with tracer.start_as_current_span("fail over", context=extract(raw.headers), attributes={
@@ -125,6 +131,7 @@ class Failover:
             if not moved:
                 return False
             await self.bus.js.delete_msg(streams.ASSIGNMENTS, raw.seq or 0)
+        return True  # nothing (left) in its queue
 
     async def move(self, old: Assignment, exclude: str | None = None, worker: str | None = None) -> bool:
         """Re-assign one assignment (to `worker`, or one chosen, not `exclude`); False when no

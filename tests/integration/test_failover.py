@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
 
-from contracts import streams, subjects
+from contracts import subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import EngineError
@@ -26,7 +25,7 @@ from services.common.bus import Bus, connect
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
 from services.gateway.relay import ChunkStream, Relay, RequestStream
-from services.scheduler.failover import Failover
+from services.scheduler.failover import Failover, queued_assignments
 from services.scheduler.handlers import Scheduler
 from services.scheduler.settings import SchedulerSettings
 from services.workers.engines.espeak import EspeakEngine
@@ -252,14 +251,7 @@ async def test_a_scheduler_that_first_hears_a_restarted_worker_moves_what_its_ol
     await moves.settled()
 
     async def queued(worker: str) -> list[Assignment]:
-        found, seq = [], 1
-        while True:
-            try:
-                raw = await bus.js.get_msg(streams.ASSIGNMENTS, seq=seq, subject=subjects.assign(worker), next=True)
-            except NotFoundError:
-                return found
-            found.append(Assignment.decode(raw.data or b""))
-            seq = (raw.seq or 0) + 1
+        return [assignment async for _, assignment in queued_assignments(bus, worker)]
 
     moved = await queued("fh-b")
     assert [(a.request_id, a.attempt) for a in moved] == [(old.request_id, 2)]
