@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -126,11 +127,6 @@ def _limit_private_memory(limit: int) -> None:
     """RLIMIT_DATA: the private writable memory (heap, anonymous maps, thread stacks) this process and
     the children it starts may map; beyond it allocations fail (MemoryError, a failed model load).
     Memory-mapped weight files are shared, read-only pages and do not count."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not on Windows
-        log.warning("ram_fraction needs RLIMIT_DATA: this worker's memory is not limited")
-        return
     _, hard = resource.getrlimit(resource.RLIMIT_DATA)
     limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
@@ -138,10 +134,6 @@ def _limit_private_memory(limit: int) -> None:
 
 def memory_limit_note() -> str:
     """For a model that failed to load: the private-memory limit it ran under, if any ('' if none)."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not on Windows
-        return ""
     limit, _ = resource.getrlimit(resource.RLIMIT_DATA)
     if limit == resource.RLIM_INFINITY:
         return ""
@@ -188,8 +180,6 @@ def held_mb() -> float:
         resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
         return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
-        import resource
-
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kilobytes elsewhere
 
