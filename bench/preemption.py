@@ -219,7 +219,8 @@ def plot(result: dict[str, Any], out: Path) -> None:
         ax.axvline(step["t_s"], color="#333333", linestyle="--", linewidth=0.8)
         ax.text(step["t_s"], len(MODELS) - 0.45 + 0.17 * (n % 3), str(n), ha="center", va="bottom", fontsize=8,
                 bbox={"boxstyle": "circle,pad=0.15", "facecolor": "white", "edgecolor": "#333333", "linewidth": 0.5})
-    ax.set_yticks(range(len(MODELS)), [f"{m} (priority {3 if m == 'low-chat' else 9})" for m in MODELS])
+    priority = {s["model"]: s["priority"] for s in result["states"]}  # as the admin API showed it
+    ax.set_yticks(range(len(MODELS)), [f"{m} (priority {priority.get(m, '?')})" for m in MODELS])
     ax.set_ylim(-0.6, len(MODELS) + 0.3)
     ax.set_xlim(0, end)
     ax.set_xlabel("seconds")
