@@ -11,9 +11,10 @@ each worker for the CPUs it may run on and its share of GPU memory:
       speech: {ram_fraction: 0.1}
 
 A memory share holds each worker of the domain to that part of its GPU (`gpu_memory_fraction`: torch's
-per-process cap, vLLM's `gpu_memory_utilization`) or of the machine's RAM (`ram_fraction`: the
-kernel's limit on the process's private memory, RLIMIT_DATA, which its children inherit), so it fails
-to allocate rather than take what another domain owns; a host worker given no MEMORY_MB plans its
+per-process cap, vLLM's `gpu_memory_utilization`) or of the machine's RAM, or of its container's
+memory limit where that is less (`ram_fraction`: the kernel's limit on the process's private memory,
+RLIMIT_DATA, which its children inherit), so it fails to allocate rather than take what another
+domain owns; a host worker given no MEMORY_MB plans its
 models within the share.
 
 `sched_idle` lets slow work fill its cores and still give them up at once to anything else that
@@ -119,8 +120,51 @@ def confine(spec: DomainSpec) -> None:
 
 
 def ram_mb() -> float:
-    """This machine's RAM."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    """The RAM this process may use: the machine's, or less where its control group (a container's
+    memory limit, a systemd slice's MemoryMax) allows less."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    limit = cgroup_memory_limit_mb()
+    return physical if limit is None else min(physical, limit)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_memory_limit_mb(membership: str | None = None, root: Path = CGROUP_ROOT) -> float | None:
+    """The tightest memory limit on this process's control group and the groups above it, in MB;
+    None where there is none (or no cgroup filesystem). `membership` is /proc/self/cgroup's text:
+    `0::/path` under cgroup v2 (limit in `memory.max`), `N:memory:/path` under v1 (in
+    `memory.limit_in_bytes`). A container sees its own group as the root of the mount, so the walk
+    up from its path reaches the limit whether or not the path exists inside it."""
+    if membership is None:
+        try:
+            membership = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            return None
+    limits: list[float] = []
+    for line in membership.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            mount, name = root, "memory.max"
+        elif "memory" in controllers.split(","):
+            mount, name = root / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        group = mount / path.lstrip("/")
+        for folder in (group, *group.parents):
+            limits += _limit_in(folder / name)
+            if folder == mount:
+                break
+    return min(limits) / 2**20 if limits else None
+
+
+def _limit_in(path: Path) -> list[float]:
+    """The limit a cgroup file holds ([] if none: absent, `max`, or v1's near-2**63 'unlimited')."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return []
+    return [float(text)] if text.isdigit() and int(text) < 2**60 else []
 
 
 def _limit_private_memory(limit: int) -> None:

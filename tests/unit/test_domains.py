@@ -11,9 +11,11 @@ import pytest
 
 from contracts.requests import Modality
 from services.common.domains import (
+    CGROUP_ROOT,
     GPU_SHARE_ENV,
     Domains,
     DomainSpec,
+    cgroup_memory_limit_mb,
     confine,
     confined_command,
     default_domain,
@@ -124,6 +126,59 @@ def test_a_ram_share_holds_the_worker_and_what_it_starts_to_it() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "MemoryError", "True", "True"]
     assert len(bytearray(800 * 2**20)) and memory_limit_note() == ""  # the test process itself: no limit
+
+
+def test_the_ram_a_control_group_allows_is_the_tightest_limit_on_it_and_above_it(tmp_path: Path) -> None:
+    v2 = tmp_path / "v2"
+    (v2 / "fleet" / "worker").mkdir(parents=True)
+    (v2 / "fleet" / "memory.max").write_text("1073741824\n")  # 1 GiB on the parent
+    (v2 / "fleet" / "worker" / "memory.max").write_text("max\n")
+    assert cgroup_memory_limit_mb("0::/fleet/worker\n", root=v2) == 1024
+    (v2 / "fleet" / "worker" / "memory.max").write_text("536870912\n")
+    assert cgroup_memory_limit_mb("0::/fleet/worker\n", root=v2) == 512
+    # A container sees its own group as the mount's root; the path it is told need not exist there.
+    (v2 / "memory.max").write_text("268435456\n")
+    assert cgroup_memory_limit_mb("0::/system.slice/docker-1.scope\n", root=v2) == 256
+
+    v1 = tmp_path / "v1"
+    (v1 / "memory" / "docker" / "c1").mkdir(parents=True)
+    (v1 / "memory" / "docker" / "c1" / "memory.limit_in_bytes").write_text("2147483648\n")
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's 'unlimited'
+    membership = "5:cpu,cpuacct:/docker/c1\n4:memory:/docker/c1\n0::/\n"
+    assert cgroup_memory_limit_mb(membership, root=v1) == 2048
+    assert cgroup_memory_limit_mb("4:memory:/other\n", root=v1) is None
+    assert cgroup_memory_limit_mb("1:cpu:/\n", root=v1) is None  # no memory controller at all
+
+
+def _memory_cgroup_we_may_write() -> Path | None:
+    """This process's cgroup v1 memory group, where we may make groups inside it (as root)."""
+    try:
+        line = next(line for line in Path("/proc/self/cgroup").read_text().splitlines()
+                    if "memory" in line.split(":")[1].split(","))
+    except (OSError, StopIteration):
+        return None
+    group = CGROUP_ROOT / "memory" / line.split(":", 2)[2].lstrip("/")
+    return group if (group / "memory.limit_in_bytes").exists() and os.access(group, os.W_OK) else None
+
+
+@pytest.mark.skipif(_memory_cgroup_we_may_write() is None,
+                    reason="needs a cgroup v1 memory hierarchy this user may write (root, not in a container)")
+def test_a_worker_in_a_memory_limited_control_group_plans_within_that_limit() -> None:
+    """The kernel's own limit, as a container's would be: ram_mb() and a domain's RAM share follow it."""
+    parent = _memory_cgroup_we_may_write()
+    assert parent is not None
+    group = parent / f"modalmesh-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(512 * 2**20))
+        code = ("from services.common.domains import DomainSpec, ram_mb, share_budget_mb, held_mb\n"
+                "print(round(ram_mb()), round(share_budget_mb(DomainSpec(ram_fraction=0.5), 'cpu') + held_mb()))\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid()))).stdout
+        assert out.split() == ["512", "256"]
+        assert ram_mb() > 512  # the test process, outside the group: the machine's RAM
+    finally:
+        group.rmdir()
 
 
 def test_a_host_worker_fills_its_domains_ram_share_less_what_it_holds() -> None:
