@@ -14,8 +14,7 @@ A memory share holds each worker of the domain to that part of its GPU (`gpu_mem
 per-process cap, vLLM's `gpu_memory_utilization`) or of the machine's RAM, or of its container's
 memory limit where that is less (`ram_fraction`: the kernel's limit on the process's private memory,
 RLIMIT_DATA, which its children inherit), so it fails to allocate rather than take what another
-domain owns; a host worker given no MEMORY_MB plans its
-models within the share.
+domain owns; a host worker given no MEMORY_MB plans its models within the share.
 
 `sched_idle` lets slow work fill its cores and still give them up at once to anything else that
 wakes there: the control plane (NATS and the gateway, scheduler, aggregator and monitor, which every
