@@ -86,30 +86,37 @@ def _event(data: str, id: str | None = None) -> ServerSentEvent:
 
 
 async def _sse(chunks: AsyncGenerator[AnyChunk, None], shape: Shape, include_usage: bool,
-               role: bool = True) -> AsyncIterator[ServerSentEvent]:
+               role: bool = True) -> AsyncIterator[bytes]:
     """OpenAI's stream: a role chunk, content chunks, a finish chunk (with usage), then [DONE]. Each
     content event's id is its chunk number, so a client cut off (a gateway restart) re-attaches with
     `Last-Event-ID` at `GET .../{id}/events`. If the client goes away, sse-starlette cancels this
-    generator and closing the chunks cancels the request."""
-    if role:
-        yield _event(json.dumps(shape.chunk("", first=True)))
+    generator and closing the chunks cancels the request.
+
+    The events of one chunk go out in one write, and the role event with the first of them: each
+    write wakes the client once more, and the first token waited behind the role event's write."""
+    head = _event(json.dumps(shape.chunk("", first=True))).encode() if role else b""
     try:
         async for chunk in chunks:
+            events: list[ServerSentEvent] = []
             if isinstance(chunk, DeltaChunk) and chunk.text:
-                yield _event(json.dumps(shape.chunk(chunk.text, worker=chunk.worker_id)), id=str(chunk.seq))
+                events.append(_event(json.dumps(shape.chunk(chunk.text, worker=chunk.worker_id)), id=str(chunk.seq)))
             elif isinstance(chunk, FinalChunk):
                 finish = shape.finish_chunk(public_finish_reason(chunk.finish_reason), chunk.usage)
-                yield _event(json.dumps(finish), id=str(chunk.seq))
+                events.append(_event(json.dumps(finish), id=str(chunk.seq)))
                 if include_usage:
-                    yield _event(json.dumps(shape.usage_chunk(chunk.usage)))
+                    events.append(_event(json.dumps(shape.usage_chunk(chunk.usage))))
             elif isinstance(chunk, ErrorChunk):
                 raise error_for(chunk.code, chunk.message)
+            if events:
+                yield head + b"".join(event.encode() for event in events)
+                head = b""
     except ModalMeshError as exc:
         # Headers are gone already: the error travels as an event, which the openai client raises.
-        yield _event(json.dumps(error_body(STATUS.get(exc.code, 500), exc.message, exc.code.value)))
+        yield head + _event(json.dumps(error_body(STATUS.get(exc.code, 500), exc.message, exc.code.value))).encode()
+        head = b""
     finally:
         await chunks.aclose()  # at once, not when the generator is collected: a disconnect cancels now
-    yield _event("[DONE]")
+    yield head + _event("[DONE]").encode()
 
 
 @router.get("/chat/completions/{request_id}/events", response_model=None)
