@@ -84,6 +84,21 @@ class FleetView:
                        await bus.nc.subscribe(subjects.TELEMETRY_ALL, cb=self._on_telemetry)]
         nodes = await (await bus.js.key_value(streams.KV_NODES)).watchall()
         self.watch(nodes, mirror(self.capabilities, NodeCapabilities))
+        self._tasks.append(asyncio.create_task(self._hold_while_cut_off(bus)))
+
+    def hold(self, now: float) -> None:
+        """Cut off from the bus, this view hears no heartbeat, and silence proves nothing: every
+        worker and node alive now counts as heard from now (see LiveTable.hold)."""
+        self.workers.hold(now)
+        self.nodes.hold(now)
+
+    async def _hold_while_cut_off(self, bus: Bus) -> None:
+        """Through a NATS restart: without this, every worker went silent for the outage's length, and
+        the gateway refused requests (no live worker) until each one's next heartbeat came in."""
+        while True:
+            if not bus.nc.is_connected:
+                self.hold(time.monotonic())
+            await asyncio.sleep(self.dead_after_s / 4)
 
     async def follow_catalog(self, bus: Bus) -> None:
         self.watch(await (await bus.js.key_value(streams.KV_MODELS)).watchall(), mirror(self.catalog, ModelEntry))

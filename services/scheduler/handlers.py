@@ -148,8 +148,7 @@ class Scheduler:
         while not stop.is_set():
             now = time.monotonic()
             if not self.bus.nc.is_connected:  # deaf, not a fleet gone dead (a NATS restart)
-                self.fleet.workers.hold(now)
-                self.fleet.nodes.hold(now)
+                self.fleet.hold(now)
                 await wait_or_stop(stop, self.settings.heartbeat_s / 2)
                 continue
             for worker_id in self.fleet.workers.forget_dead(now):
