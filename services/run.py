@@ -176,8 +176,10 @@ def _user() -> str:
 
 
 def wait_until_serving(url: str, key: str, supervisor: subprocess.Popen[bytes], timeout_s: float,
-                       expected: int = 1) -> list[str]:
-    """Poll /v1/models until `expected` models are live; return the live model ids."""
+                       expected: int = 1, workers: int = 1) -> list[str]:
+    """Poll the gateway until `expected` models are live and it hears all `workers` (a host worker
+    serves no model until the placement controller loads one, and a request for a catalog model
+    before its first heartbeat was refused, 503); return the live model ids."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if supervisor.poll() is not None:
@@ -186,7 +188,9 @@ def wait_until_serving(url: str, key: str, supervisor: subprocess.Popen[bytes], 
             ask = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"})
             with urllib.request.urlopen(ask, timeout=2) as res:
                 live = [m["id"] for m in json.load(res)["data"] if m["live"]]
-            if len(live) >= expected:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as res:
+                heard = json.load(res)["live_workers"]
+            if len(live) >= expected and heard >= workers:
                 return live
         except OSError:
             pass
@@ -247,7 +251,8 @@ def main() -> None:
     try:
         expected = len(modalities) + sum(bool(os.environ.get(v)) for v in ("MODALMESH_PIPER_VOICE",
                                                                               "MODALMESH_UPSTREAM_URL"))
-        live = wait_until_serving(url, key, supervisor, args.ready_timeout, expected=expected)
+        live = wait_until_serving(url, key, supervisor, args.ready_timeout, expected=expected,
+                                  workers=sum(p.name.startswith("worker-") for p in progs))
     except SystemExit:
         stop()
         supervisor.wait()
