@@ -3,6 +3,9 @@
 - `ttft_overhead_ms_*`: time to first token seen by an HTTP client through gateway -> scheduler ->
   worker -> aggregator -> gateway, minus the engine's own time to first token for that same request
   (which the worker measures and the aggregator records in the `tasks` bucket).
+- `transport_floor_ms_*`: time to first content through the same hops with every handler empty
+  (`bench.floor`), request by request in turns with the pipeline's: what of the overhead is the
+  design's hops on this machine, and what the services do at them (`overhead_vs_floor_p50`).
 - `pipeline_tokens_per_s` vs `direct_tokens_per_s`: the same llama.cpp engine and model streaming the
   same requests, through the pipeline and called in-process. The two take turns, run by run, while the
   stack is up: this VM's speed drifts by a fifth within minutes, and a direct phase measured before
@@ -28,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from bench.floor import floor_stack
 from contracts import streams
 from contracts.base import now_ms
 from contracts.requests import ChatMessage, ChatRequest, Sampling
@@ -114,24 +118,28 @@ async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int,
     return rid, first or 0.0, time.perf_counter() - started, tokens or pieces
 
 
-async def pipeline(stack: LocalStack, direct: LlamaCppEngine, ttft_runs: int, tput_runs: int,
+async def pipeline(stack: LocalStack, direct: LlamaCppEngine, floor_url: str, ttft_runs: int, tput_runs: int,
                    max_tokens: int) -> dict[str, Any]:
     bus = await connect(stack.nats_url, "bench")
     kv = await bus.js.key_value(streams.KV_TASKS)
     overheads: list[float] = []
+    floor: list[float] = []
     rates: list[float] = []
     direct_rates: list[float] = []
     await direct.start()
     try:
-        async with httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client:
+        async with (httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client,
+                    httpx.AsyncClient(base_url=floor_url, timeout=120) as bare):
             for i in range(5):  # warm-up: connections, caches, first-request paths
                 await stream_once(client, 2, seed=i)
+                await stream_once(bare, 2, seed=i)
             await direct_tokens_per_s(direct, 2, seed=0)
             for i in range(ttft_runs):
                 rid, ttft, _, _ = await stream_once(client, 2, seed=i)
                 state = await task_state(kv, rid)
                 assert state.timings is not None
                 overheads.append(ttft * 1000 - state.timings.engine_ttft_ms)
+                floor.append((await stream_once(bare, 2, seed=i))[1] * 1000)
                 progress("pipeline TTFT", i + 1, ttft_runs)
             for i in range(tput_runs):  # in turns, so both see the machine as it is at that moment
                 direct_rates.append(await direct_tokens_per_s(direct, max_tokens, seed=i))
@@ -146,6 +154,9 @@ async def pipeline(stack: LocalStack, direct: LlamaCppEngine, ttft_runs: int, tp
         "ttft_overhead_ms_p50": round(percentile(overheads, 50), 3),
         "ttft_overhead_ms_p99": round(percentile(overheads, 99), 3),
         "ttft_overhead_ms_mean": round(statistics.fmean(overheads), 3),
+        "transport_floor_ms_p50": round(percentile(floor, 50), 3),
+        "transport_floor_ms_p99": round(percentile(floor, 99), 3),
+        "overhead_vs_floor_p50": round(percentile(overheads, 50) / percentile(floor, 50), 4),
         "pipeline_tokens_per_s": round(pipeline_rate, 2),
         "direct_tokens_per_s": round(direct_rate, 2),
         "pipeline_vs_direct": round(pipeline_rate / direct_rate, 4),
@@ -180,8 +191,8 @@ def main() -> None:
     # The direct engine runs on the same kind of event loop as the worker process (uvloop), so the
     # comparison is the pipeline and nothing else.
     direct = LlamaCppEngine(LlamaCppConfig(MODEL, model_path, slots=1, n_threads=args.threads))
-    with tempfile.TemporaryDirectory() as data, LocalStack(data=Path(data), env=env) as stack:
-        figures = run(lambda: pipeline(stack, direct, args.ttft_runs, args.tput_runs, args.max_tokens))
+    with tempfile.TemporaryDirectory() as data, LocalStack(data=Path(data), env=env) as stack, floor_stack() as floor:
+        figures = run(lambda: pipeline(stack, direct, floor, args.ttft_runs, args.tput_runs, args.max_tokens))
     result = {
         **figures,
         "targets": {"ttft_overhead_ms_p50": 2.0, "ttft_overhead_ms_p99": 8.0, "pipeline_vs_direct": 0.95},
