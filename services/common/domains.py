@@ -33,6 +33,7 @@ import logging
 import os
 import resource
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -99,23 +100,45 @@ def default_domain(modalities: tuple[Modality, ...]) -> str:
 
 
 def confine(spec: DomainSpec) -> None:
-    """Keep this process (the threads it starts from now on) to the domain's CPUs, with thread pools
-    sized to them, at the domain's niceness and scheduling policy, to its share of RAM, and a GPU
-    engine to its share of GPU memory. Call it before the engine starts."""
-    if spec.cpus:
-        os.sched_setaffinity(0, spec.cpus)
-        os.environ["OMP_NUM_THREADS"] = str(len(spec.cpus))  # torch and BLAS size their pools by it
-    if spec.nice:
-        os.nice(max(0, spec.nice - os.nice(0)))  # never less nice than it was; new threads inherit it
+    """Keep this process (its threads, those running already and those it starts) to the domain's
+    CPUs, with thread pools sized to them, at the domain's niceness and scheduling policy, to its
+    share of RAM, and a GPU engine to its share of GPU memory. Call it before the engine starts.
+
+    Linux sets CPUs, niceness and policy per thread, and a new thread inherits its creator's: each
+    thread there now is set (a worker's metrics server and trace exporter start before its engine's
+    kind, and so its domain, is known), and the ones started later inherit it."""
+    threads = _threads()
+    if cpus := spec.cpus:
+        _each(threads, lambda tid: os.sched_setaffinity(tid, cpus))
+        os.environ["OMP_NUM_THREADS"] = str(len(cpus))  # torch and BLAS size their pools by it
+    if nice := spec.nice:  # never less nice than it was
+        _each(threads, lambda tid: os.setpriority(os.PRIO_PROCESS, tid,
+                                                  max(nice, os.getpriority(os.PRIO_PROCESS, tid))))
     if spec.sched_idle:
         if hasattr(os, "SCHED_IDLE"):
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # new threads inherit it too
+            _each(threads, lambda tid: os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0)))
         else:  # pragma: no cover - Linux only
             log.warning("sched_idle is Linux only: this worker runs at the normal policy")
     if spec.gpu_memory_fraction is not None:
         os.environ[GPU_SHARE_ENV] = str(spec.gpu_memory_fraction)
     if spec.ram_fraction is not None:
         _limit_private_memory(int(spec.ram_fraction * ram_mb() * 2**20))
+
+
+def _threads() -> list[int]:
+    """The ids of this process's threads (Linux); elsewhere 0, the calling one."""
+    try:
+        return [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
+def _each(threads: list[int], setting: Callable[[int], None]) -> None:
+    for tid in threads:
+        try:
+            setting(tid)
+        except ProcessLookupError:  # it ended meanwhile
+            pass
 
 
 def ram_mb() -> float:

@@ -75,6 +75,28 @@ def test_confine_keeps_the_process_and_its_new_threads_to_the_domains_cpus_and_n
     assert out == [f"[{core}]", f"[{core}]", "1", str(max(7, os.nice(0)))]
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not hasattr(os, "SCHED_IDLE"),
+                    reason="needs two CPU cores to pin to one, and Linux's SCHED_IDLE")
+def test_confine_also_holds_the_threads_already_running() -> None:
+    """A worker's metrics server and trace exporter run before its domain is known: they are held too."""
+    core = max(os.sched_getaffinity(0))
+    code = (
+        "import os, threading\n"
+        "from services.common.domains import DomainSpec, confine\n"
+        "go, done = threading.Event(), threading.Event(); seen = []\n"
+        "def early():\n"
+        "    go.wait()\n"
+        "    seen.append((sorted(os.sched_getaffinity(0)), os.getpriority(os.PRIO_PROCESS, 0),\n"
+        "                 os.sched_getscheduler(0) == os.SCHED_IDLE))\n"
+        "t = threading.Thread(target=early); t.start()\n"
+        f"confine(DomainSpec(cpus=({core},), nice=7, sched_idle=True))\n"
+        "go.set(); t.join()\n"
+        "print(*seen[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [f"[{core}]", str(max(7, os.nice(0))), "True"]
+
+
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux only")
 def test_a_sched_idle_domain_runs_its_process_and_new_threads_at_the_idle_policy() -> None:
     code = (
