@@ -18,12 +18,10 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import uvicorn
@@ -31,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from services.common.bus import connect
 from services.common.ports import free_port
@@ -63,13 +62,12 @@ async def hop(nats_url: str, index: int) -> None:
 
 def front(nats_url: str) -> FastAPI:
     """The gateway's part: store the request, relay what comes back on `out.<request>` as SSE."""
-    bus_holder: dict[str, Any] = {}
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        bus_holder["bus"] = await connect(nats_url, "floor-front")
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.bus = await connect(nats_url, "floor-front")
         yield
-        await bus_holder["bus"].close()
+        await app.state.bus.close()
 
     app = FastAPI(lifespan=lifespan)
 
@@ -79,7 +77,7 @@ def front(nats_url: str) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> StreamingResponse:
-        bus = bus_holder["bus"]
+        bus = request.app.state.bus
         rid = uuid.uuid4().hex
         replies: asyncio.Queue[Msg] = asyncio.Queue()
         sub = await bus.nc.subscribe(f"out.{rid}", cb=replies.put)
@@ -108,17 +106,13 @@ def floor_stack(timeout_s: float = 30.0) -> Iterator[str]:
                                        "--nats", nats.url], text=True))
         try:
             for proc in procs[:-1]:
-                assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+                if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+                    raise RuntimeError("a floor hop did not start")
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
+            for attempt in Retrying(retry=retry_if_exception_type(httpx.HTTPError), wait=wait_fixed(0.05),
+                                    stop=stop_after_delay(timeout_s), reraise=True):
+                with attempt:  # until uvicorn answers, not a fixed sleep
                     httpx.get(url + "/healthz").raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
             yield url
         finally:
             for proc in procs:

@@ -83,7 +83,7 @@ def test_confine_also_holds_the_threads_already_running() -> None:
     code = (
         "import os, threading\n"
         "from services.common.domains import DomainSpec, confine\n"
-        "go, done = threading.Event(), threading.Event(); seen = []\n"
+        "go, seen = threading.Event(), []\n"
         "def early():\n"
         "    go.wait()\n"
         "    seen.append((sorted(os.sched_getaffinity(0)), os.getpriority(os.PRIO_PROCESS, 0),\n"
