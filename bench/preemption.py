@@ -243,8 +243,8 @@ def main() -> None:
     result["setup"] = {"host_memory_mb": HOST_MEMORY_MB, "drain_timeout_s": DRAIN_TIMEOUT_S,
                        "max_tokens": args.max_tokens, "catalog": catalog(Path("<bench model>"), high=True),
                        "run_id": uuid.uuid4().hex[:8]}
+    write_report(args.out, result)  # first: it makes the folder the plot goes in, and the figures outlive a failed plot
     plot(result, args.out.with_suffix(".png"))
-    write_report(args.out, result)
     print(f"plot: {args.out.with_suffix('.png')}")
 
 
