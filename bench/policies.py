@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fleet_sim import MODEL, SimFleet
+from bench.overhead import write_report
 from contracts.base import now_ms
 from contracts.requests import ChatMessage, ChatRequest, Sampling
 from contracts.results import FinalChunk
@@ -240,10 +240,8 @@ def main() -> None:
         "nodes": {f"{prof.name}": count for prof, count in LAYOUT},
         "answer_tokens": ANSWER_TOKENS, "prompt_words": PROMPT_WORDS,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out, result)
     plot(samples, args.out.with_suffix(".png"))
-    print(json.dumps(result, indent=2))
     print(f"plot: {args.out.with_suffix('.png')}")
 
 
