@@ -60,8 +60,13 @@ class Kill:
 
 
 async def one(client: httpx.AsyncClient, stream: bool, rng: random.Random) -> Reply:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "tell me a story"}], "stream": stream,
-            "max_tokens": rng.choice((64, 128, 256)), "logit_bias": NO_EOS}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "tell me a story"}],
+        "stream": stream,
+        "max_tokens": rng.choice((64, 128, 256)),
+        "logit_bias": NO_EOS,
+    }
     reply = Reply(stream, time.monotonic())
     try:
         if not stream:
@@ -126,8 +131,9 @@ async def inject(stack: LocalStack, kind: str) -> Kill:
         if pid:
             os.kill(pid, signal.SIGKILL)
         return Kill(kind, time.monotonic(), worker or "")
-    fragment = {"scheduler": "-m services.scheduler", "aggregator": "-m services.aggregator",
-                "nats": "nats-server"}[kind]
+    fragment = {"scheduler": "-m services.scheduler", "aggregator": "-m services.aggregator", "nats": "nats-server"}[
+        kind
+    ]
     for pid in stack.child_pids(fragment):
         os.kill(pid, signal.SIGKILL)
     return Kill(kind, time.monotonic())
@@ -165,8 +171,9 @@ class AttemptStart:
     offset: int
 
 
-def failover_times(replies: list[Reply], kills: list[Kill],
-                   attempts: dict[str, list[AttemptStart]]) -> list[tuple[float, Kill, Kill | None, str]]:
+def failover_times(
+    replies: list[Reply], kills: list[Kill], attempts: dict[str, list[AttemptStart]]
+) -> list[tuple[float, Kill, Kill | None, str]]:
     """For each stream the killed worker was serving: seconds from the kill to the arrival of the first
     text of the next attempt, with the kill, the fault before it (a failover right after a scheduler or
     NATS kill takes longer) and the request's id (to find it in the logs of a run kept with --keep).
@@ -220,15 +227,22 @@ async def check(stack: LocalStack, replies: list[Reply]) -> tuple[dict[str, Any]
                 ended = merge.terminal
                 told = isinstance(ended, ErrorChunk) and reply.error == ended.message
                 (failed if told else lost).append(
-                    f"{'stream' if reply.stream else 'whole'} {reply.request_id}: {reply.error}")
+                    f"{'stream' if reply.stream else 'whole'} {reply.request_id}: {reply.error}"
+                )
                 continue
             d, m = word_diff(merge.merged_text, reply.text)
             dup, missing, mismatched = dup + d, missing + m, mismatched + (d + m > 0)
     finally:
         await bus.close()
-    return {"lost_requests": len(lost), "failed_requests": len(failed), "duplicate_tokens": dup,
-            "missing_tokens": missing, "mismatched_replies": mismatched, "lost_examples": lost[:10],
-            "failed_examples": failed[:10]}, attempts
+    return {
+        "lost_requests": len(lost),
+        "failed_requests": len(failed),
+        "duplicate_tokens": dup,
+        "missing_tokens": missing,
+        "mismatched_replies": mismatched,
+        "lost_examples": lost[:10],
+        "failed_examples": failed[:10],
+    }, attempts
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -260,17 +274,28 @@ async def run_chaos(stack: LocalStack, args: argparse.Namespace) -> dict[str, An
         "failover_p99_s": pct(times, 99),
         "failovers_measured": len(times),
         # the slowest, with the fault injected just before the worker kill
-        "slowest_failovers": [{"seconds": round(t, 3), "after": previous.kind if previous else None,
-                               "after_s": round(kill.at - previous.at, 3) if previous else None,
-                               "worker": kill.worker, "request_id": rid}
-                              for t, kill, previous, rid in sorted(measured, key=lambda m: -m[0])[:8]],
+        "slowest_failovers": [
+            {
+                "seconds": round(t, 3),
+                "after": previous.kind if previous else None,
+                "after_s": round(kill.at - previous.at, 3) if previous else None,
+                "worker": kill.worker,
+                "request_id": rid,
+            }
+            for t, kill, previous, rid in sorted(measured, key=lambda m: -m[0])[:8]
+        ],
         "mean_reply_s": round(statistics.fmean(r.chunks[-1][0] - r.started for r in accepted if r.chunks), 3)
-        if any(r.chunks for r in accepted) else None,
+        if any(r.chunks for r in accepted)
+        else None,
     }
 
 
-CHAOS_ENV = {"MODALMESH_DEAD_AFTER_S": "1.0", "MODALMESH_HEARTBEAT_S": "0.25", "MODALMESH_WORKER_SLOTS": "1",
-             "MODALMESH_LOG_LEVEL": "WARNING"}
+CHAOS_ENV = {
+    "MODALMESH_DEAD_AFTER_S": "1.0",
+    "MODALMESH_HEARTBEAT_S": "0.25",
+    "MODALMESH_WORKER_SLOTS": "1",
+    "MODALMESH_LOG_LEVEL": "WARNING",
+}
 
 
 def main() -> None:
@@ -289,8 +314,13 @@ def main() -> None:
         data.mkdir(parents=True, exist_ok=True)
         with LocalStack(data=data, env=env, workers=args.workers) as stack:
             result = asyncio.run(run_chaos(stack, args))
-    result["setup"] = {"workers": args.workers, "concurrency": args.concurrency, "interval_s": args.interval,
-                       "dead_after_s": 1.0, "seed": args.seed}
+    result["setup"] = {
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "interval_s": args.interval,
+        "dead_after_s": 1.0,
+        "seed": args.seed,
+    }
     write_report(args.out, result)
 
 

@@ -39,19 +39,39 @@ class SimNode:
         busy = min(1.0, self.engine.busy / self.profile.slots)
         gpus: tuple[GpuSample, ...] = ()
         if self.profile.vram_mb:
-            gpus = (GpuSample(index=0, name=self.profile.gpu_name, util_pct=100 * busy,
-                              mem_used_mb=0.6 * self.profile.vram_mb, mem_total_mb=self.profile.vram_mb,
-                              temp_c=45 + 30 * busy),)
-        return NodeTelemetry(node=self.name, cpu_pct=100 * busy if not gpus else 10, mem_used_mb=8000,
-                             mem_total_mb=65536, gpus=gpus)
+            gpus = (
+                GpuSample(
+                    index=0,
+                    name=self.profile.gpu_name,
+                    util_pct=100 * busy,
+                    mem_used_mb=0.6 * self.profile.vram_mb,
+                    mem_total_mb=self.profile.vram_mb,
+                    temp_c=45 + 30 * busy,
+                ),
+            )
+        return NodeTelemetry(
+            node=self.name, cpu_pct=100 * busy if not gpus else 10, mem_used_mb=8000, mem_total_mb=65536, gpus=gpus
+        )
 
     def capabilities(self) -> NodeCapabilities:
         gpus: tuple[GpuInfo, ...] = ()
         if self.profile.vram_mb:
-            gpus = (GpuInfo(index=0, name=self.profile.gpu_name, vram_mb=self.profile.vram_mb,
-                            fp16_tflops=estimate_fp16_tflops(self.profile.gpu_name)),)
-        return NodeCapabilities(node=self.name, arch="x86_64", cpu_cores=16, mem_total_mb=65536, gpus=gpus,
-                                labels={"simulated": "true", "profile": self.profile.name})
+            gpus = (
+                GpuInfo(
+                    index=0,
+                    name=self.profile.gpu_name,
+                    vram_mb=self.profile.vram_mb,
+                    fp16_tflops=estimate_fp16_tflops(self.profile.gpu_name),
+                ),
+            )
+        return NodeCapabilities(
+            node=self.name,
+            arch="x86_64",
+            cpu_cores=16,
+            mem_total_mb=65536,
+            gpus=gpus,
+            labels={"simulated": "true", "profile": self.profile.name},
+        )
 
     async def publish_telemetry(self) -> None:
         kv = await self.bus.js.key_value(streams.KV_NODES)
@@ -88,16 +108,30 @@ class SimFleet:
                 name = f"sim-{profile.name}-{i}"
                 bus = await self._bus(name)
                 node = SimNode(name, profile, SimulatedEngine(profile, MODEL, self.time_scale), bus)
-                settings = WorkerSettings(worker_id=name, node=name, nats_url=self.nats_url, heartbeat_s=HEARTBEAT_S,
-                                          dead_after_s=self.dead_after_s)
-                node.tasks = [asyncio.create_task(Worker(settings, node.engine, bus).run(node.stop)),
-                              asyncio.create_task(node.publish_telemetry())]
+                settings = WorkerSettings(
+                    worker_id=name,
+                    node=name,
+                    nats_url=self.nats_url,
+                    heartbeat_s=HEARTBEAT_S,
+                    dead_after_s=self.dead_after_s,
+                )
+                node.tasks = [
+                    asyncio.create_task(Worker(settings, node.engine, bus).run(node.stop)),
+                    asyncio.create_task(node.publish_telemetry()),
+                ]
                 self.nodes.append(node)
-        sched_settings = SchedulerSettings(policy=self.policy, nats_url=self.nats_url, heartbeat_s=HEARTBEAT_S,
-                                           dead_after_s=self.dead_after_s, retry_no_worker_s=0.05)
+        sched_settings = SchedulerSettings(
+            policy=self.policy,
+            nats_url=self.nats_url,
+            heartbeat_s=HEARTBEAT_S,
+            dead_after_s=self.dead_after_s,
+            retry_no_worker_s=0.05,
+        )
         self.scheduler = Scheduler(sched_settings, await self._bus("scheduler"))
-        self._tasks += [asyncio.create_task(self.scheduler.run(self._stop)),
-                        asyncio.create_task(Aggregator(await self._bus("aggregator")).run(self._stop))]
+        self._tasks += [
+            asyncio.create_task(self.scheduler.run(self._stop)),
+            asyncio.create_task(Aggregator(await self._bus("aggregator")).run(self._stop)),
+        ]
         self.relay = Relay(await self._bus("client"), dead_after_s=self.dead_after_s)
         await self.relay.start()
         deadline = time.monotonic() + 20

@@ -53,8 +53,13 @@ async def hop(nats_url: str, index: int) -> None:
             await bus.nc.publish(subject, msg.data)
         await msg.ack()
 
-    await bus.js.subscribe(consumes, durable=f"floor-{index}", manual_ack=True, cb=forward,
-                           config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+    await bus.js.subscribe(
+        consumes,
+        durable=f"floor-{index}",
+        manual_ack=True,
+        cb=forward,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
+    )
     await bus.nc.flush()
     print("ready", flush=True)
     await asyncio.Event().wait()
@@ -100,17 +105,30 @@ def floor_stack(timeout_s: float = 30.0) -> Iterator[str]:
     with tempfile.TemporaryDirectory() as store:
         nats = NatsServer(Path(store)).start()
         port = free_port()
-        procs = [subprocess.Popen([sys.executable, "-m", "bench.floor", "hop", str(i), "--nats", nats.url],
-                                  stdout=subprocess.PIPE, text=True) for i in range(len(HOPS))]
-        procs.append(subprocess.Popen([sys.executable, "-m", "bench.floor", "front", "--port", str(port),
-                                       "--nats", nats.url], text=True))
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.floor", "hop", str(i), "--nats", nats.url],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(len(HOPS))
+        ]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.floor", "front", "--port", str(port), "--nats", nats.url], text=True
+            )
+        )
         try:
             for proc in procs[:-1]:
                 if proc.stdout is None or proc.stdout.readline().strip() != "ready":
                     raise RuntimeError("a floor hop did not start")
             url = f"http://127.0.0.1:{port}"
-            for attempt in Retrying(retry=retry_if_exception_type(httpx.HTTPError), wait=wait_fixed(0.05),
-                                    stop=stop_after_delay(timeout_s), reraise=True):
+            for attempt in Retrying(
+                retry=retry_if_exception_type(httpx.HTTPError),
+                wait=wait_fixed(0.05),
+                stop=stop_after_delay(timeout_s),
+                reraise=True,
+            ):
                 with attempt:  # until uvicorn answers, not a fixed sleep
                     httpx.get(url + "/healthz").raise_for_status()
             yield url
@@ -144,8 +162,10 @@ def main() -> None:
 
         with floor_stack() as url:
             ttfts = run(lambda: measure(url))
-        print(f"transport floor, time to first content: p50 {percentile(ttfts, 50):.3f} ms, "
-              f"p99 {percentile(ttfts, 99):.3f} ms ({args.runs} runs)")
+        print(
+            f"transport floor, time to first content: p50 {percentile(ttfts, 50):.3f} ms, "
+            f"p99 {percentile(ttfts, 99):.3f} ms ({args.runs} runs)"
+        )
 
 
 if __name__ == "__main__":

@@ -75,8 +75,13 @@ async def chat_ttfts(client: httpx.AsyncClient, tasks: Any, runs: int) -> tuple[
 async def image_load(client: httpx.AsyncClient, on: Any, busy: Any, made: Any, size: int, steps: int) -> None:
     """One image client: while `on` is set, ask for the next image as soon as the last one is back.
     `busy` counts the clients waiting for an image, `made` the images made."""
-    body = {"model": IMAGE, "prompt": "a lighthouse at dusk", "size": f"{size}x{size}", "steps": steps,
-            "response_format": "b64_json"}
+    body = {
+        "model": IMAGE,
+        "prompt": "a lighthouse at dusk",
+        "size": f"{size}x{size}",
+        "steps": steps,
+        "response_format": "b64_json",
+    }
     while True:
         if not on.is_set():
             await asyncio.sleep(0.02)
@@ -93,8 +98,9 @@ async def image_load(client: httpx.AsyncClient, on: Any, busy: Any, made: Any, s
                 busy.value -= 1
 
 
-def image_clients(url: str, headers: dict[str, str], clients: int, size: int, steps: int,
-                  on: Any, busy: Any, made: Any) -> None:
+def image_clients(
+    url: str, headers: dict[str, str], clients: int, size: int, steps: int, on: Any, busy: Any, made: Any
+) -> None:
     """The image load, in a process of its own on IMAGE_CLIENT_CPUS, until it is terminated."""
     os.sched_setaffinity(0, IMAGE_CLIENT_CPUS)
 
@@ -111,8 +117,11 @@ class ImageLoad:
     def __init__(self, stack: LocalStack, clients: int, size: int, steps: int) -> None:
         spawn = multiprocessing.get_context("spawn")
         self.on, self.busy, self.made = spawn.Event(), spawn.Value("i", 0), spawn.Value("i", 0)
-        self.process = spawn.Process(target=image_clients, daemon=True, args=(
-            stack.url, stack.headers, clients, size, steps, self.on, self.busy, self.made))
+        self.process = spawn.Process(
+            target=image_clients,
+            daemon=True,
+            args=(stack.url, stack.headers, clients, size, steps, self.on, self.busy, self.made),
+        )
         self._switched, self._before = 0.0, 0
 
     def __enter__(self) -> ImageLoad:
@@ -140,8 +149,9 @@ class ImageLoad:
         return self.made.value - self._before, time.monotonic() - self._switched
 
 
-async def turns(stack: LocalStack, runs: int, block: int, clients: int, size: int, steps: int,
-                label: str) -> dict[str, dict[str, float]]:
+async def turns(
+    stack: LocalStack, runs: int, block: int, clients: int, size: int, steps: int, label: str
+) -> dict[str, dict[str, float]]:
     """`runs` chats with nothing else running and `runs` under image load, in blocks of `block`
     that take turns."""
     bus = await connect(stack.nats_url, "bench-isolation")
@@ -168,24 +178,36 @@ async def turns(stack: LocalStack, runs: int, block: int, clients: int, size: in
     await bus.close()
 
     def figures(ttfts: list[float], engine: list[float], images_per_s: float) -> dict[str, float]:
-        return {"ttft_p50_ms": round(percentile(ttfts, 50), 3), "ttft_p95_ms": round(percentile(ttfts, 95), 3),
-                "engine_ttft_p50_ms": round(percentile(engine, 50), 3),
-                "engine_ttft_p95_ms": round(percentile(engine, 95), 3), "images_per_s": round(images_per_s, 3)}
+        return {
+            "ttft_p50_ms": round(percentile(ttfts, 50), 3),
+            "ttft_p95_ms": round(percentile(ttfts, 95), 3),
+            "engine_ttft_p50_ms": round(percentile(engine, 50), 3),
+            "engine_ttft_p95_ms": round(percentile(engine, 95), 3),
+            "images_per_s": round(images_per_s, 3),
+        }
 
-    return {"idle": figures(*measured[False], 0.0),
-            "loaded": figures(*measured[True], images / image_seconds if image_seconds else 0.0)}
+    return {
+        "idle": figures(*measured[False], 0.0),
+        "loaded": figures(*measured[True], images / image_seconds if image_seconds else 0.0),
+    }
 
 
 REPLAY_CATALOG = "models:\n" + "".join(
     f"  {name}: {{engine: llama_cpp, source: tiny, modality: [chat, completion], memory_mb: 40, idle_unload_s: 3}}\n"
-    for name in ("replay-a", "replay-b", "replay-c"))
+    for name in ("replay-a", "replay-b", "replay-c")
+)
 
 
 def replay_trace(n: int, seed: int = 7) -> list[tuple[str, float]]:
     """(model, pause before it): a popular model, a second, a rare third, in bursts and lulls."""
     rng = random.Random(seed)
-    return [(rng.choices(["replay-a", "replay-b", "replay-c"], weights=[6, 3, 1])[0],
-             rng.choice([0.05, 0.05, 0.05, 0.5, 4.0])) for _ in range(n)]
+    return [
+        (
+            rng.choices(["replay-a", "replay-b", "replay-c"], weights=[6, 3, 1])[0],
+            rng.choice([0.05, 0.05, 0.05, 0.5, 4.0]),
+        )
+        for _ in range(n)
+    ]
 
 
 async def replay(stack: LocalStack, trace: list[tuple[str, float]]) -> dict[str, Any]:
@@ -199,11 +221,13 @@ async def replay(stack: LocalStack, trace: list[tuple[str, float]]) -> dict[str,
             ttfts[await _cold_starts(client) > before].append(ttft * 1000)
             progress("replayed workload", i + 1, len(trace))
         report = (await client.get("/v1/admin/queues")).json()
-    return {"cold_starts": sum(d["cold_starts"] for d in report["data"]),
-            "warm_hits": sum(d["warm_hits"] for d in report["data"]),
-            "placements": report["placements"],
-            "cold_ttft_p50_ms": round(percentile(ttfts[True], 50), 1) if ttfts[True] else None,
-            "warm_ttft_p50_ms": round(percentile(ttfts[False], 50), 1) if ttfts[False] else None}
+    return {
+        "cold_starts": sum(d["cold_starts"] for d in report["data"]),
+        "warm_hits": sum(d["warm_hits"] for d in report["data"]),
+        "placements": report["placements"],
+        "cold_ttft_p50_ms": round(percentile(ttfts[True], 50), 1) if ttfts[True] else None,
+        "warm_ttft_p50_ms": round(percentile(ttfts[False], 50), 1) if ttfts[False] else None,
+    }
 
 
 async def _cold_starts(client: httpx.AsyncClient) -> int:
@@ -214,8 +238,12 @@ def run_replay(requests: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as data:
         catalog = Path(data) / "catalog.yaml"
         catalog.write_text(REPLAY_CATALOG)
-        env = {"MODALMESH_LOG_LEVEL": "WARNING", "MODALMESH_HOST_MEMORY_MB": "100",
-               "MODALMESH_SCHEDULER_CATALOG_FILE": str(catalog), "MODALMESH_SCHEDULER_PLACEMENT_INTERVAL_S": "0.25"}
+        env = {
+            "MODALMESH_LOG_LEVEL": "WARNING",
+            "MODALMESH_HOST_MEMORY_MB": "100",
+            "MODALMESH_SCHEDULER_CATALOG_FILE": str(catalog),
+            "MODALMESH_SCHEDULER_PLACEMENT_INTERVAL_S": "0.25",
+        }
         with LocalStack(data=Path(data), env=env, modalities="text") as stack:
             return asyncio.run(replay(stack, replay_trace(requests)))
 
@@ -240,16 +268,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200, help="chats idle and as many under load, per setting")
     parser.add_argument("--block", type=int, default=25, help="chats per turn")
     parser.add_argument("--image-clients", type=int, default=3, help="image clients that keep the domain full")
-    parser.add_argument("--size", type=int, default=64,
-                        help="image side (the tiny UNet attends at full size: 128 is 6x slower)")
+    parser.add_argument(
+        "--size", type=int, default=64, help="image side (the tiny UNet attends at full size: 128 is 6x slower)"
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--replay", type=int, default=60, help="requests in the replayed workload")
     parser.add_argument("--out", type=Path, default=Path(".data/bench/isolation.json"))
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("isolation needs two CPU cores or more: one for chat, one for images")
-    load = {"runs": args.runs, "block": args.block, "clients": args.image_clients, "size": args.size,
-            "steps": args.steps}
+    load = {
+        "runs": args.runs,
+        "block": args.block,
+        "clients": args.image_clients,
+        "size": args.size,
+        "steps": args.steps,
+    }
     on = run_turns(ISOLATED, label="domains on: idle / image load", **load)
     off = run_turns(None, label="domains off: idle / image load", **load)
     replayed = run_replay(args.replay)
@@ -262,13 +296,24 @@ def main() -> None:
         "shared_vs_idle": round(off["loaded"]["ttft_p95_ms"] / off["idle"]["ttft_p95_ms"], 4),
         "cold_starts": replayed["cold_starts"],
         "warm_hits": replayed["warm_hits"],
-        "phases": {"idle": on["idle"], "loaded_isolated": on["loaded"], "idle_domains_off": off["idle"],
-                   "loaded_shared": off["loaded"]},
+        "phases": {
+            "idle": on["idle"],
+            "loaded_isolated": on["loaded"],
+            "idle_domains_off": off["idle"],
+            "loaded_shared": off["loaded"],
+        },
         "replay": {**replayed, "requests": args.replay, "host_memory_mb": 100, "catalog": REPLAY_CATALOG},
         "targets": {"isolated_vs_idle": 1.10},
-        "setup": {**load, "domains_on": ISOLATED, "cpus": os.cpu_count(),
-                  "chat_client_cpus": sorted(CHAT_CLIENT_CPUS), "image_client_cpus": sorted(IMAGE_CLIENT_CPUS),
-                  "machine": platform.machine(), "python": platform.python_version(), "run_id": uuid.uuid4().hex[:8]},
+        "setup": {
+            **load,
+            "domains_on": ISOLATED,
+            "cpus": os.cpu_count(),
+            "chat_client_cpus": sorted(CHAT_CLIENT_CPUS),
+            "image_client_cpus": sorted(IMAGE_CLIENT_CPUS),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "run_id": uuid.uuid4().hex[:8],
+        },
     }
     write_report(args.out, result)
 

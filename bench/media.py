@@ -55,15 +55,17 @@ def direct_embeddings_per_s(texts: list[str], batch: int, runs: int, threads: in
     return statistics.median(rates)
 
 
-async def gateway_embeddings_per_s(client: httpx.AsyncClient, texts: list[str], per_request: int,
-                                   concurrency: int, runs: int) -> float:
-    chunks = [texts[i:i + per_request] for i in range(0, len(texts), per_request)]
+async def gateway_embeddings_per_s(
+    client: httpx.AsyncClient, texts: list[str], per_request: int, concurrency: int, runs: int
+) -> float:
+    chunks = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
     gate = asyncio.Semaphore(concurrency)
 
     async def one(chunk: list[str]) -> None:
         async with gate:
-            res = await client.post("/v1/embeddings", json={"model": EMBED, "input": chunk,
-                                                            "encoding_format": "base64"})
+            res = await client.post(
+                "/v1/embeddings", json={"model": EMBED, "input": chunk, "encoding_format": "base64"}
+            )
             res.raise_for_status()
             assert len(res.json()["data"]) == len(chunk)
 
@@ -99,8 +101,11 @@ async def through_gateway(stack: LocalStack, texts: list[str], args: argparse.Na
     async with httpx.AsyncClient(base_url=stack.url, timeout=300, headers=stack.headers) as client:
         rate = await gateway_embeddings_per_s(client, texts, args.per_request, args.concurrency, args.runs)
         times = await first_progress_ms(client, args.image_runs)
-    return {"embeddings_per_s": round(rate, 1), "image_first_progress_ms_p50": round(percentile(times, 50), 2),
-            "image_first_progress_ms_p99": round(percentile(times, 99), 2)}
+    return {
+        "embeddings_per_s": round(rate, 1),
+        "image_first_progress_ms_p50": round(percentile(times, 50), 2),
+        "image_first_progress_ms_p99": round(percentile(times, 99), 2),
+    }
 
 
 def main() -> None:
@@ -110,28 +115,46 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
     parser.add_argument("--batch", type=int, default=64, help="the worker's batch size, also used directly")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                        help="torch threads, the same in both setups; the default leaves one core to the "
-                             "control plane, as a deployment would")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="torch threads, the same in both setups; the default leaves one core to the "
+        "control plane, as a deployment would",
+    )
     parser.add_argument("--image-runs", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path(".data/bench/media.json"))
     args = parser.parse_args()
 
     texts = corpus(args.texts)
     direct = direct_embeddings_per_s(texts, args.batch, args.runs, args.threads)
-    env = {"MODALMESH_LOG_LEVEL": "WARNING", "MODALMESH_WORKER_MAX_BATCH": str(args.batch),
-           "MODALMESH_WORKER_N_THREADS": str(args.threads)}
-    with tempfile.TemporaryDirectory() as data, LocalStack(data=Path(data), env=env,
-                                                          modalities="embedding,image") as stack:
+    env = {
+        "MODALMESH_LOG_LEVEL": "WARNING",
+        "MODALMESH_WORKER_MAX_BATCH": str(args.batch),
+        "MODALMESH_WORKER_N_THREADS": str(args.threads),
+    }
+    with (
+        tempfile.TemporaryDirectory() as data,
+        LocalStack(data=Path(data), env=env, modalities="embedding,image") as stack,
+    ):
         figures = asyncio.run(through_gateway(stack, texts, args))
     result = {
         **figures,
         "direct_embeddings_per_s": round(direct, 1),
         "embeddings_gateway_vs_direct": round(figures["embeddings_per_s"] / direct, 4),
         "targets": {"embeddings_gateway_vs_direct": 0.9, "image_first_progress_ms_p50": 50.0},
-        "setup": {"texts": args.texts, "per_request": args.per_request, "concurrency": args.concurrency,
-                  "batch": args.batch, "runs": args.runs, "threads": args.threads, "image_runs": args.image_runs,
-                  "machine": platform.machine(), "cpus": os.cpu_count(), "run_id": uuid.uuid4().hex[:8]},
+        "setup": {
+            "texts": args.texts,
+            "per_request": args.per_request,
+            "concurrency": args.concurrency,
+            "batch": args.batch,
+            "runs": args.runs,
+            "threads": args.threads,
+            "image_runs": args.image_runs,
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "run_id": uuid.uuid4().hex[:8],
+        },
     }
     write_report(args.out, result)
 

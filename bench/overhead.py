@@ -74,7 +74,9 @@ def progress(label: str, done: int, total: int) -> None:
 async def direct_tokens_per_s(engine: LlamaCppEngine, max_tokens: int, seed: int) -> float:
     """One chat on the worker's engine called in-process, on this event loop: its tokens per second."""
     request = ChatRequest(
-        request_id=f"direct-{seed}", model=MODEL, deadline_ms=now_ms() + 600_000,
+        request_id=f"direct-{seed}",
+        model=MODEL,
+        deadline_ms=now_ms() + 600_000,
         messages=tuple(ChatMessage(**m) for m in MESSAGES),  # type: ignore[arg-type]
         sampling=Sampling(max_tokens=max_tokens, seed=seed, logit_bias=NO_EOS),
     )
@@ -92,20 +94,29 @@ async def sse_json(res: httpx.Response) -> AsyncIterator[dict[str, Any]]:
             yield json.loads(line[6:])
 
 
-async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int,
-                      model: str = MODEL, priority: str | None = None) -> tuple[str, float, float, int]:
+async def stream_once(
+    client: httpx.AsyncClient, max_tokens: int, seed: int, model: str = MODEL, priority: str | None = None
+) -> tuple[str, float, float, int]:
     """One streamed chat: (request id, seconds to first content, seconds to [DONE], completion tokens)."""
     body: dict[str, Any] = {
-        "model": model, "messages": MESSAGES, "stream": True, "max_tokens": max_tokens, "seed": seed,
-        "logit_bias": {str(k): v for k, v in NO_EOS.items()}, "stream_options": {"include_usage": True},
-        "temperature": 1.0, "top_p": 1.0}  # spelled out: a server called directly has other defaults
+        "model": model,
+        "messages": MESSAGES,
+        "stream": True,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "logit_bias": {str(k): v for k, v in NO_EOS.items()},
+        "stream_options": {"include_usage": True},
+        "temperature": 1.0,
+        "top_p": 1.0,
+    }  # spelled out: a server called directly has other defaults
     if priority is not None:
         body["priority"] = priority
     started = time.perf_counter()
     first = None
     rid, tokens, pieces = "", 0, 0
-    async with client.stream("POST", "/chat/completions" if client.base_url.path.endswith("/v1/") else
-                             "/v1/chat/completions", json=body) as res:
+    async with client.stream(
+        "POST", "/chat/completions" if client.base_url.path.endswith("/v1/") else "/v1/chat/completions", json=body
+    ) as res:
         res.raise_for_status()
         async for chunk in sse_json(res):
             rid = chunk["id"]
@@ -118,8 +129,9 @@ async def stream_once(client: httpx.AsyncClient, max_tokens: int, seed: int,
     return rid, first or 0.0, time.perf_counter() - started, tokens or pieces
 
 
-async def pipeline(stack: LocalStack, direct: LlamaCppEngine, floor_url: str, ttft_runs: int, tput_runs: int,
-                   max_tokens: int) -> dict[str, Any]:
+async def pipeline(
+    stack: LocalStack, direct: LlamaCppEngine, floor_url: str, ttft_runs: int, tput_runs: int, max_tokens: int
+) -> dict[str, Any]:
     bus = await connect(stack.nats_url, "bench")
     kv = await bus.js.key_value(streams.KV_TASKS)
     overheads: list[float] = []
@@ -128,8 +140,10 @@ async def pipeline(stack: LocalStack, direct: LlamaCppEngine, floor_url: str, tt
     direct_rates: list[float] = []
     await direct.start()
     try:
-        async with (httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client,
-                    httpx.AsyncClient(base_url=floor_url, timeout=120) as bare):
+        async with (
+            httpx.AsyncClient(base_url=stack.url, timeout=120, headers=stack.headers) as client,
+            httpx.AsyncClient(base_url=floor_url, timeout=120) as bare,
+        ):
             for i in range(5):  # warm-up: connections, caches, first-request paths
                 await stream_once(client, 2, seed=i)
                 await stream_once(bare, 2, seed=i)
@@ -185,9 +199,13 @@ def main() -> None:
 
     spec = TinySpec() if args.tiny else BENCH_SPEC
     model_path = ensure_tiny_gguf(spec)
-    env = {"MODALMESH_WORKER_MODEL_ID": MODEL, "MODALMESH_WORKER_MODEL_PATH": str(model_path),
-           "MODALMESH_WORKER_SLOTS": "1", "MODALMESH_WORKER_N_THREADS": str(args.threads),
-           "MODALMESH_LOG_LEVEL": "WARNING"}
+    env = {
+        "MODALMESH_WORKER_MODEL_ID": MODEL,
+        "MODALMESH_WORKER_MODEL_PATH": str(model_path),
+        "MODALMESH_WORKER_SLOTS": "1",
+        "MODALMESH_WORKER_N_THREADS": str(args.threads),
+        "MODALMESH_LOG_LEVEL": "WARNING",
+    }
     # The direct engine runs on the same kind of event loop as the worker process (uvloop), so the
     # comparison is the pipeline and nothing else.
     direct = LlamaCppEngine(LlamaCppConfig(MODEL, model_path, slots=1, n_threads=args.threads))
@@ -196,10 +214,18 @@ def main() -> None:
     result = {
         **figures,
         "targets": {"ttft_overhead_ms_p50": 2.0, "ttft_overhead_ms_p99": 8.0, "pipeline_vs_direct": 0.95},
-        "setup": {"model": spec.digest(), "n_embd": spec.n_embd, "n_layer": spec.n_layer,
-                  "max_tokens": args.max_tokens, "ttft_runs": args.ttft_runs, "tput_runs": args.tput_runs,
-                  "threads": args.threads, "machine": platform.machine(), "python": platform.python_version(),
-                  "run_id": uuid.uuid4().hex[:8]},
+        "setup": {
+            "model": spec.digest(),
+            "n_embd": spec.n_embd,
+            "n_layer": spec.n_layer,
+            "max_tokens": args.max_tokens,
+            "ttft_runs": args.ttft_runs,
+            "tput_runs": args.tput_runs,
+            "threads": args.threads,
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "run_id": uuid.uuid4().hex[:8],
+        },
     }
     write_report(args.out, result)
 

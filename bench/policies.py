@@ -77,7 +77,9 @@ async def one_request(fleet: SimFleet, job: Job, deadline_s: float) -> tuple[flo
     assert fleet.relay is not None
     scale = fleet.time_scale
     request = ChatRequest(
-        request_id=f"sim-{uuid.uuid4().hex}", model=MODEL, stream=True,
+        request_id=f"sim-{uuid.uuid4().hex}",
+        model=MODEL,
+        stream=True,
         deadline_ms=now_ms() + int(deadline_s / scale * 1000),
         messages=(ChatMessage(role="user", content=" ".join(["word"] * job.prompt_words)),),
         sampling=Sampling(max_tokens=job.max_tokens),
@@ -148,8 +150,12 @@ async def kill_mid_run(jobs: list[Job], args: argparse.Namespace) -> dict[str, A
         finally:
             await fleet.stop()
             server.stop()
-    return {"node": victim.name, "left_pool_s": round(left_pool_s or 0.0, 3),
-            "completed": sum(ok for _, ok in results), "failed": sum(not ok for _, ok in results)}
+    return {
+        "node": victim.name,
+        "left_pool_s": round(left_pool_s or 0.0, 3),
+        "completed": sum(ok for _, ok in results),
+        "failed": sum(not ok for _, ok in results),
+    }
 
 
 def decision_ms_p99(workers: int = 64, decisions: int = 5000) -> float:
@@ -160,15 +166,29 @@ def decision_ms_p99(workers: int = 64, decisions: int = 5000) -> float:
     for i in range(workers):
         p = profiles[i % len(profiles)]
         node = f"n{i}"
-        scheduler.fleet.workers.observe_status(WorkerStatus(
-            worker_id=f"w{i}", node=node, engine="simulated", models=(MODEL,), slots_total=p.slots,
-            slots_free=p.slots, outstanding=i % 3), now)
+        scheduler.fleet.workers.observe_status(
+            WorkerStatus(
+                worker_id=f"w{i}",
+                node=node,
+                engine="simulated",
+                models=(MODEL,),
+                slots_total=p.slots,
+                slots_free=p.slots,
+                outstanding=i % 3,
+            ),
+            now,
+        )
         gpu = GpuSample(index=0, util_pct=30, mem_used_mb=1000, mem_total_mb=max(1.0, p.vram_mb), temp_c=55)
-        scheduler.fleet.nodes.observe(node, NodeTelemetry(node=node, cpu_pct=5, mem_used_mb=1, mem_total_mb=2,
-                                                          gpus=(gpu,)), now)
+        scheduler.fleet.nodes.observe(
+            node, NodeTelemetry(node=node, cpu_pct=5, mem_used_mb=1, mem_total_mb=2, gpus=(gpu,)), now
+        )
         scheduler.fleet.capabilities[node] = NodeCapabilities(
-            node=node, arch="x86_64", cpu_cores=8, mem_total_mb=1,
-            gpus=(GpuInfo(index=0, name=p.gpu_name, vram_mb=p.vram_mb, fp16_tflops=100.0),))
+            node=node,
+            arch="x86_64",
+            cpu_cores=8,
+            mem_total_mb=1,
+            gpus=(GpuInfo(index=0, name=p.gpu_name, vram_mb=p.vram_mb, fp16_tflops=100.0),),
+        )
     request = ChatRequest(request_id="r", model=MODEL, deadline_ms=0, messages=(ChatMessage(role="user", content="x"),))
     for _ in range(decisions):
         scheduler.decide(request)
@@ -234,11 +254,18 @@ def main() -> None:
     result["weighted_p99_vs_round_robin"] = round(p["weighted"]["p99_ms"] / p["round_robin"]["p99_ms"], 3)
     result["weighted_p99_vs_least_outstanding"] = round(p["weighted"]["p99_ms"] / p["least_outstanding"]["p99_ms"], 3)
     result["workload"] = {
-        "simulation": True, "seed": args.seed, "requests": len(jobs), "arrival_rate_rps": round(rate, 3),
-        "load_of_capacity": args.load, "capacity_rps": round(capacity_rps(LAYOUT), 3),
-        "duration_s": args.duration, "deadline_s": args.deadline, "time_scale": args.time_scale,
+        "simulation": True,
+        "seed": args.seed,
+        "requests": len(jobs),
+        "arrival_rate_rps": round(rate, 3),
+        "load_of_capacity": args.load,
+        "capacity_rps": round(capacity_rps(LAYOUT), 3),
+        "duration_s": args.duration,
+        "deadline_s": args.deadline,
+        "time_scale": args.time_scale,
         "nodes": {f"{prof.name}": count for prof, count in LAYOUT},
-        "answer_tokens": ANSWER_TOKENS, "prompt_words": PROMPT_WORDS,
+        "answer_tokens": ANSWER_TOKENS,
+        "prompt_words": PROMPT_WORDS,
     }
     write_report(args.out, result)
     plot(samples, args.out.with_suffix(".png"))

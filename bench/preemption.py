@@ -38,12 +38,18 @@ from services.workers.tiny_model import BENCH_SPEC, ensure_tiny_gguf
 
 HOST_MEMORY_MB = 100
 DRAIN_TIMEOUT_S = 2.0  # an unloaded model's answers in flight get this long to finish, then are handed back
-ENTRY = ("{{engine: llama_cpp, source: '{source}', modality: [chat], memory_mb: 80, priority: {priority}, "
-         "min_replicas: 1, options: {{n_threads: 1}}}}")
+ENTRY = (
+    "{{engine: llama_cpp, source: '{source}', modality: [chat], memory_mb: 80, priority: {priority}, "
+    "min_replicas: 1, options: {{n_threads: 1}}}}"
+)
 MODELS = ("low-chat", "high-chat")
-LONG_ANSWER = {"model": "low-chat", "stream": True, "temperature": 0,
-               "logit_bias": {"2": -100, "4": -100},  # no end of text: it runs to max_tokens
-               "messages": [{"role": "user", "content": "Tell me a long story about the sea."}]}
+LONG_ANSWER = {
+    "model": "low-chat",
+    "stream": True,
+    "temperature": 0,
+    "logit_bias": {"2": -100, "4": -100},  # no end of text: it runs to max_tokens
+    "messages": [{"role": "user", "content": "Tell me a long story about the sea."}],
+}
 
 
 def catalog(source: Path, *, high: bool) -> str:
@@ -79,8 +85,12 @@ class Timeline:
             for model in res.json()["data"]:
                 if model["id"] not in MODELS:
                     continue
-                state = {"model": model["id"], "state": model["state"], "reason": model["reason"],
-                         "priority": model["priority"]}
+                state = {
+                    "model": model["id"],
+                    "state": model["state"],
+                    "reason": model["reason"],
+                    "priority": model["priority"],
+                }
                 if self.now.get(model["id"]) != state:
                     self.now[model["id"]] = state
                     self.states.append({"t_s": self.at(), **state})
@@ -101,14 +111,20 @@ class Timeline:
         return self.at()
 
     def first(self, model: str, state: str, after_s: float = 0.0) -> float | None:
-        return next((s["t_s"] for s in self.states
-                     if s["model"] == model and s["state"] == state and s["t_s"] >= after_s), None)
+        return next(
+            (s["t_s"] for s in self.states if s["model"] == model and s["state"] == state and s["t_s"] >= after_s), None
+        )
 
     def upward_preemptions(self) -> list[dict[str, Any]]:
         """Every preemption by a model of equal or lower priority than the one it pushed out."""
         priority = {s["model"]: s["priority"] for s in self.states}
-        return [s for s in self.states if s["state"] == "preempted" and s["reason"].startswith("preempted by ")
-                and priority.get(s["reason"].removeprefix("preempted by "), 0) <= s["priority"]]
+        return [
+            s
+            for s in self.states
+            if s["state"] == "preempted"
+            and s["reason"].startswith("preempted by ")
+            and priority.get(s["reason"].removeprefix("preempted by "), 0) <= s["priority"]
+        ]
 
 
 @dataclass
@@ -121,8 +137,9 @@ class Answer:
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def read(self, client: httpx.AsyncClient, body: dict[str, Any]) -> None:
-        async with client.stream("POST", "/v1/chat/completions", json=body,
-                                 headers={"X-ModalMesh-Timeout": "300"}) as res:
+        async with client.stream(
+            "POST", "/v1/chat/completions", json=body, headers={"X-ModalMesh-Timeout": "300"}
+        ) as res:
             res.raise_for_status()
             async for chunk in sse_json(res):
                 if "error" in chunk:
@@ -141,8 +158,12 @@ def preemption_stack(folder: Path) -> Iterator[tuple[LocalStack, Path, Path]]:
     source = ensure_tiny_gguf(BENCH_SPEC)  # slow enough (about 130 tokens/s) to be mid-answer when preempted
     catalog_file = folder / "catalog.yaml"
     catalog_file.write_text(catalog(source, high=False))
-    env = {"MODALMESH_HOST_MEMORY_MB": str(HOST_MEMORY_MB), "MODALMESH_SCHEDULER_CATALOG_FILE": str(catalog_file),
-           "MODALMESH_WORKER_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S), "MODALMESH_LOG_LEVEL": "WARNING"}
+    env = {
+        "MODALMESH_HOST_MEMORY_MB": str(HOST_MEMORY_MB),
+        "MODALMESH_SCHEDULER_CATALOG_FILE": str(catalog_file),
+        "MODALMESH_WORKER_DRAIN_TIMEOUT_S": str(DRAIN_TIMEOUT_S),
+        "MODALMESH_LOG_LEVEL": "WARNING",
+    }
     with LocalStack(data=folder / "stack", env=env) as stack:
         yield stack, catalog_file, source
 
@@ -164,8 +185,10 @@ async def scenario(stack: LocalStack, catalog_file: Path, source: Path, max_toke
             high_running = await timeline.until("high-chat", "running")
             timeline.step("high-chat running: a client asks it")
             asked = time.monotonic()
-            reply = await client.post("/v1/chat/completions", json={
-                "model": "high-chat", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]})
+            reply = await client.post(
+                "/v1/chat/completions",
+                json={"model": "high-chat", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+            )
             reply.raise_for_status()
             high_answer_s = time.monotonic() - asked
             timeline.step(f"high-chat answered in {high_answer_s:.2f} s")
@@ -186,9 +209,13 @@ async def scenario(stack: LocalStack, catalog_file: Path, source: Path, max_toke
         "high_answer_model": reply.json()["model"],
         "most_requests_waiting": max((w["waiting"] for w in timeline.waiting), default=0),
         "low_running_again_after_unload_s": round(back - unloaded, 3) if back is not None else None,
-        "cut_off_answer": {"finish_reason": answer.finish_reason, "text_events": answer.events,
-                           "chars_before_catalog_edit": text_before, "chars": len(answer.text),
-                           "finished_after_s": round(finished - edited, 3)},
+        "cut_off_answer": {
+            "finish_reason": answer.finish_reason,
+            "text_events": answer.events,
+            "chars_before_catalog_edit": text_before,
+            "chars": len(answer.text),
+            "finished_after_s": round(finished - edited, 3),
+        },
         "upward_preemptions": len(timeline.upward_preemptions()),
         "states": timeline.states,
         "waiting": timeline.waiting,
@@ -196,8 +223,14 @@ async def scenario(stack: LocalStack, catalog_file: Path, source: Path, max_toke
     }
 
 
-STATE_COLOURS = {"starting": "#f2c14e", "running": "#3a9d5d", "stopping": "#f28c28", "preempted": "#d1495b",
-                 "stopped": "#bbbbbb", "error": "#000000"}
+STATE_COLOURS = {
+    "starting": "#f2c14e",
+    "running": "#3a9d5d",
+    "stopping": "#f28c28",
+    "preempted": "#d1495b",
+    "stopped": "#bbbbbb",
+    "error": "#000000",
+}
 
 
 def plot(result: dict[str, Any], out: Path) -> None:
@@ -213,20 +246,34 @@ def plot(result: dict[str, Any], out: Path) -> None:
     for row, model in enumerate(MODELS):
         changes = [s for s in result["states"] if s["model"] == model]
         for here, after in zip(changes, [*changes[1:], {"t_s": end}], strict=True):
-            ax.broken_barh([(here["t_s"], after["t_s"] - here["t_s"])], (row - 0.35, 0.7),
-                           color=STATE_COLOURS.get(here["state"], "#888888"))
+            ax.broken_barh(
+                [(here["t_s"], after["t_s"] - here["t_s"])],
+                (row - 0.35, 0.7),
+                color=STATE_COLOURS.get(here["state"], "#888888"),
+            )
     for n, step in enumerate(result["steps"], start=1):
         ax.axvline(step["t_s"], color="#333333", linestyle="--", linewidth=0.8)
-        ax.text(step["t_s"], len(MODELS) - 0.45 + 0.17 * (n % 3), str(n), ha="center", va="bottom", fontsize=8,
-                bbox={"boxstyle": "circle,pad=0.15", "facecolor": "white", "edgecolor": "#333333", "linewidth": 0.5})
+        ax.text(
+            step["t_s"],
+            len(MODELS) - 0.45 + 0.17 * (n % 3),
+            str(n),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            bbox={"boxstyle": "circle,pad=0.15", "facecolor": "white", "edgecolor": "#333333", "linewidth": 0.5},
+        )
     priority = {s["model"]: s["priority"] for s in result["states"]}  # as the admin API showed it
     ax.set_yticks(range(len(MODELS)), [f"{m} (priority {priority.get(m, '?')})" for m in MODELS])
     ax.set_ylim(-0.6, len(MODELS) + 0.3)
     ax.set_xlim(0, end)
     ax.set_xlabel("seconds")
     ax.set_title("A priority-9 model arrives on a full host held by a priority-3 one")
-    ax.legend(handles=[Patch(color=c, label=s) for s, c in STATE_COLOURS.items()], loc="upper left",
-              bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    ax.legend(
+        handles=[Patch(color=c, label=s) for s, c in STATE_COLOURS.items()],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+    )
     steps = "\n".join(f"{n}. {s['step']}" for n, s in enumerate(result["steps"], start=1))
     fig.text(0.01, -0.02, steps, fontsize=7, va="top")
     fig.savefig(out, dpi=120, bbox_inches="tight")
@@ -240,9 +287,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, preemption_stack(Path(folder)) as (stack, catalog_file, source):
         result = run(lambda: scenario(stack, catalog_file, source, args.max_tokens))
-    result["setup"] = {"host_memory_mb": HOST_MEMORY_MB, "drain_timeout_s": DRAIN_TIMEOUT_S,
-                       "max_tokens": args.max_tokens, "catalog": catalog(Path("<bench model>"), high=True),
-                       "run_id": uuid.uuid4().hex[:8]}
+    result["setup"] = {
+        "host_memory_mb": HOST_MEMORY_MB,
+        "drain_timeout_s": DRAIN_TIMEOUT_S,
+        "max_tokens": args.max_tokens,
+        "catalog": catalog(Path("<bench model>"), high=True),
+        "run_id": uuid.uuid4().hex[:8],
+    }
     write_report(args.out, result)  # first: it makes the folder the plot goes in, and the figures outlive a failed plot
     plot(result, args.out.with_suffix(".png"))
     print(f"plot: {args.out.with_suffix('.png')}")

@@ -39,8 +39,11 @@ async def measure(server: LlamaServer, stack: LocalStack, runs: int, max_tokens:
         direct_rate = await rate(direct, runs, max_tokens, "upstream direct")
     async with httpx.AsyncClient(base_url=stack.url, timeout=300, headers=stack.headers) as gateway:
         through = await rate(gateway, runs, max_tokens, "through the gateway")
-    return {"upstream_tokens_per_s": round(through, 2), "upstream_direct_tokens_per_s": round(direct_rate, 2),
-            "upstream_vs_direct": round(through / direct_rate, 4)}
+    return {
+        "upstream_tokens_per_s": round(through, 2),
+        "upstream_direct_tokens_per_s": round(direct_rate, 2),
+        "upstream_vs_direct": round(through / direct_rate, 4),
+    }
 
 
 def main() -> None:
@@ -58,9 +61,18 @@ def main() -> None:
             figures = asyncio.run(measure(server, stack, args.runs, args.max_tokens))
     finally:
         server.stop()
-    result = {**figures, "targets": {"upstream_vs_direct": 0.95},
-              "setup": {"server": "python -m llama_cpp.server", "model": BENCH_SPEC.digest(), "runs": args.runs,
-                        "max_tokens": args.max_tokens, "threads": args.threads, "run_id": uuid.uuid4().hex[:8]}}
+    result = {
+        **figures,
+        "targets": {"upstream_vs_direct": 0.95},
+        "setup": {
+            "server": "python -m llama_cpp.server",
+            "model": BENCH_SPEC.digest(),
+            "runs": args.runs,
+            "max_tokens": args.max_tokens,
+            "threads": args.threads,
+            "run_id": uuid.uuid4().hex[:8],
+        },
+    }
     write_report(args.out, result)
 
 

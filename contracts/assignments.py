@@ -18,8 +18,11 @@ class Assignment(Message):
     )
     resume_tokens: int = Field(default=0, ge=0, description="Tokens in `resume_text`, counted in usage.")
     first_seq: int = Field(default=0, ge=0, description="Seq of this attempt's first chunk (after the delivered ones).")
-    fallback_for: str | None = Field(default=None, description="The model the client asked for, when the request "
-                                     "went to its catalog fallback (`request.model`) for want of capacity.")
+    fallback_for: str | None = Field(
+        default=None,
+        description="The model the client asked for, when the request "
+        "went to its catalog fallback (`request.model`) for want of capacity.",
+    )
     request: InferenceRequest
 
     @property

@@ -73,8 +73,18 @@ class BusUnavailable(ModalMeshError):
 
 _BY_CODE: dict[ErrorCode, type[ModalMeshError]] = {
     cls.code: cls
-    for cls in (InvalidRequest, ModelNotFound, NoLiveWorker, DeadlineExceeded, EngineError, Unauthenticated,
-                PermissionDenied, PayloadTooLarge, Overloaded, BusUnavailable)
+    for cls in (
+        InvalidRequest,
+        ModelNotFound,
+        NoLiveWorker,
+        DeadlineExceeded,
+        EngineError,
+        Unauthenticated,
+        PermissionDenied,
+        PayloadTooLarge,
+        Overloaded,
+        BusUnavailable,
+    )
 }
 
 

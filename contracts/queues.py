@@ -35,5 +35,7 @@ class DomainQueue(BaseModel):
 class QueueReport(Message):
     scheduler_id: str
     domains: tuple[DomainQueue, ...] = ()
-    placements: dict[str, int] = Field(default_factory=dict, description="Load and unload commands sent, by "
-                                       "reason (warm, demand, idle, surplus, preempted).")
+    placements: dict[str, int] = Field(
+        default_factory=dict,
+        description="Load and unload commands sent, by reason (warm, demand, idle, surplus, preempted).",
+    )

@@ -44,8 +44,9 @@ class _ChunkBase(Message):
     seq: int = Field(ge=0, description="Position of this chunk in the request's merged output.")
     attempt: int = Field(default=1, ge=1)
     worker_id: str = ""
-    model: str | None = Field(default=None, description="The model that made it, when not the one asked for "
-                              "(a fallback).")
+    model: str | None = Field(
+        default=None, description="The model that made it, when not the one asked for (a fallback)."
+    )
 
 
 class DeltaChunk(_ChunkBase):

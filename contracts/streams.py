@@ -88,14 +88,17 @@ STREAMS: tuple[StreamConfig, ...] = (
     ),
 )
 
-STREAMS = (*STREAMS, StreamConfig(
-    name=DEAD_LETTERS,
-    subjects=[subjects.DEAD_ALL],
-    retention=RetentionPolicy.LIMITS,
-    storage=StorageType.FILE,
-    max_age=7 * 24 * 3600.0,
-    duplicate_window=DEDUP_WINDOW_S,
-))
+STREAMS = (
+    *STREAMS,
+    StreamConfig(
+        name=DEAD_LETTERS,
+        subjects=[subjects.DEAD_ALL],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=7 * 24 * 3600.0,
+        duplicate_window=DEDUP_WINDOW_S,
+    ),
+)
 
 BUCKETS: tuple[KeyValueConfig, ...] = (
     KeyValueConfig(bucket=KV_NODES, history=1, storage=StorageType.FILE),

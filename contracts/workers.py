@@ -42,8 +42,10 @@ class HeldModel(BaseModel):
     last_used_ms: int = Field(description="When it last started a request (or was loaded).")
     in_flight: int = Field(default=0, ge=0)
     state: ModelState = ModelState.running
-    reason: str = Field(default="", description="Why it came to this state: warm, demand, idle, operator, "
-                        "preempted by <model>, or the error.")
+    reason: str = Field(
+        default="",
+        description="Why it came to this state: warm, demand, idle, operator, preempted by <model>, or the error.",
+    )
     since_ms: int = Field(default_factory=now_ms, description="When it came to this state.")
 
 
@@ -70,14 +72,19 @@ class WorkerStatus(Message):
     state: WorkerState = WorkerState.ready
     detail: str = Field(default="", description="Why the worker is not ready, when it is not.")
     domain: str = Field(default="default", description="The resource domain whose queue and capacity it serves.")
-    memory_mb: float = Field(default=0.0, ge=0, description="Memory it may fill with catalog models the placement "
-                             "controller loads; 0 for a worker with one fixed model.")
-    held: dict[str, HeldModel] = Field(default_factory=dict, description="Catalog models it has loaded, is loading "
-                                       "or unloading on command, and those it ended lately.")
+    memory_mb: float = Field(
+        default=0.0,
+        ge=0,
+        description="Memory it may fill with catalog models the placement "
+        "controller loads; 0 for a worker with one fixed model.",
+    )
+    held: dict[str, HeldModel] = Field(
+        default_factory=dict,
+        description="Catalog models it has loaded, is loading or unloading on command, and those it ended lately.",
+    )
     batch: BatchLoad | None = Field(default=None, description="A batching engine's own load, where it reports one.")
     started_ms: int = Field(default_factory=now_ms, description="When this worker process started.")
     ts_ms: int = Field(default_factory=now_ms)
-
 
     def holding(self) -> dict[str, HeldModel]:
         """The models that take up its memory (loading, loaded or unloading)."""
@@ -86,9 +93,17 @@ class WorkerStatus(Message):
     def replicas(self) -> dict[str, HeldModel]:
         """Every model it serves or has a record of, with its state: a host's record as it is, a
         fixed worker's model running since the worker started, with the worker's requests in flight."""
-        fixed = {m: HeldModel(memory_mb=0.0, last_used_ms=self.ts_ms, in_flight=self.outstanding,
-                              state=ModelState.running, since_ms=self.started_ms)
-                 for m in self.models if m not in self.held}
+        fixed = {
+            m: HeldModel(
+                memory_mb=0.0,
+                last_used_ms=self.ts_ms,
+                in_flight=self.outstanding,
+                state=ModelState.running,
+                since_ms=self.started_ms,
+            )
+            for m in self.models
+            if m not in self.held
+        }
         return {**fixed, **self.held}
 
 
@@ -101,8 +116,9 @@ class ModelEntry(Message):
     source: str = Field(description="Where the weights come from: a path or a catalog reference.")
     inputs: tuple[str, ...] = Field(default=("text",), description="What requests may hold: text, image.")
     owned_by: str = "modalmesh"
-    priority_class: Priority = Field(default=Priority.interactive,
-                                     description="The class of its requests that name none (nor does their API key).")
+    priority_class: Priority = Field(
+        default=Priority.interactive, description="The class of its requests that name none (nor does their API key)."
+    )
     domain: str = Field(default="default", description="The resource domain of the workers that serve it.")
     # From the catalog file (`declared`); a worker that loads the model does not overwrite these.
     declared: bool = Field(default=False, description="Written from the catalog file, not by a worker.")
@@ -113,9 +129,12 @@ class ModelEntry(Message):
     idle_unload_s: float | None = Field(default=None, gt=0, description="Unloaded after this long without work.")
     node_labels: dict[str, str] = Field(default_factory=dict, description="Only on nodes with these labels.")
     fallback: str | None = Field(default=None, description="A model that serves its requests when it has no capacity.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Settings of its engine beyond the source: "
-                                    "worker settings by name (upstream_command, upstream_image, upstream_gpus, "
-                                    "engine_args, n_gpu_layers ...).")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings of its engine beyond the source: "
+        "worker settings by name (upstream_command, upstream_image, upstream_gpus, "
+        "engine_args, n_gpu_layers ...).",
+    )
     created_ms: int = Field(default_factory=now_ms)
 
     @property
@@ -132,8 +151,9 @@ class ModelOverride(Message):
     model: str
     pinned: bool = Field(default=False, description="Keep a replica loaded: never unloaded idle, never preempted.")
     priority: int | None = Field(default=None, ge=1, le=10, description="Replaces the catalog's priority.")
-    min_replicas: int | None = Field(default=None, ge=0, description="Replaces the catalog's min_replicas: "
-                                     "load sets at least 1, unload 0.")
+    min_replicas: int | None = Field(
+        default=None, ge=0, description="Replaces the catalog's min_replicas: load sets at least 1, unload 0."
+    )
     updated_ms: int = Field(default_factory=now_ms)
 
     def apply(self, entry: ModelEntry) -> ModelEntry:
@@ -141,5 +161,6 @@ class ModelOverride(Message):
         minimum = entry.min_replicas if self.min_replicas is None else self.min_replicas
         if self.pinned:
             minimum = max(1, minimum)
-        return entry.model_copy(update={"priority": self.priority or entry.priority,
-                                        "min_replicas": min(minimum, entry.max_replicas)})
+        return entry.model_copy(
+            update={"priority": self.priority or entry.priority, "min_replicas": min(minimum, entry.max_replicas)}
+        )

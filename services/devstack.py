@@ -59,16 +59,34 @@ class LocalStack:
 
     def __enter__(self) -> LocalStack:
         self._launcher = subprocess.Popen(
-            [sys.executable, "-m", "services.run", "--port", str(self.port), "--nats-port", str(self.nats_port),
-             "--metrics-port", str(self.metrics_port), "--data-dir", str(self.data),
-             "--ready-timeout", str(self.ready_timeout_s), "--workers", str(self.workers),
-             "--modalities", self.modalities],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "services.run",
+                "--port",
+                str(self.port),
+                "--nats-port",
+                str(self.nats_port),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--data-dir",
+                str(self.data),
+                "--ready-timeout",
+                str(self.ready_timeout_s),
+                "--workers",
+                str(self.workers),
+                "--modalities",
+                self.modalities,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, "MODALMESH_API_KEY": self.api_key, **self.env},
         )
         lines: queue.Queue[str] = queue.Queue()
         stdout = self._launcher.stdout
         assert stdout is not None
+
         def pump() -> None:
             for line in stdout:
                 lines.put(line)
@@ -128,6 +146,7 @@ class LocalStack:
                 pids.append(int(proc.name))
         return pids
 
+
 @dataclass
 class NatsServer:
     store: Path
@@ -146,8 +165,11 @@ class NatsServer:
         self.store.mkdir(parents=True, exist_ok=True)
         log.unlink(missing_ok=True)  # a restart waits for this run's "ready", not the last run's
         # With a config file, its monitoring port moves to a free one too; its store stays its own.
-        store = (["-c", str(self.config), "-m", str(free_port())] if self.config is not None
-                 else ["-js", "-sd", str(self.store)])
+        store = (
+            ["-c", str(self.config), "-m", str(free_port())]
+            if self.config is not None
+            else ["-js", "-sd", str(self.store)]
+        )
         self.process = subprocess.Popen(
             [nats_server_binary(), *store, "-a", "127.0.0.1", "-p", str(self.port), "-l", str(log)],
             env={**os.environ, **(self.env or {})},
@@ -186,10 +208,24 @@ class LlamaServer:
 
     def start(self, timeout_s: float = 60.0) -> LlamaServer:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model or ensure_tiny_gguf()),
-             "--model_alias", self.alias, "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048",
-             *(["--n_threads", str(self.threads)] if self.threads else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(self.model or ensure_tiny_gguf()),
+                "--model_alias",
+                self.alias,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--n_ctx",
+                "2048",
+                *(["--n_threads", str(self.threads)] if self.threads else []),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:  # until it answers, not a fixed sleep

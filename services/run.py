@@ -62,14 +62,25 @@ def api_key(data: Path) -> str:
 
 
 # One worker per modality beside the LLM workers: (name, engine). Each loads its default model.
-MEDIA_WORKERS = {"embedding": ("embed-1", "sentence_transformers"), "image": ("image-1", "diffusers"),
-                 "speech": ("speech-1", "espeak"), "video": ("video-1", "diffusers_video")}
+MEDIA_WORKERS = {
+    "embedding": ("embed-1", "sentence_transformers"),
+    "image": ("image-1", "diffusers"),
+    "speech": ("speech-1", "espeak"),
+    "video": ("video-1", "diffusers_video"),
+}
 ALL_MODALITIES = ("text", *MEDIA_WORKERS)
 METRICS_PORT = "MODALMESH_METRICS_PORT"
 
 
-def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int, workers: int = 1,
-             modalities: tuple[str, ...] = ALL_MODALITIES) -> list[Program]:
+def programs(
+    data: Path,
+    port: int,
+    nats_port: int,
+    host: str,
+    metrics_port: int,
+    workers: int = 1,
+    modalities: tuple[str, ...] = ALL_MODALITIES,
+) -> list[Program]:
     py = sys.executable
     users = NatsUsers.load_or_create(data / "nats-auth")
 
@@ -87,47 +98,107 @@ def programs(data: Path, port: int, nats_port: int, host: str, metrics_port: int
     common = {**as_role("worker"), "MODALMESH_WORKER_LOGS_DIR": str(data / "logs")}
     slots = os.environ.get("MODALMESH_WORKER_SLOTS", "2")
     worker_programs = [
-        Program(f"worker-llm-{i}", f"{py} -m services.workers", 20,
-                {**common, **metrics(), "MODALMESH_WORKER_WORKER_ID": f"llm-{i}", "MODALMESH_WORKER_SLOTS": slots})
-        for i in range(1, workers + 1) if "text" in modalities
+        Program(
+            f"worker-llm-{i}",
+            f"{py} -m services.workers",
+            20,
+            {**common, **metrics(), "MODALMESH_WORKER_WORKER_ID": f"llm-{i}", "MODALMESH_WORKER_SLOTS": slots},
+        )
+        for i in range(1, workers + 1)
+        if "text" in modalities
     ]
     worker_programs += [
-        Program(f"worker-{wid}", f"{py} -m services.workers", 20,
-                {**common, **metrics(), "MODALMESH_WORKER_WORKER_ID": wid, "MODALMESH_WORKER_ENGINE": engine})
-        for modality, (wid, engine) in MEDIA_WORKERS.items() if modality in modalities
+        Program(
+            f"worker-{wid}",
+            f"{py} -m services.workers",
+            20,
+            {**common, **metrics(), "MODALMESH_WORKER_WORKER_ID": wid, "MODALMESH_WORKER_ENGINE": engine},
+        )
+        for modality, (wid, engine) in MEDIA_WORKERS.items()
+        if modality in modalities
     ]
     # A neural voice when one is configured: a Piper `.onnx` with its `.onnx.json` beside it.
     if voice := os.environ.get("MODALMESH_PIPER_VOICE"):
-        worker_programs.append(Program("worker-speech-piper", f"{py} -m services.workers", 20, {
-            **common, **metrics(), "MODALMESH_WORKER_WORKER_ID": "speech-piper", "MODALMESH_WORKER_ENGINE": "piper",
-            "MODALMESH_WORKER_MODEL_PATH": voice}))
+        worker_programs.append(
+            Program(
+                "worker-speech-piper",
+                f"{py} -m services.workers",
+                20,
+                {
+                    **common,
+                    **metrics(),
+                    "MODALMESH_WORKER_WORKER_ID": "speech-piper",
+                    "MODALMESH_WORKER_ENGINE": "piper",
+                    "MODALMESH_WORKER_MODEL_PATH": voice,
+                },
+            )
+        )
     # A worker that hosts catalog models on the placement controller's command, in this much memory.
     if host_memory := os.environ.get("MODALMESH_HOST_MEMORY_MB"):
-        worker_programs.append(Program("worker-host-1", f"{py} -m services.workers", 20, {
-            **common, **metrics(), "MODALMESH_WORKER_WORKER_ID": "host-1", "MODALMESH_WORKER_ENGINE": "host",
-            "MODALMESH_WORKER_MEMORY_MB": host_memory}))
+        worker_programs.append(
+            Program(
+                "worker-host-1",
+                f"{py} -m services.workers",
+                20,
+                {
+                    **common,
+                    **metrics(),
+                    "MODALMESH_WORKER_WORKER_ID": "host-1",
+                    "MODALMESH_WORKER_ENGINE": "host",
+                    "MODALMESH_WORKER_MEMORY_MB": host_memory,
+                },
+            )
+        )
     # Any OpenAI-compatible server (vllm serve, Ollama, llama-server, ...) as a worker's engine.
     if upstream := os.environ.get("MODALMESH_UPSTREAM_URL"):
-        worker_programs.append(Program("worker-upstream-1", f"{py} -m services.workers", 20, {
-            **common, **metrics(), "MODALMESH_WORKER_WORKER_ID": "upstream-1",
-            "MODALMESH_WORKER_ENGINE": "openai_upstream", "MODALMESH_WORKER_UPSTREAM_URL": upstream}))
+        worker_programs.append(
+            Program(
+                "worker-upstream-1",
+                f"{py} -m services.workers",
+                20,
+                {
+                    **common,
+                    **metrics(),
+                    "MODALMESH_WORKER_WORKER_ID": "upstream-1",
+                    "MODALMESH_WORKER_ENGINE": "openai_upstream",
+                    "MODALMESH_WORKER_UPSTREAM_URL": upstream,
+                },
+            )
+        )
     domains = Domains.load()  # read once: the control plane's CPUs, when the file names them
 
     def control(command: str) -> str:
         return confined_command(command, domains)
 
     return [
-        Program("nats", control(f"{nats_server_binary()} -c {users.conf_path} -js -sd {data / 'nats'} "
-                                f"-a 127.0.0.1 -p {nats_port}"), 1, {}),
-        Program("monitor", control(f"{py} -m services.monitor"), 5,
-                {**as_role("monitor"), "MODALMESH_MONITOR_METRICS_PORT": str(metrics_port)}),
+        Program(
+            "nats",
+            control(f"{nats_server_binary()} -c {users.conf_path} -js -sd {data / 'nats'} -a 127.0.0.1 -p {nats_port}"),
+            1,
+            {},
+        ),
+        Program(
+            "monitor",
+            control(f"{py} -m services.monitor"),
+            5,
+            {**as_role("monitor"), "MODALMESH_MONITOR_METRICS_PORT": str(metrics_port)},
+        ),
         Program("scheduler", control(f"{py} -m services.scheduler"), 10, {**as_role("scheduler"), **scheduler_metrics}),
-        Program("aggregator", control(f"{py} -m services.aggregator"), 10,
-                {**as_role("aggregator"), **aggregator_metrics}),
+        Program(
+            "aggregator", control(f"{py} -m services.aggregator"), 10, {**as_role("aggregator"), **aggregator_metrics}
+        ),
         *worker_programs,
-        Program("gateway", control(f"{py} -m services.gateway"), 30,
-                {**as_role("gateway"), "MODALMESH_GATEWAY_PORT": str(port), "MODALMESH_GATEWAY_HOST": host,
-                 "MODALMESH_GATEWAY_API_KEYS_FILE": str(data / "api_keys")}),
+        Program(
+            "gateway",
+            control(f"{py} -m services.gateway"),
+            30,
+            {
+                **as_role("gateway"),
+                "MODALMESH_GATEWAY_PORT": str(port),
+                "MODALMESH_GATEWAY_HOST": host,
+                "MODALMESH_GATEWAY_API_KEYS_FILE": str(data / "api_keys"),
+            },
+        ),
     ]
 
 
@@ -136,25 +207,44 @@ def prometheus_config(progs: list[Program], port: int, metrics_port: int) -> str
     each service's own port, labelled with its program name."""
     jobs = [("gateway", f"127.0.0.1:{port}"), ("monitor", f"127.0.0.1:{metrics_port}")]
     jobs += [(p.name, f"127.0.0.1:{p.env[METRICS_PORT]}") for p in progs if METRICS_PORT in p.env]
-    configs = [{"job_name": name, "scrape_interval": "5s", "static_configs": [{"targets": [target]}]}
-               for name, target in jobs]
+    configs = [
+        {"job_name": name, "scrape_interval": "5s", "static_configs": [{"targets": [target]}]} for name, target in jobs
+    ]
     return yaml.safe_dump({"global": {"scrape_interval": "15s"}, "scrape_configs": configs}, sort_keys=False)
 
 
 def supervisord_conf(data: Path, progs: list[Program]) -> str:
     logs = data / "logs"
     lines = [
-        "[supervisord]", "nodaemon=true", "silent=true", "user=" + _user(), f"logfile={logs / 'supervisord.log'}",
-        f"pidfile={data / 'supervisord.pid'}", f"childlogdir={logs}", "loglevel=info", "",
+        "[supervisord]",
+        "nodaemon=true",
+        "silent=true",
+        "user=" + _user(),
+        f"logfile={logs / 'supervisord.log'}",
+        f"pidfile={data / 'supervisord.pid'}",
+        f"childlogdir={logs}",
+        "loglevel=info",
+        "",
     ]
     for p in progs:
         env = ",".join(f'{k}="{v}"' for k, v in p.env.items())
         lines += [
-            f"[program:{p.name}]", f"command={p.command}", f"directory={Path.cwd()}",
-            f"priority={p.priority}", "autostart=true", "autorestart=true", "startsecs=1",
-            "startretries=1000", "stopsignal=TERM", "stopwaitsecs=25", "stopasgroup=true", "killasgroup=true",
-            f"stdout_logfile={logs / (p.name + '.log')}", "redirect_stderr=true",
-            *([f"environment={env}"] if env else []), "",
+            f"[program:{p.name}]",
+            f"command={p.command}",
+            f"directory={Path.cwd()}",
+            f"priority={p.priority}",
+            "autostart=true",
+            "autorestart=true",
+            "startsecs=1",
+            "startretries=1000",
+            "stopsignal=TERM",
+            "stopwaitsecs=25",
+            "stopasgroup=true",
+            "killasgroup=true",
+            f"stdout_logfile={logs / (p.name + '.log')}",
+            "redirect_stderr=true",
+            *([f"environment={env}"] if env else []),
+            "",
         ]
     return "\n".join(lines)
 
@@ -175,8 +265,9 @@ def _user() -> str:
     return getpass.getuser()
 
 
-def wait_until_serving(url: str, key: str, supervisor: subprocess.Popen[bytes], timeout_s: float,
-                       expected: int = 1, workers: int = 1) -> list[str]:
+def wait_until_serving(
+    url: str, key: str, supervisor: subprocess.Popen[bytes], timeout_s: float, expected: int = 1, workers: int = 1
+) -> list[str]:
     """Poll the gateway until `expected` models are live and it hears all `workers` (a host worker
     serves no model until the placement controller loads one, and a request for a catalog model
     before its first heartbeat was refused, 503); return the live model ids."""
@@ -203,14 +294,25 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("MODALMESH_PORT", 8000)))
     parser.add_argument("--nats-port", type=int, default=int(os.environ.get("MODALMESH_NATS_PORT", 4222)))
     parser.add_argument("--host", default=os.environ.get("MODALMESH_HOST", "127.0.0.1"))
-    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("MODALMESH_METRICS_PORT", 9101)),
-                        help="the monitor agent's Prometheus port")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("MODALMESH_METRICS_PORT", 9101)),
+        help="the monitor agent's Prometheus port",
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MODALMESH_DATA", ".data")))
     parser.add_argument("--ready-timeout", type=float, default=180.0)
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("MODALMESH_WORKERS", 1)),
-                        help="LLM worker processes (llm-1 ... llm-N)")
-    parser.add_argument("--modalities", default=os.environ.get("MODALMESH_MODALITIES", ",".join(ALL_MODALITIES)),
-                        help=f"which workers to start, comma-separated from {', '.join(ALL_MODALITIES)}")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("MODALMESH_WORKERS", 1)),
+        help="LLM worker processes (llm-1 ... llm-N)",
+    )
+    parser.add_argument(
+        "--modalities",
+        default=os.environ.get("MODALMESH_MODALITIES", ",".join(ALL_MODALITIES)),
+        help=f"which workers to start, comma-separated from {', '.join(ALL_MODALITIES)}",
+    )
     args = parser.parse_args()
     modalities = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
     if unknown := set(modalities) - set(ALL_MODALITIES):
@@ -237,7 +339,8 @@ def main() -> None:
     # Own session: Ctrl-C reaches this launcher only, which stops supervisord, which stops the rest in order.
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
-        start_new_session=True, preexec_fn=_stop_with_parent,
+        start_new_session=True,
+        preexec_fn=_stop_with_parent,
     )
 
     def stop(*_: object) -> None:
@@ -249,10 +352,17 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     url = f"http://{args.host}:{args.port}"
     try:
-        expected = len(modalities) + sum(bool(os.environ.get(v)) for v in ("MODALMESH_PIPER_VOICE",
-                                                                              "MODALMESH_UPSTREAM_URL"))
-        live = wait_until_serving(url, key, supervisor, args.ready_timeout, expected=expected,
-                                  workers=sum(p.name.startswith("worker-") for p in progs))
+        expected = len(modalities) + sum(
+            bool(os.environ.get(v)) for v in ("MODALMESH_PIPER_VOICE", "MODALMESH_UPSTREAM_URL")
+        )
+        live = wait_until_serving(
+            url,
+            key,
+            supervisor,
+            args.ready_timeout,
+            expected=expected,
+            workers=sum(p.name.startswith("worker-") for p in progs),
+        )
     except SystemExit:
         stop()
         supervisor.wait()
@@ -260,10 +370,16 @@ def main() -> None:
     print(f"\nModalMesh is up: open {url}/#key={key}  (models: {', '.join(live)})", flush=True)
     print(f"API key: {key}   (curl -H 'Authorization: Bearer {key}' {url}/v1/models)", flush=True)
     print(f"OpenAI API: {url}/v1   logs: {data / 'logs'}", flush=True)
-    print(f"NATS: nats://127.0.0.1:{args.nats_port} (user admin, password in {data / 'nats-auth' / 'users.json'};"
-          " every service has its own user)", flush=True)
-    print(f"Metrics (Prometheus): {url}/metrics, and 127.0.0.1:{args.metrics_port} (node) and up; scrape them all "
-          f"with `prometheus --config.file {data / 'prometheus.yml'}`", flush=True)
+    print(
+        f"NATS: nats://127.0.0.1:{args.nats_port} (user admin, password in {data / 'nats-auth' / 'users.json'};"
+        " every service has its own user)",
+        flush=True,
+    )
+    print(
+        f"Metrics (Prometheus): {url}/metrics, and 127.0.0.1:{args.metrics_port} (node) and up; scrape them all "
+        f"with `prometheus --config.file {data / 'prometheus.yml'}`",
+        flush=True,
+    )
     print("Ctrl-C stops everything.", flush=True)
     supervisor.wait()
 

@@ -55,8 +55,11 @@ def media_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     models, and a Piper worker with the tiny voice."""
     from services.workers.tiny_voice import ensure_tiny_voice
 
-    stack = LocalStack(data=Path(tmp_path_factory.mktemp("media")), modalities="embedding,image,speech,video",
-                       env={"MODALMESH_PIPER_VOICE": str(ensure_tiny_voice())})
+    stack = LocalStack(
+        data=Path(tmp_path_factory.mktemp("media")),
+        modalities="embedding,image,speech,video",
+        env={"MODALMESH_PIPER_VOICE": str(ensure_tiny_voice())},
+    )
     try:
         with stack:
             yield stack

@@ -25,8 +25,9 @@ async def scheduler_on_own_server(settings: dict[str, Any], **scheduler: Any) ->
         server = NatsServer(store=Path(store)).start()
         stop = asyncio.Event()
         bus = await connect(server.url, "test")
-        running = Scheduler(SchedulerSettings(nats_url=server.url, **settings),
-                            await connect(server.url, "scheduler"), **scheduler)
+        running = Scheduler(
+            SchedulerSettings(nats_url=server.url, **settings), await connect(server.url, "scheduler"), **scheduler
+        )
         task = asyncio.create_task(running.run(stop))
         await asyncio.sleep(0.3)  # its consumers exist before the first request
         try:

@@ -63,9 +63,15 @@ class Aggregator:
             await msg.term()
             return
         # The end of a request is a span in its trace; the chunks before it are not worth one each.
-        span = (tracer.start_as_current_span("aggregate", context=extract(msg.headers), attributes={
-                    "modalmesh.service": "aggregator", "modalmesh.request_id": chunk.request_id})
-                if isinstance(chunk, (FinalChunk, ErrorChunk)) else contextlib.nullcontext())
+        span = (
+            tracer.start_as_current_span(
+                "aggregate",
+                context=extract(msg.headers),
+                attributes={"modalmesh.service": "aggregator", "modalmesh.request_id": chunk.request_id},
+            )
+            if isinstance(chunk, (FinalChunk, ErrorChunk))
+            else contextlib.nullcontext()
+        )
         with span:
             await self._merge(chunk, msg)
 
@@ -90,8 +96,9 @@ class Aggregator:
         metrics.CHUNKS.labels(chunk.kind).inc()
         if merge.terminal is not None:
             terminal = merge.terminal
-            metrics.FINISHED.labels(terminal.code.value if isinstance(terminal, ErrorChunk)
-                                    else terminal.finish_reason).inc()
+            metrics.FINISHED.labels(
+                terminal.code.value if isinstance(terminal, ErrorChunk) else terminal.finish_reason
+            ).inc()
             del self.merges[rid]
             self._started_ms.pop(rid, None)
             self._progress_written_ms.pop(rid, None)

@@ -28,9 +28,14 @@ def running_state(request_id: str, merge: RequestMerge, started_ms: int) -> Task
     elapsed_s = (now_ms() - started_ms) / 1000
     eta = elapsed_s * (1 - fraction) / fraction if fraction > 0 else None
     return TaskState(
-        request_id=request_id, status=TaskStatus.running, text=merge.merged_text, progress=fraction,
-        eta_s=None if eta is None else round(eta, 3), message=merge.progress.message if merge.progress else "",
-        artifacts=tuple(merge.artifacts), attempts=merge.attempt,
+        request_id=request_id,
+        status=TaskStatus.running,
+        text=merge.merged_text,
+        progress=fraction,
+        eta_s=None if eta is None else round(eta, 3),
+        message=merge.progress.message if merge.progress else "",
+        artifacts=tuple(merge.artifacts),
+        attempts=merge.attempt,
     )
 
 
@@ -40,15 +45,26 @@ def final_state(request_id: str, merge: RequestMerge) -> TaskState:
     text, artifacts = merge.merged_text, tuple(merge.artifacts)
     if isinstance(terminal, ErrorChunk):
         return TaskState(
-            request_id=request_id, status=TaskStatus.failed, text=text, artifacts=artifacts,
-            error_code=terminal.code, error=terminal.message, attempts=terminal.attempt,
+            request_id=request_id,
+            status=TaskStatus.failed,
+            text=text,
+            artifacts=artifacts,
+            error_code=terminal.code,
+            error=terminal.message,
+            attempts=terminal.attempt,
         )
     status = TaskStatus.cancelled if terminal.finish_reason == "cancelled" else TaskStatus.completed
     return TaskState(
-        request_id=request_id, status=status, text=text, usage=terminal.usage, artifacts=artifacts,
+        request_id=request_id,
+        status=status,
+        text=text,
+        usage=terminal.usage,
+        artifacts=artifacts,
         progress=1.0 if status is TaskStatus.completed else merge.progress.fraction if merge.progress else 0.0,
         eta_s=0.0 if status is TaskStatus.completed else None,
-        finish_reason=terminal.finish_reason, attempts=terminal.attempt, timings=terminal.timings,
+        finish_reason=terminal.finish_reason,
+        attempts=terminal.attempt,
+        timings=terminal.timings,
     )
 
 

@@ -64,12 +64,21 @@ def evaluate_thresholds(
     return out, frozenset(now_firing)
 
 
-def _alert(rule: ThresholdRule, t: NodeTelemetry, what: str, value: float, state: AlertState,
-           threshold: float) -> Alert:
+def _alert(
+    rule: ThresholdRule, t: NodeTelemetry, what: str, value: float, state: AlertState, threshold: float
+) -> Alert:
     verb = "above" if state is AlertState.firing else "back below"
-    return Alert(name=rule.name, node=t.node, severity=rule.severity, state=state, subject_key=what,
-                 value=round(value, 2), threshold=threshold, ts_ms=t.ts_ms,
-                 message=f"{rule.metric} of {what} on {t.node} is {value:.1f}, {verb} {threshold:g}")
+    return Alert(
+        name=rule.name,
+        node=t.node,
+        severity=rule.severity,
+        state=state,
+        subject_key=what,
+        value=round(value, 2),
+        threshold=threshold,
+        ts_ms=t.ts_ms,
+        message=f"{rule.metric} of {what} on {t.node} is {value:.1f}, {verb} {threshold:g}",
+    )
 
 
 def evaluate_offline(
@@ -83,13 +92,32 @@ def evaluate_offline(
         silent = now_ms - seen > dead_after_ms
         if silent and key not in now_firing:
             now_firing.add(key)
-            out.append(Alert(name="node_offline", node=node, severity=Severity.critical, state=AlertState.firing,
-                             subject_key="node", value=(now_ms - seen) / 1000, threshold=dead_after_ms / 1000,
-                             ts_ms=now_ms, message=f"no telemetry from {node} for {(now_ms - seen) / 1000:.1f}s"))
+            out.append(
+                Alert(
+                    name="node_offline",
+                    node=node,
+                    severity=Severity.critical,
+                    state=AlertState.firing,
+                    subject_key="node",
+                    value=(now_ms - seen) / 1000,
+                    threshold=dead_after_ms / 1000,
+                    ts_ms=now_ms,
+                    message=f"no telemetry from {node} for {(now_ms - seen) / 1000:.1f}s",
+                )
+            )
         elif not silent and key in now_firing:
             now_firing.discard(key)
-            out.append(Alert(name="node_offline", node=node, severity=Severity.critical, state=AlertState.resolved,
-                             subject_key="node", ts_ms=now_ms, message=f"{node} is reporting again"))
+            out.append(
+                Alert(
+                    name="node_offline",
+                    node=node,
+                    severity=Severity.critical,
+                    state=AlertState.resolved,
+                    subject_key="node",
+                    ts_ms=now_ms,
+                    message=f"{node} is reporting again",
+                )
+            )
     return out, frozenset(now_firing)
 
 
@@ -110,12 +138,30 @@ class CrashLoop:
         restarts = len(seen) - 1
         if restarts >= self.max_restarts and worker_id not in self.firing:
             self.firing.add(worker_id)
-            return [Alert(name="worker_crash_loop", node=node, severity=Severity.critical, state=AlertState.firing,
-                          subject_key=worker_id, value=restarts, threshold=self.max_restarts, ts_ms=now_ms,
-                          message=f"worker {worker_id} restarted {restarts} times in {self.window_ms // 1000}s")]
+            return [
+                Alert(
+                    name="worker_crash_loop",
+                    node=node,
+                    severity=Severity.critical,
+                    state=AlertState.firing,
+                    subject_key=worker_id,
+                    value=restarts,
+                    threshold=self.max_restarts,
+                    ts_ms=now_ms,
+                    message=f"worker {worker_id} restarted {restarts} times in {self.window_ms // 1000}s",
+                )
+            ]
         if restarts == 0 and worker_id in self.firing:
             self.firing.discard(worker_id)
-            return [Alert(name="worker_crash_loop", node=node, severity=Severity.critical,
-                          state=AlertState.resolved, subject_key=worker_id, ts_ms=now_ms,
-                          message=f"worker {worker_id} has been stable for {self.window_ms // 1000}s")]
+            return [
+                Alert(
+                    name="worker_crash_loop",
+                    node=node,
+                    severity=Severity.critical,
+                    state=AlertState.resolved,
+                    subject_key=worker_id,
+                    ts_ms=now_ms,
+                    message=f"worker {worker_id} has been stable for {self.window_ms // 1000}s",
+                )
+            ]
         return []

@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 async def publish_alert(bus: Bus, alert: Alert, webhook_url: str | None = None) -> None:
     msg_id = f"{alert.name}:{alert.node}:{alert.subject_key}:{alert.state.value}:{alert.ts_ms}"
-    await bus.js.publish(subjects.alert(alert.severity.value, alert.node), alert.encode(),
-                         headers={"Nats-Msg-Id": msg_id})
+    await bus.js.publish(
+        subjects.alert(alert.severity.value, alert.node), alert.encode(), headers={"Nats-Msg-Id": msg_id}
+    )
     log.warning("alert %s %s: %s", alert.name, alert.state.value, alert.message)
     if webhook_url:
         try:

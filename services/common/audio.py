@@ -30,9 +30,15 @@ def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
     data_size = _UNKNOWN_LENGTH if data_bytes is None else data_bytes
     riff_size = _UNKNOWN_LENGTH if data_bytes is None else 36 + data_bytes
     byte_rate = sample_rate * SAMPLE_WIDTH
-    return (b"RIFF" + struct.pack("<I", riff_size) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, byte_rate, SAMPLE_WIDTH, 16)
-            + b"data" + struct.pack("<I", data_size))
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff_size)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, byte_rate, SAMPLE_WIDTH, 16)
+        + b"data"
+        + struct.pack("<I", data_size)
+    )
 
 
 def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:

@@ -41,8 +41,11 @@ async def ack_confirmed(msg: Msg, within_s: float = ACK_WITHIN_S) -> None:
             with attempt:
                 await msg.ack_sync(timeout=1.0)
     except (nats.errors.Error, asyncio.TimeoutError) as exc:
-        log.warning("acknowledgement of %s not confirmed (%s): it comes back after its ack_wait",
-                    msg.subject, type(exc).__name__)
+        log.warning(
+            "acknowledgement of %s not confirmed (%s): it comes back after its ack_wait",
+            msg.subject,
+            type(exc).__name__,
+        )
 
 
 def while_unanswered(within_s: float, max_wait_s: float = 1.0) -> AsyncRetrying:
@@ -53,9 +56,12 @@ def while_unanswered(within_s: float, max_wait_s: float = 1.0) -> AsyncRetrying:
             with attempt:
                 await kv.put(key, value)
     """
-    return AsyncRetrying(retry=retry_if_exception_type((nats.errors.Error, asyncio.TimeoutError)),
-                         wait=wait_exponential(multiplier=0.1, max=max_wait_s),
-                         stop=stop_after_delay(max(0.0, within_s)), reraise=True)
+    return AsyncRetrying(
+        retry=retry_if_exception_type((nats.errors.Error, asyncio.TimeoutError)),
+        wait=wait_exponential(multiplier=0.1, max=max_wait_s),
+        stop=stop_after_delay(max(0.0, within_s)),
+        reraise=True,
+    )
 
 
 async def _log_error(exc: Exception) -> None:

@@ -52,22 +52,39 @@ class DomainSpec(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1, description="Requests in flight on its workers, at most.")
     max_queue: int | None = Field(default=None, ge=0, description="Waiting requests beyond which new ones get 429.")
     cpus: tuple[int, ...] | None = Field(default=None, min_length=1, description="CPU cores its workers run on.")
-    nice: int | None = Field(default=None, ge=0, le=19, description="CPU niceness of its workers: the kernel "
-                             "runs anything less nice (the control plane, real-time workers) first on shared cores.")
-    sched_idle: bool = Field(default=False, description="Linux SCHED_IDLE for its workers: they get a core only "
-                             "when nothing else wants it, and anything waking there (the control plane, a real-time "
-                             "worker) takes it at once. Stronger than nice 19, which still gives them a share.")
-    gpu_memory_fraction: float | None = Field(default=None, gt=0, le=1, description="Share of its GPU's memory "
-                                              "each of its workers may take (torch engines, vLLM).")
-    ram_fraction: float | None = Field(default=None, gt=0, le=1, description="Share of the machine's RAM each "
-                                       "of its workers (with what they start) may take.")
+    nice: int | None = Field(
+        default=None,
+        ge=0,
+        le=19,
+        description="CPU niceness of its workers: the kernel "
+        "runs anything less nice (the control plane, real-time workers) first on shared cores.",
+    )
+    sched_idle: bool = Field(
+        default=False,
+        description="Linux SCHED_IDLE for its workers: they get a core only "
+        "when nothing else wants it, and anything waking there (the control plane, a real-time "
+        "worker) takes it at once. Stronger than nice 19, which still gives them a share.",
+    )
+    gpu_memory_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Share of its GPU's memory each of its workers may take (torch engines, vLLM).",
+    )
+    ram_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Share of the machine's RAM each of its workers (with what they start) may take.",
+    )
 
 
 class Domains(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    control_plane: DomainSpec | None = Field(default=None, description="CPUs (and niceness) of NATS and the "
-                                             "gateway, scheduler, aggregator and monitor.")
+    control_plane: DomainSpec | None = Field(
+        default=None, description="CPUs (and niceness) of NATS and the gateway, scheduler, aggregator and monitor."
+    )
     domains: dict[str, DomainSpec] = Field(default_factory=dict)
 
     def spec(self, name: str) -> DomainSpec:
@@ -112,8 +129,9 @@ def confine(spec: DomainSpec) -> None:
         _each(threads, lambda tid: os.sched_setaffinity(tid, cpus))
         os.environ["OMP_NUM_THREADS"] = str(len(cpus))  # torch and BLAS size their pools by it
     if nice := spec.nice:  # never less nice than it was
-        _each(threads, lambda tid: os.setpriority(os.PRIO_PROCESS, tid,
-                                                  max(nice, os.getpriority(os.PRIO_PROCESS, tid))))
+        _each(
+            threads, lambda tid: os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+        )
     if spec.sched_idle:
         if hasattr(os, "SCHED_IDLE"):
             _each(threads, lambda tid: os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0)))

@@ -34,10 +34,12 @@ def decoded(kind: type[M], msg: Msg) -> M | None:
         return None
 
 
-def mirror(into: dict[str, M], kind: type[M], then: Callable[[], None] | None = None) -> Callable[
-        [str, bytes | None], None]:
+def mirror(
+    into: dict[str, M], kind: type[M], then: Callable[[], None] | None = None
+) -> Callable[[str, bytes | None], None]:
     """An `apply` for `watch_bucket` that keeps `into` equal to a bucket of `kind` entries (and calls
     `then` after each change)."""
+
     def apply(key: str, value: bytes | None) -> None:
         if value is None:
             into.pop(key, None)
@@ -45,6 +47,7 @@ def mirror(into: dict[str, M], kind: type[M], then: Callable[[], None] | None = 
             into[key] = kind.decode(value)
         if then is not None:
             then()
+
     return apply
 
 
@@ -80,8 +83,10 @@ class FleetView:
     async def follow(self, bus: Bus, on_status: StatusHook | None = None) -> None:
         """Start following the fleet; `on_status` runs after each heartbeat is recorded."""
         self._on_status_hook = on_status
-        self._subs += [await bus.nc.subscribe(subjects.WORKER_STATUS_ALL, cb=self._on_status),
-                       await bus.nc.subscribe(subjects.TELEMETRY_ALL, cb=self._on_telemetry)]
+        self._subs += [
+            await bus.nc.subscribe(subjects.WORKER_STATUS_ALL, cb=self._on_status),
+            await bus.nc.subscribe(subjects.TELEMETRY_ALL, cb=self._on_telemetry),
+        ]
         nodes = await (await bus.js.key_value(streams.KV_NODES)).watchall()
         self.watch(nodes, mirror(self.capabilities, NodeCapabilities))
         self._tasks.append(asyncio.create_task(self._hold_while_cut_off(bus)))
@@ -102,8 +107,10 @@ class FleetView:
 
     async def follow_catalog(self, bus: Bus) -> None:
         self.watch(await (await bus.js.key_value(streams.KV_MODELS)).watchall(), mirror(self.catalog, ModelEntry))
-        self.watch(await (await bus.js.key_value(streams.KV_PLACEMENT)).watchall(),
-                   mirror(self.overrides, ModelOverride, self._override_changed))
+        self.watch(
+            await (await bus.js.key_value(streams.KV_PLACEMENT)).watchall(),
+            mirror(self.overrides, ModelOverride, self._override_changed),
+        )
 
     def _override_changed(self) -> None:
         if self.on_override is not None:

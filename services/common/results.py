@@ -61,8 +61,13 @@ class ResultPublisher:
         return {"Nats-Msg-Id": f"{self.request_id}:{self.attempt}:{self.seq}"}
 
     def _ids(self) -> dict[str, Any]:
-        return {"request_id": self.request_id, "seq": self.seq, "attempt": self.attempt, "worker_id": self.worker_id,
-                "model": self.served_model}
+        return {
+            "request_id": self.request_id,
+            "seq": self.seq,
+            "attempt": self.attempt,
+            "worker_id": self.worker_id,
+            "model": self.served_model,
+        }
 
     async def delta(self, text: str, tokens: int) -> None:
         await self._publish_fast(DeltaChunk(**self._ids(), text=text, tokens=tokens))
@@ -71,8 +76,9 @@ class ResultPublisher:
         await self._publish_fast(ProgressChunk(**self._ids(), fraction=min(1.0, max(0.0, fraction)), message=message))
 
     async def data(self, data: bytes, content_type: str, index: int = 0) -> None:
-        await self._publish_fast(DataChunk(**self._ids(), content_type=content_type,
-                                           data_b64=base64.b64encode(data).decode(), index=index))
+        await self._publish_fast(
+            DataChunk(**self._ids(), content_type=content_type, data_b64=base64.b64encode(data).decode(), index=index)
+        )
 
     async def artifact(self, artifact: Artifact) -> None:
         await self._publish_fast(ArtifactChunk(**self._ids(), artifact=artifact))

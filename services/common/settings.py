@@ -16,14 +16,27 @@ def _shared(name: str) -> AliasChoices:
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODALMESH_", extra="ignore", populate_by_name=True)
 
-    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias=_shared("nats_url"),
-                          description="NATS server(s), comma separated.")
-    node: str = Field(default_factory=lambda: socket.gethostname().split(".")[0],
-                      validation_alias=_shared("node"), description="This host's name in the fleet.")
-    heartbeat_s: float = Field(default=1.0, gt=0, validation_alias=_shared("heartbeat_s"),
-                               description="How often workers announce themselves.")
-    dead_after_s: float = Field(default=3.0, gt=0, validation_alias=_shared("dead_after_s"),
-                                description="Missing heartbeats this long = gone.")
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        validation_alias=_shared("nats_url"),
+        description="NATS server(s), comma separated.",
+    )
+    node: str = Field(
+        default_factory=lambda: socket.gethostname().split(".")[0],
+        validation_alias=_shared("node"),
+        description="This host's name in the fleet.",
+    )
+    heartbeat_s: float = Field(
+        default=1.0, gt=0, validation_alias=_shared("heartbeat_s"), description="How often workers announce themselves."
+    )
+    dead_after_s: float = Field(
+        default=3.0, gt=0, validation_alias=_shared("dead_after_s"), description="Missing heartbeats this long = gone."
+    )
     log_level: str = Field(default="INFO", validation_alias=_shared("log_level"))
-    metrics_port: int | None = Field(default=None, ge=1, le=65535, validation_alias=_shared("metrics_port"),
-                                     description="Port of this service's Prometheus /metrics (none: not served).")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        validation_alias=_shared("metrics_port"),
+        description="Port of this service's Prometheus /metrics (none: not served).",
+    )

@@ -14,8 +14,9 @@ def main() -> None:
     settings = GatewaySettings()
     setup_logging("gateway", settings.log_level)
     setup_tracing("gateway")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=10
+    )
 
 
 if __name__ == "__main__":

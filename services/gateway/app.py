@@ -24,8 +24,12 @@ UI_DIR = Path(__file__).parent / "ui"
 # FastAPI's own OpenTelemetry server span per HTTP request (on when a tracer provider is set: see
 # services.common.tracing) continues the client's `traceparent`; the request's NATS messages carry
 # it on. Prometheus has the HTTP metrics already, and probes are not worth a span.
-TELEMETRY: TelemetryConfig = {"metrics": False, "logs": False, "operation_spans": False,
-                              "exclude": lambda scope: scope.get("path") in ("/healthz", "/readyz", "/metrics")}
+TELEMETRY: TelemetryConfig = {
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "exclude": lambda scope: scope.get("path") in ("/healthz", "/readyz", "/metrics"),
+}
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -44,8 +48,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await relay.stop()
             await bus.close()
 
-    app = FastAPI(title="ModalMesh", version="0.1.0", lifespan=lifespan, telemetry=TELEMETRY,
-                  description="OpenAI-compatible multimodal serving over NATS JetStream.")
+    app = FastAPI(
+        title="ModalMesh",
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry=TELEMETRY,
+        description="OpenAI-compatible multimodal serving over NATS JetStream.",
+    )
     app.state.settings = settings
     # No key, no gateway: a config error fails here, loudly, with the variable's name.
     app.state.keys = KeyRing.load(settings.api_keys, settings.api_keys_file)

@@ -44,8 +44,12 @@ class Files:
 
     def authorize(self, request: Request, file_id: str, expires: int | None, sig: str | None) -> None:
         """A valid, unexpired signature, or else the API key as on every other route."""
-        if expires is not None and sig and expires >= time.time() and hmac.compare_digest(
-                sig, self._signature(file_id, expires)):
+        if (
+            expires is not None
+            and sig
+            and expires >= time.time()
+            and hmac.compare_digest(sig, self._signature(file_id, expires))
+        ):
             return
         check_key(request)
 

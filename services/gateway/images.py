@@ -12,8 +12,9 @@ from urllib.parse import urlparse
 from contracts.errors import InvalidRequest
 from services.gateway.files import Files
 
-_DATA_URL = re.compile(r"^data:(?P<type>image/[\w.+-]+)?(?P<params>(;[\w-]+=[\w.-]+)*)(?P<b64>;base64)?,(?P<data>.*)$",
-                       re.DOTALL)
+_DATA_URL = re.compile(
+    r"^data:(?P<type>image/[\w.+-]+)?(?P<params>(;[\w-]+=[\w.-]+)*)(?P<b64>;base64)?,(?P<data>.*)$", re.DOTALL
+)
 KEPT_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg"}  # passed on as sent; others become PNG
 
 

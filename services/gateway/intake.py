@@ -124,9 +124,12 @@ class Intake:
         return stream, await first_chunk(self.request, stream)
 
 
-async def intake(request: Request, timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
-           idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER),
-           priority: str | None = Header(None, alias=PRIORITY_HEADER)) -> Intake:
+async def intake(
+    request: Request,
+    timeout: str | None = Header(None, alias=TIMEOUT_HEADER),
+    idempotency_key: str | None = Header(None, alias=IDEMPOTENCY_HEADER),
+    priority: str | None = Header(None, alias=PRIORITY_HEADER),
+) -> Intake:
     return Intake(request, timeout, idempotency_key, priority)
 
 

@@ -31,8 +31,9 @@ def check_request(request: AnyRequest, settings: GatewaySettings) -> None:
         chars = max(len(text) for text in request.inputs)
     elif isinstance(request, (ImageRequest, VideoRequest)):
         if request.width * request.height > settings.max_image_pixels:
-            raise InvalidRequest(f"{request.width}x{request.height} is over the limit of "
-                                 f"{settings.max_image_pixels} pixels")
+            raise InvalidRequest(
+                f"{request.width}x{request.height} is over the limit of {settings.max_image_pixels} pixels"
+            )
         chars = len(request.prompt)
     elif isinstance(request, SpeechRequest):
         chars = len(request.input)
@@ -76,8 +77,13 @@ class BodySizeLimit:
         import json
 
         body = json.dumps(error_body(413, f"request body over {self.max_bytes} bytes", "payload_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -15,16 +15,29 @@ from contracts.requests import AnyRequest
 from contracts.results import AnyChunk, ErrorChunk, FinalChunk, ProgressChunk
 from services.common.metrics import SECONDS
 
-HTTP_REQUESTS = Counter("modalmesh_gateway_http_requests_total", "HTTP requests answered, by route and status.",
-                        ["route", "method", "code"])
-HTTP_SECONDS = Histogram("modalmesh_gateway_http_request_seconds", "HTTP request to the end of its response "
-                         "(the whole stream for SSE).", ["route", "method"], buckets=SECONDS)
-TTFT = Histogram("modalmesh_gateway_ttft_seconds", "Request accepted to its first output (a token, audio, a "
-                 "vector or a file) leaving the bus.", ["model", "modality"], buckets=SECONDS)
-TOKENS = Counter("modalmesh_gateway_tokens_total", "Prompt and completion tokens of finished requests.",
-                 ["model", "kind"])
-FINISHED = Counter("modalmesh_gateway_requests_finished_total", "Requests that ended, by outcome: a finish reason "
-                   "or an error code.", ["model", "outcome"])
+HTTP_REQUESTS = Counter(
+    "modalmesh_gateway_http_requests_total", "HTTP requests answered, by route and status.", ["route", "method", "code"]
+)
+HTTP_SECONDS = Histogram(
+    "modalmesh_gateway_http_request_seconds",
+    "HTTP request to the end of its response (the whole stream for SSE).",
+    ["route", "method"],
+    buckets=SECONDS,
+)
+TTFT = Histogram(
+    "modalmesh_gateway_ttft_seconds",
+    "Request accepted to its first output (a token, audio, a vector or a file) leaving the bus.",
+    ["model", "modality"],
+    buckets=SECONDS,
+)
+TOKENS = Counter(
+    "modalmesh_gateway_tokens_total", "Prompt and completion tokens of finished requests.", ["model", "kind"]
+)
+FINISHED = Counter(
+    "modalmesh_gateway_requests_finished_total",
+    "Requests that ended, by outcome: a finish reason or an error code.",
+    ["model", "outcome"],
+)
 IN_FLIGHT = Gauge("modalmesh_gateway_in_flight", "Requests whose output the gateway is relaying.", ["model"])
 
 

@@ -60,8 +60,7 @@ class GatewayFleet(FleetView):
             raise ModelNotFound(f"The model `{model}` does not exist")
         serves = self.catalog[model].modality
         if modality is not None and modality not in serves:
-            raise InvalidRequest(f"The model `{model}` does {', '.join(m.value for m in serves)}, "
-                                 f"not {modality.value}")
+            raise InvalidRequest(f"The model `{model}` does {', '.join(m.value for m in serves)}, not {modality.value}")
         if images and "image" not in self.catalog[model].inputs:
             raise InvalidRequest(f"The model `{model}` cannot see images")
         now = time.monotonic()
@@ -108,8 +107,9 @@ class Relay:
         await self.fleet.follow(self.bus)
         await self.fleet.follow_catalog(self.bus)
         # Every alert still in the stream, then new ones; an ordered consumer needs no cleanup.
-        self._alerts_sub = await self.bus.js.subscribe(subjects.ALERTS_ALL, cb=self._on_alert, ordered_consumer=True,
-                                                       deliver_policy=DeliverPolicy.ALL)
+        self._alerts_sub = await self.bus.js.subscribe(
+            subjects.ALERTS_ALL, cb=self._on_alert, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
         self._queues_sub = await self.bus.nc.subscribe(subjects.QUEUE_REPORTS_ALL, cb=self._on_queue_report)
 
     async def stop(self) -> None:
@@ -130,8 +130,9 @@ class Relay:
         """Publish `request` durably and return the stream of its merged output. A request whose id
         JetStream has seen within its de-duplication window (a retried idempotent request) is not run
         again: its stream replays the first run's result."""
-        self.fleet.require_live(request.model, request.modality,
-                                images=isinstance(request, ChatRequest) and request.has_images)
+        self.fleet.require_live(
+            request.model, request.modality, images=isinstance(request, ChatRequest) and request.has_images
+        )
         if self.inflight[request.model] >= self.max_inflight_per_model:
             raise Overloaded(f"`{request.model}` has {self.inflight[request.model]} requests in flight; retry shortly")
         stream = RequestStream(self.bus, request, on_close=self._done)
@@ -140,7 +141,8 @@ class Relay:
         metrics.IN_FLIGHT.labels(request.model).set(self.inflight[request.model])
         try:
             ack = await self.bus.js.publish(
-                subjects.request(request.modality), request.encode(),
+                subjects.request(request.modality),
+                request.encode(),
                 headers=inject({"Nats-Msg-Id": request.request_id}),
             )
         except nats.errors.Error as exc:
@@ -160,8 +162,13 @@ class Relay:
         its current state comes back."""
         self.fleet.require_live(request.model, request.modality)
         kv = self.tasks
-        state = TaskState(request_id=request.request_id, status=TaskStatus.queued, model=request.model,
-                          modality=request.modality.value, created_ms=request.created_ms)
+        state = TaskState(
+            request_id=request.request_id,
+            status=TaskStatus.queued,
+            model=request.model,
+            modality=request.modality.value,
+            created_ms=request.created_ms,
+        )
         try:
             try:
                 await kv.create(request.request_id, state.encode())
@@ -170,8 +177,11 @@ class Relay:
                 if state.status is not TaskStatus.queued:
                     return state
                 # Still queued: perhaps its publish failed in an outage. Again (de-duplicated if stored).
-            await self.bus.js.publish(subjects.request(request.modality), request.encode(),
-                                      headers=inject({"Nats-Msg-Id": request.request_id}))
+            await self.bus.js.publish(
+                subjects.request(request.modality),
+                request.encode(),
+                headers=inject({"Nats-Msg-Id": request.request_id}),
+            )
         except nats.errors.Error as exc:
             raise BusUnavailable("the message bus did not confirm the task; retry it (same key) shortly") from exc
         return state
@@ -228,8 +238,12 @@ class ReplayStream:
             rid = self.request.request_id
             self._pending = [
                 DeltaChunk(request_id=rid, seq=0, text=state.text),
-                FinalChunk(request_id=rid, seq=1, finish_reason=state.finish_reason or "stop",  # type: ignore[arg-type]
-                           usage=state.usage or Usage()),
+                FinalChunk(
+                    request_id=rid,
+                    seq=1,
+                    finish_reason=state.finish_reason or "stop",  # type: ignore[arg-type]
+                    usage=state.usage or Usage(),
+                ),
             ]
         chunk = self._pending.pop(0)
         self.finished = not self._pending
@@ -276,7 +290,8 @@ class RequestStream:
                 except asyncio.TimeoutError:
                     if remaining <= QUIET_S:
                         raise DeadlineExceeded(
-                            f"no answer within the request's deadline ({self.request.request_id})") from None
+                            f"no answer within the request's deadline ({self.request.request_id})"
+                        ) from None
                     self._ready.extend(await self._backfill())
                     continue
                 chunk = decode_chunk(msg.data)
@@ -300,11 +315,13 @@ class RequestStream:
         cannot answer (just after a restart), up to the request's deadline: a chunk after a gap is
         never released before the gap is filled."""
         try:
-            earlier_chunks = await replay_results(self.bus, self.request.request_id,
-                                                  within_s=(self.request.deadline_ms - now_ms()) / 1000)
+            earlier_chunks = await replay_results(
+                self.bus, self.request.request_id, within_s=(self.request.deadline_ms - now_ms()) / 1000
+            )
         except (nats.errors.Error, asyncio.TimeoutError):
             raise DeadlineExceeded(
-                f"RESULTS could not be read before the deadline ({self.request.request_id})") from None
+                f"RESULTS could not be read before the deadline ({self.request.request_id})"
+            ) from None
         merge = RequestMerge()
         released = [c for earlier in earlier_chunks for c in merge.accept(earlier)]
         return [c for c in released if isinstance(c, ErrorChunk) or c.seq >= self._next_seq]

@@ -117,16 +117,23 @@ class ChatCompletionBody(_Body):
     messages: list[BodyMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
 
-    def to_contract(self, request_id: str, deadline_ms: int, default_max_tokens: int,
-                    images: list[tuple[str, ...]] | None = None) -> ChatRequest:
+    def to_contract(
+        self, request_id: str, deadline_ms: int, default_max_tokens: int, images: list[tuple[str, ...]] | None = None
+    ) -> ChatRequest:
         """`images`: per message, its checked image data URLs (see `services.gateway.images`)."""
         per_message = images or [()] * len(self.messages)
-        return ChatRequest(request_id=request_id, model=self.model, stream=self.stream, deadline_ms=deadline_ms,
-                           sampling=self.sampling(default_max_tokens),
-                           messages=tuple(m.to_contract(i) for m, i in zip(self.messages, per_message, strict=True)))
+        return ChatRequest(
+            request_id=request_id,
+            model=self.model,
+            stream=self.stream,
+            deadline_ms=deadline_ms,
+            sampling=self.sampling(default_max_tokens),
+            messages=tuple(m.to_contract(i) for m, i in zip(self.messages, per_message, strict=True)),
+        )
 
-    async def checked_images(self, files: Files, max_images: int, max_bytes: int,
-                             max_side: int) -> list[tuple[str, ...]]:
+    async def checked_images(
+        self, files: Files, max_images: int, max_bytes: int, max_side: int
+    ) -> list[tuple[str, ...]]:
         """Every message's images, decoded and checked, as data URLs (400 on the first bad one)."""
         urls = [m.image_urls for m in self.messages]
         if sum(map(len, urls)) > max_images:
@@ -155,9 +162,14 @@ class CompletionBody(_Body):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
     def to_contract(self, request_id: str, deadline_ms: int, default_max_tokens: int) -> CompletionRequest:
-        return CompletionRequest(request_id=request_id, model=self.model, stream=self.stream,
-                                 deadline_ms=deadline_ms, sampling=self.sampling(default_max_tokens),
-                                 prompt=self.prompt_text)
+        return CompletionRequest(
+            request_id=request_id,
+            model=self.model,
+            stream=self.stream,
+            deadline_ms=deadline_ms,
+            sampling=self.sampling(default_max_tokens),
+            prompt=self.prompt_text,
+        )
 
 
 class _MediaBody(BaseModel):
@@ -193,8 +205,9 @@ class EmbeddingsBody(_MediaBody):
 
     def to_contract(self, request_id: str, deadline_ms: int) -> EmbeddingRequest:
         inputs = (self.input,) if isinstance(self.input, str) else tuple(self.input)
-        return EmbeddingRequest(request_id=request_id, model=self.model, deadline_ms=deadline_ms, inputs=inputs,
-                                dimensions=self.dimensions)
+        return EmbeddingRequest(
+            request_id=request_id, model=self.model, deadline_ms=deadline_ms, inputs=inputs, dimensions=self.dimensions
+        )
 
 
 class ImageGenerationBody(_MediaBody):
@@ -210,9 +223,20 @@ class ImageGenerationBody(_MediaBody):
 
     def to_contract(self, request_id: str, deadline_ms: int, stream: bool = False) -> ImageRequest:
         width, height = _size(self.size)
-        return ImageRequest(request_id=request_id, model=self.model, deadline_ms=deadline_ms, stream=stream,
-                            prompt=self.prompt, negative_prompt=self.negative_prompt, n=self.n, width=width,
-                            height=height, steps=self.steps, guidance=self.guidance_scale, seed=self.seed)
+        return ImageRequest(
+            request_id=request_id,
+            model=self.model,
+            deadline_ms=deadline_ms,
+            stream=stream,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            n=self.n,
+            width=width,
+            height=height,
+            steps=self.steps,
+            guidance=self.guidance_scale,
+            seed=self.seed,
+        )
 
 
 class SpeechBody(_MediaBody):
@@ -222,8 +246,15 @@ class SpeechBody(_MediaBody):
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
 
     def to_contract(self, request_id: str, deadline_ms: int, stream: bool = True) -> SpeechRequest:
-        return SpeechRequest(request_id=request_id, model=self.model, deadline_ms=deadline_ms, stream=stream,
-                             input=self.input, voice=self.voice, speed=self.speed)
+        return SpeechRequest(
+            request_id=request_id,
+            model=self.model,
+            deadline_ms=deadline_ms,
+            stream=stream,
+            input=self.input,
+            voice=self.voice,
+            speed=self.speed,
+        )
 
 
 class VideoBody(_MediaBody):
@@ -238,7 +269,18 @@ class VideoBody(_MediaBody):
 
     def to_contract(self, request_id: str, deadline_ms: int, stream: bool = False) -> VideoRequest:
         width, height = _size(self.size)
-        return VideoRequest(request_id=request_id, model=self.model, deadline_ms=deadline_ms, stream=stream,
-                            prompt=self.prompt, negative_prompt=self.negative_prompt, frames=self.frames,
-                            fps=self.fps, width=width, height=height, steps=self.steps,
-                            guidance=self.guidance_scale, seed=self.seed)
+        return VideoRequest(
+            request_id=request_id,
+            model=self.model,
+            deadline_ms=deadline_ms,
+            stream=stream,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            frames=self.frames,
+            fps=self.fps,
+            width=width,
+            height=height,
+            steps=self.steps,
+            guidance=self.guidance_scale,
+            seed=self.seed,
+        )

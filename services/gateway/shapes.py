@@ -10,8 +10,11 @@ from contracts.results import Usage
 
 
 def usage_dict(usage: Usage) -> dict[str, int]:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
 
 
 @dataclass
@@ -24,13 +27,15 @@ class Shape:
     created: int = field(default_factory=lambda: int(time.time()))
 
     def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"id": self.request_id, "object": obj, "created": self.created, "model": self.model,
-                "choices": choices}
+        return {"id": self.request_id, "object": obj, "created": self.created, "model": self.model, "choices": choices}
 
     def _choice(self, text: str | None, finish_reason: str | None, *, first: bool = False) -> dict[str, Any]:
         if self.chat:
-            delta: dict[str, Any] = {"role": "assistant", "content": text or ""} if first else (
-                {"content": text} if text is not None else {})
+            delta: dict[str, Any] = (
+                {"role": "assistant", "content": text or ""}
+                if first
+                else ({"content": text} if text is not None else {})
+            )
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
 
@@ -56,8 +61,12 @@ class Shape:
 
     def complete(self, text: str, finish_reason: str, usage: Usage) -> dict[str, Any]:
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                      "finish_reason": finish_reason}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
             body = self._envelope("chat.completion", [choice])
         else:
             body = self._envelope("text_completion", [self._choice(text, finish_reason)])

@@ -55,8 +55,11 @@ def open_sources(names: tuple[str, ...]) -> list[Source]:
 def merge(node: str, readings: list[Reading]) -> NodeTelemetry:
     host = next((r for r in readings if r.cpu_pct is not None), Reading(cpu_pct=0.0, mem_used_mb=0, mem_total_mb=0))
     return NodeTelemetry(
-        node=node, cpu_pct=host.cpu_pct or 0.0, mem_used_mb=host.mem_used_mb or 0.0,
-        mem_total_mb=host.mem_total_mb or 0.0, load1=host.load1 or 0.0,
+        node=node,
+        cpu_pct=host.cpu_pct or 0.0,
+        mem_used_mb=host.mem_used_mb or 0.0,
+        mem_total_mb=host.mem_total_mb or 0.0,
+        load1=host.load1 or 0.0,
         gpus=tuple(g for r in readings for g in r.gpus),
         power_rails_w={k: v for r in readings for k, v in r.power_rails_w.items()},
         temps_c={k: v for r in readings for k, v in r.temps_c.items()},
@@ -66,10 +69,14 @@ def merge(node: str, readings: list[Reading]) -> NodeTelemetry:
 def capabilities(settings: MonitorSettings, sources: list[Source], telemetry: NodeTelemetry) -> NodeCapabilities:
     static = [s.static() for s in sources]
     return NodeCapabilities(
-        node=settings.node, arch=platform.machine(), cpu_cores=os.cpu_count() or 1,
-        mem_total_mb=telemetry.mem_total_mb, gpus=tuple(g for info in static for g in info.gpus),
+        node=settings.node,
+        arch=platform.machine(),
+        cpu_cores=os.cpu_count() or 1,
+        mem_total_mb=telemetry.mem_total_mb,
+        gpus=tuple(g for info in static for g in info.gpus),
         jetson_model=next((i.jetson_model for i in static if i.jetson_model), None),
-        labels=settings.labels, sources=tuple(s.name for s in sources),
+        labels=settings.labels,
+        sources=tuple(s.name for s in sources),
     )
 
 

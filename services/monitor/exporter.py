@@ -44,8 +44,12 @@ class Exporter:
             self.fb_used.labels(*labels).set(g.mem_used_mb)
             self.fb_free.labels(*labels).set(g.mem_free_mb)
             self.throttled.labels(*labels).set(1 if g.thermally_throttled else 0)
-            for gauge, value in ((self.gpu_temp, g.temp_c), (self.power, g.power_w),
-                                 (self.sm_clock, g.sm_clock_mhz), (self.mem_clock, g.mem_clock_mhz)):
+            for gauge, value in (
+                (self.gpu_temp, g.temp_c),
+                (self.power, g.power_w),
+                (self.sm_clock, g.sm_clock_mhz),
+                (self.mem_clock, g.mem_clock_mhz),
+            ):
                 if value is not None:
                     gauge.labels(*labels).set(value)
 

@@ -28,8 +28,9 @@ class MonitorSettings(ServiceSettings):
 
     def rules(self) -> list[ThresholdRule]:
         return [
-            ThresholdRule("gpu_temperature", "gpu_temp_c", self.gpu_temp_fire_c, self.gpu_temp_clear_c,
-                          Severity.critical),
+            ThresholdRule(
+                "gpu_temperature", "gpu_temp_c", self.gpu_temp_fire_c, self.gpu_temp_clear_c, Severity.critical
+            ),
             ThresholdRule("vram_pressure", "gpu_mem_pct", self.vram_fire_pct, self.vram_clear_pct, Severity.warning),
             ThresholdRule("ram_pressure", "mem_pct", self.ram_fire_pct, self.ram_clear_pct, Severity.warning),
         ]

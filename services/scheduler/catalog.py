@@ -50,8 +50,19 @@ from services.common.shutdown import wait_or_stop
 log = logging.getLogger(__name__)
 
 # Bytes per parameter of common weight formats (GGUF quantizations, with their block overhead).
-BYTES_PER_PARAM = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.0625, "q6_k": 0.82, "q5_k_m": 0.71,
-                   "q5_0": 0.6875, "q4_k_m": 0.61, "q4_0": 0.5625, "q3_k_m": 0.49, "q2_k": 0.41}
+BYTES_PER_PARAM = {
+    "f32": 4.0,
+    "f16": 2.0,
+    "bf16": 2.0,
+    "q8_0": 1.0625,
+    "q6_k": 0.82,
+    "q5_k_m": 0.71,
+    "q5_0": 0.6875,
+    "q4_k_m": 0.61,
+    "q4_0": 0.5625,
+    "q3_k_m": 0.49,
+    "q2_k": 0.41,
+}
 KV_MB_PER_TOKEN_PER_B = 0.07
 RUNTIME_OVERHEAD = 1.10  # activations, buffers and the engine's own allocations
 
@@ -88,19 +99,32 @@ class CatalogModel(BaseModel):
     idle_unload_s: float | None = Field(default=None, gt=0)
     node_labels: dict[str, str] = Field(default_factory=dict)
     fallback: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict, description="Worker settings for its engine, e.g. "
-                                    "upstream_command, upstream_image, upstream_gpus, engine_args.")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Worker settings for its engine, e.g. "
+        "upstream_command, upstream_image, upstream_gpus, engine_args.",
+    )
 
     def entry(self, model_id: str) -> ModelEntry:
         memory = self.memory_mb
         if memory is None and self.params_b is not None:
             memory = estimate_memory_mb(self.params_b, self.quantization, self.context)
         return ModelEntry(
-            id=model_id, modality=self.modality, engine=self.engine, source=self.source, inputs=self.inputs,
+            id=model_id,
+            modality=self.modality,
+            engine=self.engine,
+            source=self.source,
+            inputs=self.inputs,
             priority_class=self.priority_class or default_priority(self.modality),
-            domain=self.domain or default_domain(self.modality), declared=True, memory_mb=memory,
-            priority=self.priority, min_replicas=self.min_replicas, max_replicas=self.max_replicas,
-            idle_unload_s=self.idle_unload_s, node_labels=self.node_labels, fallback=self.fallback,
+            domain=self.domain or default_domain(self.modality),
+            declared=True,
+            memory_mb=memory,
+            priority=self.priority,
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+            idle_unload_s=self.idle_unload_s,
+            node_labels=self.node_labels,
+            fallback=self.fallback,
             options=self.options,
         )
 
@@ -189,8 +213,10 @@ async def placement_now(bus: Bus, listen_s: float) -> dict[str, dict[str, Any]]:
 
     async def on_status(msg: Msg) -> None:
         status = WorkerStatus.decode(msg.data)
-        heard[status.worker_id] = {m: {"state": r.state.value, "reason": r.reason, "since_ms": r.since_ms}
-                                   for m, r in status.replicas().items()}
+        heard[status.worker_id] = {
+            m: {"state": r.state.value, "reason": r.reason, "since_ms": r.since_ms}
+            for m, r in status.replicas().items()
+        }
 
     sub = await bus.nc.subscribe(subjects.WORKER_STATUS_ALL, cb=on_status)
     await asyncio.sleep(listen_s)
@@ -217,21 +243,31 @@ async def import_entries(bus: Bus, backup: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.scheduler.catalog", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m services.scheduler.catalog",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export")
     export.add_argument("file", nargs="?", type=Path)
-    export.add_argument("--listen", type=float, default=2.5, metavar="S",
-                        help="seconds to hear the workers' heartbeats for where models are now (0: skip)")
+    export.add_argument(
+        "--listen",
+        type=float,
+        default=2.5,
+        metavar="S",
+        help="seconds to hear the workers' heartbeats for where models are now (0: skip)",
+    )
     sub.add_parser("import").add_argument("file", type=Path)
     sub.add_parser("check").add_argument("file", type=Path)
     args = parser.parse_args(argv)
     if args.command == "check":
         entries = Catalog.read(args.file).entries()
         for model_id, entry in entries.items():
-            print(f"{model_id}: {entry.engine}, {entry.domain}, priority {entry.priority}, "
-                  f"memory {entry.memory_mb or '?'} MB")
+            print(
+                f"{model_id}: {entry.engine}, {entry.domain}, priority {entry.priority}, "
+                f"memory {entry.memory_mb or '?'} MB"
+            )
         return 0
 
     async def work() -> None:

@@ -125,8 +125,11 @@ class Failover:
         async for raw, old in queued_assignments(self.bus, worker_id):
             if before_ms is not None and old.assigned_ms >= before_ms:
                 continue  # given to the new process: it is working on it
-            with tracer.start_as_current_span("fail over", context=extract(raw.headers), attributes={
-                    "modalmesh.service": "scheduler", "modalmesh.request_id": old.request_id}):
+            with tracer.start_as_current_span(
+                "fail over",
+                context=extract(raw.headers),
+                attributes={"modalmesh.service": "scheduler", "modalmesh.request_id": old.request_id},
+            ):
                 moved = await self.move(old)
             if not moved:
                 return False
@@ -164,12 +167,17 @@ class Failover:
                 await out.final("length", Usage(completion_tokens=merge.delivered_tokens), Timings())
             return True
         assert worker is not None
-        new = Assignment(worker_id=worker, attempt=attempt, request=old.request, resume_text=merge.merged_text,
-                         resume_tokens=merge.delivered_tokens, first_seq=merge.next_seq,
-                         fallback_for=old.fallback_for)
+        new = Assignment(
+            worker_id=worker,
+            attempt=attempt,
+            request=old.request,
+            resume_text=merge.merged_text,
+            resume_tokens=merge.delivered_tokens,
+            first_seq=merge.next_seq,
+            fallback_for=old.fallback_for,
+        )
         await self.bus.js.publish(subjects.assign(worker), new.encode(), headers=inject({"Nats-Msg-Id": new.dedup_id}))
         self.reassigned += 1
         REASSIGNED.labels("moved").inc()
-        log.info("request %s: attempt %d on %s after %d delivered tokens", rid, attempt, worker,
-                 merge.delivered_tokens)
+        log.info("request %s: attempt %d on %s after %d delivered tokens", rid, attempt, worker, merge.delivered_tokens)
         return True

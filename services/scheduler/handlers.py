@@ -89,11 +89,15 @@ class Scheduler:
         await self.fleet.follow_catalog(self.bus)
         await self._adopt_known_workers()
         housekeeping = asyncio.create_task(self._housekeeping(stop))
-        catalog = (asyncio.create_task(follow_file(self.bus, self.settings.catalog_file, stop))
-                   if self.settings.catalog_file is not None else None)
+        catalog = (
+            asyncio.create_task(follow_file(self.bus, self.settings.catalog_file, stop))
+            if self.settings.catalog_file is not None
+            else None
+        )
         cancel_sub = await self.bus.nc.subscribe(subjects.CANCEL_ALL, cb=self._on_cancel)
-        giveback_sub = await self.bus.nc.subscribe(subjects.GIVEBACK, queue=streams.SCHEDULER_CONSUMER,
-                                                   cb=self._on_give_back)
+        giveback_sub = await self.bus.nc.subscribe(
+            subjects.GIVEBACK, queue=streams.SCHEDULER_CONSUMER, cb=self._on_give_back
+        )
         # One durable consumer shared by every scheduler (a queue group): each request reaches one.
         req_sub = await self.bus.js.subscribe(
             subjects.REQUESTS_ALL,
@@ -103,13 +107,19 @@ class Scheduler:
             manual_ack=True,
             cb=self._on_request,
             # Requests waiting here for a slot are unacknowledged: room for every queue's fill.
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.settings.ack_wait_s,
-                                  max_deliver=self.settings.max_deliver, max_ack_pending=self.settings.max_waiting),
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.settings.ack_wait_s,
+                max_deliver=self.settings.max_deliver,
+                max_ack_pending=self.settings.max_waiting,
+            ),
         )
         # One scheduler (a queue group) takes each request that ran out of deliveries.
         dead_sub = await self.bus.nc.subscribe(
             subjects.max_deliveries_advisory(streams.REQUESTS, streams.SCHEDULER_CONSUMER),
-            queue=streams.SCHEDULER_CONSUMER, cb=self._on_max_deliveries)
+            queue=streams.SCHEDULER_CONSUMER,
+            cb=self._on_max_deliveries,
+        )
         log.info("scheduler ready, policy %s", self.settings.policy.value)
         await stop.wait()
         await req_sub.unsubscribe()
@@ -139,8 +149,12 @@ class Scheduler:
             name = info.name or ""
             if name.startswith(streams.worker_consumer("")) and not self.fleet.workers.get(name, now):
                 wid = name.removeprefix(streams.worker_consumer(""))
-                self.fleet.workers.observe_status(WorkerStatus(
-                    worker_id=wid, node="", engine="", models=(), slots_total=0, slots_free=0, outstanding=0), now)
+                self.fleet.workers.observe_status(
+                    WorkerStatus(
+                        worker_id=wid, node="", engine="", models=(), slots_total=0, slots_free=0, outstanding=0
+                    ),
+                    now,
+                )
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         """Every heartbeat interval: re-assign the work of dead workers, raise node-offline alerts.
@@ -167,8 +181,11 @@ class Scheduler:
         """Fail what waited past its deadline, tell JetStream the rest is still in hand, dispatch what
         aging or freed capacity now lets go, and report the queues."""
         for waiting in self.queues.expired(now_ms()):
-            await self._fail(waiting.request, ErrorCode.deadline_exceeded,
-                             f"the deadline passed while waiting for a free {waiting.domain} slot")
+            await self._fail(
+                waiting.request,
+                ErrorCode.deadline_exceeded,
+                f"the deadline passed while waiting for a free {waiting.domain} slot",
+            )
             await waiting.handle.ack()
         for waiting in self.queues.to_touch(time.monotonic(), self.settings.ack_wait_s / 3):
             await waiting.handle.in_progress()
@@ -224,10 +241,18 @@ class Scheduler:
         for name in sorted(self.queues.domains() | set(load) | set(self.domains.domains)):
             spec = self.domains.spec(name)
             in_flight, slots = load.get(name, (0, 0))
-            domains.append(DomainQueue(domain=name, in_flight=in_flight, slots=slots, max_queue=spec.max_queue,
-                                       max_concurrency=spec.max_concurrency, classes=self.queues.classes(name, now),
-                                       cold_starts=self.queues.cold_starts[name],
-                                       warm_hits=self.queues.warm_hits[name]))
+            domains.append(
+                DomainQueue(
+                    domain=name,
+                    in_flight=in_flight,
+                    slots=slots,
+                    max_queue=spec.max_queue,
+                    max_concurrency=spec.max_concurrency,
+                    classes=self.queues.classes(name, now),
+                    cold_starts=self.queues.cold_starts[name],
+                    warm_hits=self.queues.warm_hits[name],
+                )
+            )
         return QueueReport(scheduler_id=self.scheduler_id, domains=tuple(domains), placements=dict(self.placements))
 
     async def dispatch(self) -> None:
@@ -247,9 +272,15 @@ class Scheduler:
             metrics.DISPATCHED.labels(waiting.domain, "cold" if waiting.cold else "warm").inc()
             with self._traced_dispatch(waiting, worker, now):
                 if waiting.handed_back:  # a re-queued request: its next attempt continues it
-                    await self.failover.move(Assignment(worker_id="", attempt=waiting.handed_back,
-                                                        request=waiting.request,
-                                                        fallback_for=waiting.fallback_for), worker=worker)
+                    await self.failover.move(
+                        Assignment(
+                            worker_id="",
+                            attempt=waiting.handed_back,
+                            request=waiting.request,
+                            fallback_for=waiting.fallback_for,
+                        ),
+                        worker=worker,
+                    )
                 else:
                     await self._assign(waiting.request, worker, waiting.fallback_for)
             await waiting.handle.ack()
@@ -258,13 +289,21 @@ class Scheduler:
         """Two spans in the trace the request's message carried: `queue wait`, from its arrival here
         to now, and `schedule`, its assignment to `worker` (which carries the trace on)."""
         context = extract(waiting.trace)
-        attributes = {"modalmesh.service": "scheduler", "modalmesh.request_id": waiting.request_id,
-                      "modalmesh.domain": waiting.domain, "modalmesh.priority": waiting.request.priority.value}
+        attributes = {
+            "modalmesh.service": "scheduler",
+            "modalmesh.request_id": waiting.request_id,
+            "modalmesh.domain": waiting.domain,
+            "modalmesh.priority": waiting.request.priority.value,
+        }
         waited_ns = int((now - waiting.since) * 1e9)
-        tracer.start_span("queue wait", context=context, start_time=time.time_ns() - waited_ns,
-                          attributes=attributes).end()
-        return tracer.start_as_current_span("schedule", context=context, attributes={
-            **attributes, "modalmesh.worker": worker, "modalmesh.queue_wait_ms": waited_ns / 1e6})
+        tracer.start_span(
+            "queue wait", context=context, start_time=time.time_ns() - waited_ns, attributes=attributes
+        ).end()
+        return tracer.start_as_current_span(
+            "schedule",
+            context=context,
+            attributes={**attributes, "modalmesh.worker": worker, "modalmesh.queue_wait_ms": waited_ns / 1e6},
+        )
 
     def _room(self, now: float) -> dict[str, int | None]:
         """Per domain with waiting work: how many more requests its cap lets in flight (None: no cap)."""
@@ -284,14 +323,22 @@ class Scheduler:
         waiting.domain = served_in or waiting.domain  # a model placed since it came
         worker = self.decide(waiting.request, domain=waiting.domain)
         fallback = self._fallback(waiting.request.model)
-        if worker is None and fallback is not None and waiting.fallback_for is None and (
-                now - waiting.since >= self.settings.fallback_after_s or served_in is None):
+        if (
+            worker is None
+            and fallback is not None
+            and waiting.fallback_for is None
+            and (now - waiting.since >= self.settings.fallback_after_s or served_in is None)
+        ):
             rerouted = waiting.request.model_copy(update={"model": fallback})
             fallback_domain = self.fleet.domain_of(fallback, now)
             worker = self.decide(rerouted, domain=fallback_domain) if fallback_domain else None
             if worker is not None:
-                log.info("request %s: %s has no capacity, served by its fallback %s",
-                         waiting.request_id, waiting.request.model, fallback)
+                log.info(
+                    "request %s: %s has no capacity, served by its fallback %s",
+                    waiting.request_id,
+                    waiting.request.model,
+                    fallback,
+                )
                 waiting.fallback_for, waiting.request = waiting.request.model, rerouted
         if worker is not None:
             self.fleet.recent[worker] += 1  # its slot is taken from now on
@@ -319,9 +366,15 @@ class Scheduler:
                 continue
             records[w.worker_id] = w.held
             holding = w.holding()
-            held = {m: Held(h.memory_mb, last_used_s=now - (wall - h.last_used_ms) / 1000, in_flight=h.in_flight,
-                            pinned=m in self.fleet.overrides and self.fleet.overrides[m].pinned)
-                    for m, h in holding.items()}
+            held = {
+                m: Held(
+                    h.memory_mb,
+                    last_used_s=now - (wall - h.last_used_ms) / 1000,
+                    in_flight=h.in_flight,
+                    pinned=m in self.fleet.overrides and self.fleet.overrides[m].pinned,
+                )
+                for m, h in holding.items()
+            }
             for key in [k for k in self._commanded if k[1] == w.worker_id]:
                 model, command = key[0], self._commanded[key]
                 if command_settled(w.held.get(model), command):
@@ -336,8 +389,11 @@ class Scheduler:
         if not hosts:
             return
         entries = [self.fleet.effective(model) for model in self.fleet.catalog if self._placeable(model)]
-        wanted = [Wanted(e.id, e.memory_mb or 0.0, e.priority, e.min_replicas, e.max_replicas, e.idle_unload_s,
-                         e.node_labels) for e in entries if e is not None]
+        wanted = [
+            Wanted(e.id, e.memory_mb or 0.0, e.priority, e.min_replicas, e.max_replicas, e.idle_unload_s, e.node_labels)
+            for e in entries
+            if e is not None
+        ]
         waiting = Counter(w.request.model for w in self.queues.waiting.values())
         for action in place(hosts, wanted, waiting, now):
             kind: Literal["load", "unload"] = "load" if isinstance(action, Load) else "unload"
@@ -346,10 +402,13 @@ class Scheduler:
             self.placements[action.reason.name] += 1
             metrics.PLACEMENTS.labels(kind, action.reason.name).inc()
             by = action.by if isinstance(action, Unload) else None
-            log.info("%s %s on %s: %s%s", kind, action.model, action.worker_id, action.reason.value,
-                     f" ({by})" if by else "")
-            await self.bus.nc.publish(subjects.control(action.worker_id), ModelCommand(
-                action=kind, model=action.model, reason=action.reason.name, by=by).encode())
+            log.info(
+                "%s %s on %s: %s%s", kind, action.model, action.worker_id, action.reason.value, f" ({by})" if by else ""
+            )
+            await self.bus.nc.publish(
+                subjects.control(action.worker_id),
+                ModelCommand(action=kind, model=action.model, reason=action.reason.name, by=by).encode(),
+            )
 
     def _fallback(self, model: str) -> str | None:
         entry = self.fleet.catalog.get(model)
@@ -381,9 +440,14 @@ class Scheduler:
         started = time.perf_counter()
         snapshot = self.fleet.snapshot(request.model, time.monotonic(), self.settings.weights, self.settings.limits)
         if exclude is not None or domain is not None:
-            snapshot = replace(snapshot, candidates=tuple(
-                c for c in snapshot.candidates
-                if c.worker.worker_id != exclude and (domain is None or (c.worker.domain == domain and c.free > 0))))
+            snapshot = replace(
+                snapshot,
+                candidates=tuple(
+                    c
+                    for c in snapshot.candidates
+                    if c.worker.worker_id != exclude and (domain is None or (c.worker.domain == domain and c.free > 0))
+                ),
+            )
         worker = choose(self.settings.policy, snapshot, request_id=request.request_id, counter=self.decisions)
         self.decisions += 1
         self.decision_seconds.append(time.perf_counter() - started)
@@ -400,7 +464,8 @@ class Scheduler:
             return
         if request.request_id in self._cancels:  # cancelled while queued: it never starts
             await ResultPublisher(self.bus, request.request_id, SCHEDULER_ID, attempt=1).final(
-                "cancelled", Usage(), Timings())
+                "cancelled", Usage(), Timings()
+            )
             await msg.ack()
             return
         if now_ms() > request.deadline_ms:
@@ -424,12 +489,23 @@ class Scheduler:
         max_queue = self.domains.spec(domain).max_queue
         if max_queue is not None and request.request_id not in self.queues and self.queues.depth(domain) >= max_queue:
             await ResultPublisher(self.bus, request.request_id, SCHEDULER_ID, attempt=1).error(
-                ErrorCode.overloaded, f"the {domain} queue is full ({max_queue} waiting); retry shortly")
+                ErrorCode.overloaded, f"the {domain} queue is full ({max_queue} waiting); retry shortly"
+            )
             await msg.ack()
             return
         attempt = int((msg.headers or {}).get(ATTEMPT_HEADER, 0))
-        self.queues.add(Waiting(request, domain, msg, since=now, touched=now, cold=cold, handed_back=attempt,
-                                trace=dict(msg.headers or {})))
+        self.queues.add(
+            Waiting(
+                request,
+                domain,
+                msg,
+                since=now,
+                touched=now,
+                cold=cold,
+                handed_back=attempt,
+                trace=dict(msg.headers or {}),
+            )
+        )
         await self.dispatch()
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
@@ -442,11 +518,15 @@ class Scheduler:
         except (ValueError, KeyError, nats.errors.Error) as exc:
             log.warning("max-deliveries advisory not handled: %s", exc)
             return
-        await self.bus.js.publish(subjects.dead(request.modality), raw.data or b"",
-                                  headers={"Nats-Msg-Id": f"dead:{request.request_id}"})
-        await self._fail(request, ErrorCode.no_live_worker,
-                         f"gave up after {self.settings.max_deliver} tries: no worker could take it "
-                         f"(kept in {subjects.dead(request.modality)})")
+        await self.bus.js.publish(
+            subjects.dead(request.modality), raw.data or b"", headers={"Nats-Msg-Id": f"dead:{request.request_id}"}
+        )
+        await self._fail(
+            request,
+            ErrorCode.no_live_worker,
+            f"gave up after {self.settings.max_deliver} tries: no worker could take it "
+            f"(kept in {subjects.dead(request.modality)})",
+        )
         await self.bus.js.delete_msg(streams.REQUESTS, seq)
 
     async def _on_give_back(self, msg: Msg) -> None:
@@ -457,8 +537,11 @@ class Scheduler:
         except ValueError:
             await msg.respond(b"undecodable")
             return
-        with tracer.start_as_current_span("hand back", context=extract(msg.headers), attributes={
-                "modalmesh.service": "scheduler", "modalmesh.request_id": old.request_id}):
+        with tracer.start_as_current_span(
+            "hand back",
+            context=extract(msg.headers),
+            attributes={"modalmesh.service": "scheduler", "modalmesh.request_id": old.request_id},
+        ):
             moved = await self._move_or_requeue(old)
         await msg.respond(b"moved" if moved else b"no-worker")
 
@@ -479,15 +562,21 @@ class Scheduler:
         scheduler like a new one and, once dispatched, continues after what was delivered."""
         log.info("request %s: no worker holds %s now; re-queued", old.request_id, old.request.model)
         metrics.REASSIGNED.labels("requeued").inc()
-        await self.bus.js.publish(subjects.request(old.request.modality), old.request.encode(), headers=inject({
-            "Nats-Msg-Id": f"{old.request_id}:requeue:{old.attempt}", ATTEMPT_HEADER: str(old.attempt)}))
+        await self.bus.js.publish(
+            subjects.request(old.request.modality),
+            old.request.encode(),
+            headers=inject(
+                {"Nats-Msg-Id": f"{old.request_id}:requeue:{old.attempt}", ATTEMPT_HEADER: str(old.attempt)}
+            ),
+        )
 
     async def _on_cancel(self, msg: Msg) -> None:
         cancel = self._cancels.observe(msg)
         waiting = self.queues.remove(cancel.request_id) if cancel is not None else None
         if waiting is not None:  # cancelled while it waited for a slot: it never starts
             await ResultPublisher(self.bus, waiting.request_id, SCHEDULER_ID, attempt=1).final(
-                "cancelled", Usage(), Timings())
+                "cancelled", Usage(), Timings()
+            )
             await waiting.handle.ack()
 
     async def _fail(self, request: AnyRequest, code: ErrorCode, message: str) -> None:

@@ -126,6 +126,7 @@ class _Planner:
         """Unload replicas beyond `max_replicas`, and idle ones beyond `min_replicas`, first: the room
         they free is there for the loads after."""
         for w in self.catalog.values():
+
             def idlest(wid: str, model: str = w.model) -> tuple[int, float]:
                 return self.held[wid][model].in_flight, self.held[wid][model].last_used_s
 
@@ -164,8 +165,9 @@ class _Planner:
         fits = [h for h in self.candidates(w) if self.free(h.worker_id) >= w.memory_mb]
         if not fits:
             return None
-        return min(fits, key=lambda h: (w.model not in h.cached, self.free(h.worker_id) - w.memory_mb,
-                                        h.worker_id)).worker_id
+        return min(
+            fits, key=lambda h: (w.model not in h.cached, self.free(h.worker_id) - w.memory_mb, h.worker_id)
+        ).worker_id
 
     def preempt_for(self, w: Wanted) -> str | None:
         """Make room for `w` by unloading models of strictly lower priority (never pinned ones) on one
@@ -175,9 +177,14 @@ class _Planner:
         best: tuple[tuple[int, float, str], str, list[str]] | None = None
         for h in self.candidates(w):
             held = self.held[h.worker_id]
-            victims = sorted((m for m, x in held.items()
-                              if not x.pinned and m in self.catalog and self.catalog[m].priority < w.priority),
-                             key=lambda m: (self.catalog[m].priority, held[m].memory_mb, m))
+            victims = sorted(
+                (
+                    m
+                    for m, x in held.items()
+                    if not x.pinned and m in self.catalog and self.catalog[m].priority < w.priority
+                ),
+                key=lambda m: (self.catalog[m].priority, held[m].memory_mb, m),
+            )
             need = w.memory_mb - self.free(h.worker_id)
             chosen, freed = [], 0.0
             for m in victims:
@@ -222,5 +229,9 @@ def command_settled(record: HeldModel | None, command: Command) -> bool:
     holds = record is not None and record.state.holds_memory
     if holds == (command.kind == "load"):
         return True
-    return (command.kind == "load" and record is not None and record.since_ms != command.record_since_ms
-            and record.state is not ModelState.error)
+    return (
+        command.kind == "load"
+        and record is not None
+        and record.since_ms != command.record_since_ms
+        and record.state is not ModelState.error
+    )

@@ -51,12 +51,14 @@ class Waiting(Generic[H]):
 
 def service_order(waiting: Iterable[Waiting[H]], now: float, aging_s: float) -> list[Waiting[H]]:
     """Best first: by class (aged), then continuations before new requests, then by arrival."""
-    return sorted(waiting, key=lambda w: (effective_rank(w.request.priority, now - w.since, aging_s),
-                                          not w.handed_back, w.since))
+    return sorted(
+        waiting, key=lambda w: (effective_rank(w.request.priority, now - w.since, aging_s), not w.handed_back, w.since)
+    )
 
 
-def plan(order: Sequence[Waiting[H]], room: dict[str, int | None],
-         pick: Callable[[Waiting[H]], str | None]) -> list[tuple[Waiting[H], str]]:
+def plan(
+    order: Sequence[Waiting[H]], room: dict[str, int | None], pick: Callable[[Waiting[H]], str | None]
+) -> list[tuple[Waiting[H], str]]:
     """Which waiting requests go to which worker now. Walks `order` best first; a request goes when
     its domain has room (None: no cap) and `pick` finds it a worker with a free slot (`pick` reserves
     that slot). A request that cannot go leaves later ones free to take other workers, never its own:
@@ -137,13 +139,15 @@ class Queues(Generic[H]):
         out = {}
         for priority in Priority:
             key = (domain, priority)
-            here = [now - w.since for w in self.waiting.values()
-                    if w.domain == domain and w.request.priority is priority]
+            here = [
+                now - w.since for w in self.waiting.values() if w.domain == domain and w.request.priority is priority
+            ]
             waits = sorted(self._waits.get(key, ()))
             if not here and not waits:
                 continue
             out[priority] = ClassQueue(
-                waiting=len(here), oldest_wait_ms=max(here, default=0.0) * 1000,
+                waiting=len(here),
+                oldest_wait_ms=max(here, default=0.0) * 1000,
                 dispatched=self.dispatched_count[key],
                 wait_p50_ms=statistics.median(waits) if waits else 0.0,
                 wait_p95_ms=waits[min(len(waits) - 1, int(0.95 * len(waits)))] if waits else 0.0,

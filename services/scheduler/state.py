@@ -18,7 +18,9 @@ class FleetState(FleetView):
         """Candidates for `model`: live workers serving it on nodes not known to be down."""
         candidates = tuple(
             Candidate(
-                worker=w, telemetry=self.nodes.get(w.node, now), capabilities=self.capabilities.get(w.node),
+                worker=w,
+                telemetry=self.nodes.get(w.node, now),
+                capabilities=self.capabilities.get(w.node),
                 recent=self.recent.get(w.worker_id, 0),
             )
             for w in self.workers.serving(model, now)

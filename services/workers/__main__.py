@@ -36,76 +36,115 @@ def build_engine(settings: WorkerSettings) -> Engine:
         from services.workers.tiny_model import ensure_tiny_gguf, ensure_tiny_mmproj
 
         tiny = settings.model_path is None
-        return LlamaCppEngine(LlamaCppConfig(
-            model_id=settings.model_id or "tiny-llama", model_path=settings.model_path or ensure_tiny_gguf(),
-            clip_model_path=settings.clip_model_path or (ensure_tiny_mmproj() if tiny else None),
-            slots=settings.slots or 1, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
-            n_gpu_layers=settings.n_gpu_layers,
-        ))
+        return LlamaCppEngine(
+            LlamaCppConfig(
+                model_id=settings.model_id or "tiny-llama",
+                model_path=settings.model_path or ensure_tiny_gguf(),
+                clip_model_path=settings.clip_model_path or (ensure_tiny_mmproj() if tiny else None),
+                slots=settings.slots or 1,
+                n_ctx=settings.n_ctx,
+                n_threads=settings.n_threads,
+                n_gpu_layers=settings.n_gpu_layers,
+            )
+        )
     if settings.engine == "vllm":
         from services.workers.engines.vllm import VllmConfig, VllmEngine
         from services.workers.tiny_hf import ensure_tiny_hf
 
-        return VllmEngine(VllmConfig(
-            model_id=settings.model_id or "tiny-hf-llama", model=str(settings.model_path or ensure_tiny_hf()),
-            max_num_seqs=settings.slots or 64, max_model_len=settings.n_ctx,
-            images_per_prompt=settings.images_per_prompt, engine_args=settings.engine_args,
-        ))
+        return VllmEngine(
+            VllmConfig(
+                model_id=settings.model_id or "tiny-hf-llama",
+                model=str(settings.model_path or ensure_tiny_hf()),
+                max_num_seqs=settings.slots or 64,
+                max_model_len=settings.n_ctx,
+                images_per_prompt=settings.images_per_prompt,
+                engine_args=settings.engine_args,
+            )
+        )
     if settings.engine == "sentence_transformers":
         from services.workers.engines.embeddings import EmbeddingsConfig, EmbeddingsEngine, packaged_minilm
 
-        return EmbeddingsEngine(EmbeddingsConfig(
-            model_id=settings.model_id or "all-minilm-l6-v2", model_path=settings.model_path or packaged_minilm(),
-            device="cpu" if settings.device == "auto" else settings.device, max_batch=settings.max_batch,
-            slots=settings.slots or 32, threads=settings.n_threads,
-        ))
+        return EmbeddingsEngine(
+            EmbeddingsConfig(
+                model_id=settings.model_id or "all-minilm-l6-v2",
+                model_path=settings.model_path or packaged_minilm(),
+                device="cpu" if settings.device == "auto" else settings.device,
+                max_batch=settings.max_batch,
+                slots=settings.slots or 32,
+                threads=settings.n_threads,
+            )
+        )
     if settings.engine == "diffusers":
         from services.workers.engines.diffusers_image import DiffusersConfig, DiffusersImageEngine
         from services.workers.tiny_diffusion import ensure_tiny_sd
 
-        return DiffusersImageEngine(DiffusersConfig(
-            model_id=settings.model_id or "tiny-sd", model_path=settings.model_path or ensure_tiny_sd(),
-            device=settings.device,
-        ))
+        return DiffusersImageEngine(
+            DiffusersConfig(
+                model_id=settings.model_id or "tiny-sd",
+                model_path=settings.model_path or ensure_tiny_sd(),
+                device=settings.device,
+            )
+        )
     if settings.engine == "diffusers_video":
         from services.workers.engines.diffusers_video import DiffusersVideoEngine, VideoConfig
         from services.workers.tiny_diffusion import TINY_VIDEO_TEXT_TOKENS, ensure_tiny_video
 
-        return DiffusersVideoEngine(VideoConfig(
-            model_id=settings.model_id or "tiny-video", model_path=settings.model_path or ensure_tiny_video(),
-            device=settings.device, max_text_tokens=None if settings.model_path else TINY_VIDEO_TEXT_TOKENS,
-        ))
+        return DiffusersVideoEngine(
+            VideoConfig(
+                model_id=settings.model_id or "tiny-video",
+                model_path=settings.model_path or ensure_tiny_video(),
+                device=settings.device,
+                max_text_tokens=None if settings.model_path else TINY_VIDEO_TEXT_TOKENS,
+            )
+        )
     if settings.engine == "piper":
         from services.workers.engines.piper import PiperConfig, PiperEngine
 
         if settings.model_path is None:
             raise SystemExit("the piper engine needs a voice: MODALMESH_WORKER_MODEL_PATH=/voices/<voice>.onnx")
-        return PiperEngine(PiperConfig(model_id=settings.model_id or settings.model_path.stem,
-                                       model_path=settings.model_path, use_cuda=settings.device.startswith("cuda")))
+        return PiperEngine(
+            PiperConfig(
+                model_id=settings.model_id or settings.model_path.stem,
+                model_path=settings.model_path,
+                use_cuda=settings.device.startswith("cuda"),
+            )
+        )
     if settings.engine == "openai_upstream":
         from services.workers.engines.upstream import UpstreamConfig, UpstreamEngine
 
         if not (settings.upstream_url or settings.upstream_command or settings.upstream_image):
-            raise SystemExit("the openai_upstream engine needs MODALMESH_WORKER_UPSTREAM_URL (http://host:8080/v1), "
-                             "MODALMESH_WORKER_UPSTREAM_COMMAND (a server to start, with {port}) or "
-                             "MODALMESH_WORKER_UPSTREAM_IMAGE (a container to run)")
+            raise SystemExit(
+                "the openai_upstream engine needs MODALMESH_WORKER_UPSTREAM_URL (http://host:8080/v1), "
+                "MODALMESH_WORKER_UPSTREAM_COMMAND (a server to start, with {port}) or "
+                "MODALMESH_WORKER_UPSTREAM_IMAGE (a container to run)"
+            )
         managed = settings.upstream_command or settings.upstream_image
         log_name = "-".join(["upstream", settings.worker_id, *([settings.model_id] if settings.model_id else [])])
-        return UpstreamEngine(UpstreamConfig(
-            base_url=settings.upstream_url or "", api=settings.upstream_api, model_id=settings.model_id,
-            upstream_model=settings.upstream_model,
-            api_key=settings.upstream_api_key, slots=settings.slots or 4, command=settings.upstream_command,
-            image=settings.upstream_image, image_args=settings.upstream_image_args,
-            container_port=settings.upstream_container_port, gpus=settings.upstream_gpus,
-            volumes=tuple(settings.upstream_volumes.items()),
-            log_path=settings.logs_dir / f"{log_name}.log" if managed else None,
-        ))
+        return UpstreamEngine(
+            UpstreamConfig(
+                base_url=settings.upstream_url or "",
+                api=settings.upstream_api,
+                model_id=settings.model_id,
+                upstream_model=settings.upstream_model,
+                api_key=settings.upstream_api_key,
+                slots=settings.slots or 4,
+                command=settings.upstream_command,
+                image=settings.upstream_image,
+                image_args=settings.upstream_image_args,
+                container_port=settings.upstream_container_port,
+                gpus=settings.upstream_gpus,
+                volumes=tuple(settings.upstream_volumes.items()),
+                log_path=settings.logs_dir / f"{log_name}.log" if managed else None,
+            )
+        )
     if settings.engine == "espeak":
         from services.workers.engines.espeak import EspeakEngine
 
         return EspeakEngine(settings.model_id or "espeak")
-    raise SystemExit(f"MODALMESH_WORKER_ENGINE={settings.engine!r} is not a known engine (llama_cpp, vllm, "
-                     "sentence_transformers, diffusers, diffusers_video, espeak, piper, openai_upstream, host)")
+    raise SystemExit(
+        f"MODALMESH_WORKER_ENGINE={settings.engine!r} is not a known engine (llama_cpp, vllm, "
+        "sentence_transformers, diffusers, diffusers_video, espeak, piper, openai_upstream, host)"
+    )
 
 
 async def load_entry(settings: WorkerSettings, entry: ModelEntry) -> Engine:
@@ -123,7 +162,11 @@ def entry_settings(settings: WorkerSettings, entry: ModelEntry) -> WorkerSetting
     or container arguments is the source."""
     source = entry.source.strip()
     update: dict[str, Any] = {
-        "engine": entry.engine, "model_id": entry.id, "slots": None, "model_path": None, "model_fetch": None,
+        "engine": entry.engine,
+        "model_id": entry.id,
+        "slots": None,
+        "model_path": None,
+        "model_fetch": None,
         "model_copy_from": None,
     }
     if source.startswith(("http://", "https://")):
@@ -181,8 +224,10 @@ def host_memory_mb(settings: WorkerSettings, spec: DomainSpec) -> float:
     share = share_budget_mb(spec, settings.device)
     if share is None:
         if not settings.memory_mb:
-            raise SystemExit("a host worker needs MODALMESH_WORKER_MEMORY_MB (the memory it may fill with models) "
-                             "or a domain with a memory share (ram_fraction, gpu_memory_fraction)")
+            raise SystemExit(
+                "a host worker needs MODALMESH_WORKER_MEMORY_MB (the memory it may fill with models) "
+                "or a domain with a memory share (ram_fraction, gpu_memory_fraction)"
+            )
         return settings.memory_mb
     if settings.memory_mb > share:
         log.warning("MEMORY_MB %.0f is more than the domain's share leaves: %.0f MB", settings.memory_mb, share)

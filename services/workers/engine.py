@@ -285,8 +285,9 @@ class BlockingEngine(ThreadedEngine):
         cancelled = self.flag(request.request_id)
         try:
             async with self._turns:
-                async for event in run_in_thread(lambda emit: self._run_or_cancel(request, cancelled, emit),
-                                                 self._threads):
+                async for event in run_in_thread(
+                    lambda emit: self._run_or_cancel(request, cancelled, emit), self._threads
+                ):
                     yield event
         finally:
             self.drop(request.request_id)

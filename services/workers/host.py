@@ -77,10 +77,17 @@ class ModelHost(Engine):
 
     def held(self) -> dict[str, HeldModel]:
         in_flight = Counter(self._running.values())
-        return {m: HeldModel(memory_mb=life.memory_mb if life.state.holds_memory else 0.0,
-                             last_used_ms=self._last_used.get(m, life.since_ms), in_flight=in_flight[m],
-                             state=life.state, reason=life.reason, since_ms=life.since_ms)
-                for m, life in self._life.items()}
+        return {
+            m: HeldModel(
+                memory_mb=life.memory_mb if life.state.holds_memory else 0.0,
+                last_used_ms=self._last_used.get(m, life.since_ms),
+                in_flight=in_flight[m],
+                state=life.state,
+                reason=life.reason,
+                since_ms=life.since_ms,
+            )
+            for m, life in self._life.items()
+        }
 
     def engine_of(self, model: str) -> Engine | None:
         return self._engines.get(model)
@@ -96,8 +103,9 @@ class ModelHost(Engine):
                 return True
             need = entry.memory_mb or 0.0
             if self._used_mb() + need > self.memory_mb:
-                log.warning("not loading %s: %.0f MB would not fit in what is left of %.0f MB",
-                            entry.id, need, self.memory_mb)
+                log.warning(
+                    "not loading %s: %.0f MB would not fit in what is left of %.0f MB", entry.id, need, self.memory_mb
+                )
                 return False
             self._life[entry.id] = _Life(ModelState.starting, reason, need)
             try:
@@ -129,8 +137,11 @@ class ModelHost(Engine):
             await engine.cleanup()
             self._last_used.pop(model, None)
             preempted = reason == "preempted"
-            self._life[model] = _Life(ModelState.preempted if preempted else ModelState.stopped,
-                                      f"preempted by {by}" if preempted and by else reason, 0.0)
+            self._life[model] = _Life(
+                ModelState.preempted if preempted else ModelState.stopped,
+                f"preempted by {by}" if preempted and by else reason,
+                0.0,
+            )
             log.info("unloaded %s (%s)%s", model, reason, f", {len(cut)} request(s) handed back" if cut else "")
 
     async def _until_idle(self, model: str, timeout_s: float) -> None:

@@ -144,7 +144,10 @@ class ManagedServer(Supervised):
         output = self._log_file()
         try:
             self._process = await asyncio.create_subprocess_exec(
-                *argv, stdout=output, stderr=asyncio.subprocess.STDOUT, env={**os.environ, **self.env},
+                *argv,
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, **self.env},
                 start_new_session=True,  # its own group: stopping it stops what it started
             )
         finally:
@@ -205,8 +208,13 @@ class ContainerServer(Supervised):
             ids = None if self.gpus == "all" else self.gpus.split(",")
             devices = [DeviceRequest(count=-1 if ids is None else None, device_ids=ids, capabilities=[["gpu"]])]
         self._container = await asyncio.to_thread(
-            client.containers.run, self.image, shlex.split(self.args.format(port=self.container_port)) or None,
-            detach=True, name=self.name, environment=self.env, device_requests=devices,
+            client.containers.run,
+            self.image,
+            shlex.split(self.args.format(port=self.container_port)) or None,
+            detach=True,
+            name=self.name,
+            environment=self.env,
+            device_requests=devices,
             ports={f"{self.container_port}/tcp": ("127.0.0.1", self.port)},
             volumes={host: {"bind": inside, "mode": "ro"} for host, inside in self.volumes.items()},
             labels={"modalmesh.managed": "true"},

@@ -156,8 +156,9 @@ class Worker:
         task.add_done_callback(self._control_tasks.discard)
 
     async def _carry_out(self, host: ModelHost, command: ModelCommand) -> None:
-        log.info("%s %s (%s%s)", command.action, command.model, command.reason,
-                 f" by {command.by}" if command.by else "")
+        log.info(
+            "%s %s (%s%s)", command.action, command.model, command.reason, f" by {command.by}" if command.by else ""
+        )
         outcome = "ok"
         try:
             if command.action == "unload":
@@ -189,10 +190,15 @@ class Worker:
                     continue
             except nats.js.errors.KeyNotFoundError:
                 pass
-            entry = ModelEntry(id=model, modality=self.engine.modalities, engine=self.engine.kind,
-                               inputs=self.engine.inputs, domain=self.domain,
-                               priority_class=self.settings.priority_class or default_priority(self.engine.modalities),
-                               source=str(getattr(getattr(self.engine, "config", None), "model_path", "")))
+            entry = ModelEntry(
+                id=model,
+                modality=self.engine.modalities,
+                engine=self.engine.kind,
+                inputs=self.engine.inputs,
+                domain=self.domain,
+                priority_class=self.settings.priority_class or default_priority(self.engine.modalities),
+                source=str(getattr(getattr(self.engine, "config", None), "model_path", "")),
+            )
             await kv.put(model, entry.encode())
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
@@ -247,15 +253,29 @@ class Worker:
     async def _traced(self, assignment: Assignment, msg: Msg) -> None:
         """Run the assignment in its trace (carried by the assignment's headers)."""
         request = assignment.request
-        with tracer.start_as_current_span("engine", context=extract(msg.headers), attributes={
-                "modalmesh.service": "worker", "modalmesh.worker": self.worker_id, "modalmesh.model": request.model,
-                "modalmesh.request_id": request.request_id, "modalmesh.attempt": assignment.attempt}):
+        with tracer.start_as_current_span(
+            "engine",
+            context=extract(msg.headers),
+            attributes={
+                "modalmesh.service": "worker",
+                "modalmesh.worker": self.worker_id,
+                "modalmesh.model": request.model,
+                "modalmesh.request_id": request.request_id,
+                "modalmesh.attempt": assignment.attempt,
+            },
+        ):
             await self._execute(assignment, msg)
 
     async def _execute(self, assignment: Assignment, msg: Msg) -> None:
         rid = assignment.request_id
-        out = ResultPublisher(self.bus, rid, self.worker_id, assignment.attempt, seq=assignment.first_seq,
-                              served_model=assignment.request.model if assignment.fallback_for else None)
+        out = ResultPublisher(
+            self.bus,
+            rid,
+            self.worker_id,
+            assignment.attempt,
+            seq=assignment.first_seq,
+            served_model=assignment.request.model if assignment.fallback_for else None,
+        )
         keepalive = asyncio.create_task(self._keep_alive(msg))
         watchdog = asyncio.create_task(self._abort_at_deadline(assignment))
         outcome = "error"
@@ -290,7 +310,8 @@ class Worker:
             await out.progress(0.0, f"restarted from the beginning on {self.worker_id} (attempt {assignment.attempt})")
         if assignment.resume_tokens:  # a continuation: only what is left of the answer
             sampling = request.sampling.model_copy(
-                update={"max_tokens": max(1, request.sampling.max_tokens - assignment.resume_tokens)})
+                update={"max_tokens": max(1, request.sampling.max_tokens - assignment.resume_tokens)}
+            )
             request = request.model_copy(update={"sampling": sampling})
         progress = ProgressGate(self.settings.progress_every_s)
         async for event in self.engine.generate(request, assignment.resume_text):
@@ -308,8 +329,9 @@ class Worker:
                 if inflight is not None and inflight.deadline_passed:
                     await out.error(ErrorCode.deadline_exceeded, "the request's deadline passed while generating")
                 else:
-                    await out.final(event.finish_reason, _with_resumed(event.usage, assignment.resume_tokens),
-                                    event.timings)
+                    await out.final(
+                        event.finish_reason, _with_resumed(event.usage, assignment.resume_tokens), event.timings
+                    )
                     self._observe(request.model, event)
 
     def _observe(self, model: str, finished: Finished) -> None:
@@ -335,8 +357,9 @@ class Worker:
         if self._artifacts is None:  # looked up once, on the first file
             self._artifacts = await self.bus.js.object_store(streams.OBJ_ARTIFACTS)
         await self._artifacts.put(name, file.data, meta=ObjectMeta(name=name, description=file.content_type))
-        return Artifact(name=name, content_type=file.content_type, size=len(file.data), index=file.index,
-                        meta=file.meta)
+        return Artifact(
+            name=name, content_type=file.content_type, size=len(file.data), index=file.index, meta=file.meta
+        )
 
     async def _keep_alive(self, msg: Msg) -> None:
         """Tell JetStream the assignment is being worked on, so it is not redelivered meanwhile."""
@@ -376,5 +399,6 @@ def _with_resumed(usage: Usage, resumed: int) -> Usage:
     """Usage of the whole answer: tokens delivered by earlier attempts are completion, not prompt."""
     if not resumed:
         return usage
-    return Usage(prompt_tokens=max(0, usage.prompt_tokens - resumed),
-                 completion_tokens=usage.completion_tokens + resumed)
+    return Usage(
+        prompt_tokens=max(0, usage.prompt_tokens - resumed), completion_tokens=usage.completion_tokens + resumed
+    )

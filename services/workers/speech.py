@@ -25,6 +25,12 @@ class SpeechOut:
     def finish(self, characters: int) -> None:
         pcm = b"".join(self.pieces)
         seconds = len(pcm) / 2 / self.sample_rate
-        self.emit(File(wav_bytes(pcm, self.sample_rate), "audio/wav", "wav",
-                       meta={"seconds": round(seconds, 3), "sample_rate": self.sample_rate}))
+        self.emit(
+            File(
+                wav_bytes(pcm, self.sample_rate),
+                "audio/wav",
+                "wav",
+                meta={"seconds": round(seconds, 3), "sample_rate": self.sample_rate},
+            )
+        )
         self.emit(Finished("stop", Usage(prompt_tokens=characters)))

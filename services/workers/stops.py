@@ -24,8 +24,15 @@ class StopScanner:
         first = min(hits) if hits else len(buf)
         # Where a stop sequence could still begin: a proper prefix of one ends the buffer. One that
         # begins before the first complete hit may yet complete and cut the text earlier.
-        open_at = min((len(buf) - n for s in self.stops for n in range(1, min(len(s), len(buf) + 1))
-                       if buf.endswith(s[:n]) and len(buf) - n < first), default=None)
+        open_at = min(
+            (
+                len(buf) - n
+                for s in self.stops
+                for n in range(1, min(len(s), len(buf) + 1))
+                if buf.endswith(s[:n]) and len(buf) - n < first
+            ),
+            default=None,
+        )
         if open_at is None:
             self.held, self.stopped = "", bool(hits)
             return buf[:first]

@@ -60,10 +60,13 @@ def write_tiny_voice(model_path: Path, seed: int = 0, hidden: int = 16) -> None:
         numpy_helper.from_array((rng.standard_normal((hidden, HOP)) * 0.5).astype(np.float32), "to_samples"),
     ]
     graph = helper.make_graph(
-        nodes, "modalmesh_tiny_piper",
-        [helper.make_tensor_value_info("input", TensorProto.INT64, [1, "phonemes"]),
-         helper.make_tensor_value_info("input_lengths", TensorProto.INT64, [1]),
-         helper.make_tensor_value_info("scales", TensorProto.FLOAT, [3])],
+        nodes,
+        "modalmesh_tiny_piper",
+        [
+            helper.make_tensor_value_info("input", TensorProto.INT64, [1, "phonemes"]),
+            helper.make_tensor_value_info("input_lengths", TensorProto.INT64, [1]),
+            helper.make_tensor_value_info("scales", TensorProto.FLOAT, [3]),
+        ],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, "samples"])],
         weights,
     )
@@ -71,8 +74,13 @@ def write_tiny_voice(model_path: Path, seed: int = 0, hidden: int = 16) -> None:
     model.ir_version = 8
     onnx.checker.check_model(model)
     config = {
-        "audio": {"sample_rate": SAMPLE_RATE}, "espeak": {"voice": "en-us"}, "phoneme_type": "espeak",
-        "num_symbols": len(ids), "num_speakers": 1, "hop_length": HOP, "phoneme_id_map": ids,
+        "audio": {"sample_rate": SAMPLE_RATE},
+        "espeak": {"voice": "en-us"},
+        "phoneme_type": "espeak",
+        "num_symbols": len(ids),
+        "num_speakers": 1,
+        "hop_length": HOP,
+        "phoneme_id_map": ids,
         "inference": {"noise_scale": 0.667, "length_scale": 1.0, "noise_w": 0.8},
     }
     tmp = model_path.with_suffix(".tmp")

@@ -67,8 +67,11 @@ def _root(model: Path) -> Path:
 def _files(model: Path) -> dict[str, Path]:
     if model.is_file():
         return {model.name: model}
-    return {p.relative_to(model).as_posix(): p for p in sorted(model.rglob("*"))
-            if p.is_file() and p.name != FOLDER_MANIFEST and not p.name.startswith(".")}
+    return {
+        p.relative_to(model).as_posix(): p
+        for p in sorted(model.rglob("*"))
+        if p.is_file() and p.name != FOLDER_MANIFEST and not p.name.startswith(".")
+    }
 
 
 def sha256_of(path: Path, progress: Progress | None = None) -> str:
@@ -119,15 +122,16 @@ def _check(manifest: Manifest, root: Path, names: list[str], progress: Progress 
         if not path.is_file():
             raise WeightsError(f"{manifest.model_id}: {name} is missing from {root}")
         if (size := path.stat().st_size) != entry.size:
-            raise WeightsError(f"{manifest.model_id}: {name} has {size} bytes, the manifest says {entry.size} "
-                               "(a partial or changed file)")
+            raise WeightsError(
+                f"{manifest.model_id}: {name} has {size} bytes, the manifest says {entry.size} "
+                "(a partial or changed file)"
+            )
     for name in names:
         if sha256_of(root / name, progress) != manifest.files[name].sha256:
             raise WeightsError(f"{manifest.model_id}: {name} does not match its sha256 in the manifest (corrupt)")
 
 
-def pull(repo_id: str, dest: Path | None = None, revision: str | None = None,
-         allow: list[str] | None = None) -> Path:
+def pull(repo_id: str, dest: Path | None = None, revision: str | None = None, allow: list[str] | None = None) -> Path:
     """Download a model from the Hugging Face hub (resuming partial files) into the hub's cache, or
     take it from the cache alone when `HF_HUB_OFFLINE=1`; then write and check its manifest.
     Returns the model's folder."""
@@ -136,11 +140,15 @@ def pull(repo_id: str, dest: Path | None = None, revision: str | None = None,
 
     offline = os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "yes")
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=dest, allow_patterns=allow,
-                                        local_files_only=offline))
+        folder = Path(
+            snapshot_download(
+                repo_id, revision=revision, cache_dir=dest, allow_patterns=allow, local_files_only=offline
+            )
+        )
     except LocalEntryNotFoundError:
-        raise WeightsError(f"{repo_id} is not in the hub cache, and offline mode (HF_HUB_OFFLINE) "
-                           "forbids downloading it") from None
+        raise WeightsError(
+            f"{repo_id} is not in the hub cache, and offline mode (HF_HUB_OFFLINE) forbids downloading it"
+        ) from None
     source = f"hf:{repo_id}@{revision or 'main'}"
     if read_manifest(folder) is None:
         write_manifest(folder, repo_id, source)
@@ -184,14 +192,17 @@ async def copy_shared(model: Path, dest: Path, progress: Progress | None = None)
     there is kept. Engines then read local disk, not the network. Returns what `fetch` does."""
     manifest = read_manifest(model)
     if manifest is None:
-        raise WeightsError(f"{model} has no manifest to check a copy against (write one with "
-                           "`python -m services.workers.models manifest`)")
+        raise WeightsError(
+            f"{model} has no manifest to check a copy against (write one with "
+            "`python -m services.workers.models manifest`)"
+        )
     root = _root(model)
 
     async def copy(name: str, into: BufferedWriter) -> None:
         def copy_file() -> None:
             with (root / name).open("rb") as source:
                 shutil.copyfileobj(source, into, CHUNK)
+
         try:
             await asyncio.to_thread(copy_file)
         except FileNotFoundError:
@@ -200,8 +211,9 @@ async def copy_shared(model: Path, dest: Path, progress: Progress | None = None)
     return await _install(manifest, _local(dest, manifest.model_id), copy, progress)
 
 
-async def _install(manifest: Manifest, folder: Path, copy: Callable[[str, BufferedWriter], Awaitable[None]],
-                   progress: Progress | None) -> Path:
+async def _install(
+    manifest: Manifest, folder: Path, copy: Callable[[str, BufferedWriter], Awaitable[None]], progress: Progress | None
+) -> Path:
     """Write each file of `manifest` that `folder` lacks (or holds damaged) through `copy`, by way of
     a `.partial` file, then check what was written (the rest was checked just before). Hashing runs
     in a thread: a host worker loading one model keeps serving (and heartbeating for) the others."""

@@ -20,8 +20,16 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian: apt-get install chromium)"),
 ]
 # Flags that keep Chromium off the network and quiet on a machine without one.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @contextmanager
@@ -50,8 +58,10 @@ def test_chat_page_streams_an_answer(running_stack: LocalStack) -> None:
             "document.getElementById('status').textContent.includes('chunks')"
             " || document.querySelector('#log .error') !== null"
         )
-        texts = {cls: [e.text_content() for e in page.query_selector_all(f"#log .{cls}")]
-                 for cls in ("user", "assistant", "error")}
+        texts = {
+            cls: [e.text_content() for e in page.query_selector_all(f"#log .{cls}")]
+            for cls in ("user", "assistant", "error")
+        }
         status = page.text_content("#status") or ""
         page.screenshot(path=str(SHOTS / "chat.png"))
     assert texts["error"] == [], f"the page showed an error: {texts['error']}"
@@ -67,12 +77,16 @@ def test_page_makes_an_image_with_a_progress_bar(media_stack: LocalStack) -> Non
         page.wait_for_selector("#media-model option[value='tiny-sd']", state="attached")
         page.fill("#media-prompt", "a lighthouse at dusk")
         page.click("#make")
-        page.wait_for_function("document.getElementById('media-status').textContent.includes('stop')"
-                               " || document.querySelector('#media-status.error') !== null")
+        page.wait_for_function(
+            "document.getElementById('media-status').textContent.includes('stop')"
+            " || document.querySelector('#media-status.error') !== null"
+        )
         status = page.text_content("#media-status") or ""
         progress = page.eval_on_selector("#progress", "e => e.value")
-        page.wait_for_function("(() => { const i = document.querySelector('#made img');"
-                               " return i !== null && i.complete && i.naturalWidth > 0; })()")
+        page.wait_for_function(
+            "(() => { const i = document.querySelector('#made img');"
+            " return i !== null && i.complete && i.naturalWidth > 0; })()"
+        )
         size = page.eval_on_selector("#made img", "e => e.complete && [e.naturalWidth, e.naturalHeight]")
         page.select_option("#kind", "speech")
         page.wait_for_selector("#media-model option[value='espeak']", state="attached")

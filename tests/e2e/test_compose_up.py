@@ -29,8 +29,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
     from testcontainers.compose import DockerCompose
 
     env = tmp_path_factory.mktemp("compose") / ".env"
-    names = [line.split("=")[0] for line in (COMPOSE / ".env.example").read_text().splitlines()
-             if line and not line.startswith("#")]
+    names = [
+        line.split("=")[0]
+        for line in (COMPOSE / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     values = {n: secrets.token_hex(16) for n in names if "PASSWORD" in n or "SECRET" in n or "KEY" in n}
     env.write_text("".join(f"{n}={v}\n" for n, v in values.items()))
     with DockerCompose(COMPOSE, compose_file_name="docker-compose.yml", env_file=str(env), build=True, wait=True):
@@ -39,6 +42,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
 
 def test_the_compose_fleet_answers_a_chat(fleet: tuple[str, str]) -> None:
     url, key = fleet
-    res = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
-                     json={"model": "tiny-llama", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+    res = httpx.post(
+        f"{url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=120,
+        json={"model": "tiny-llama", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert res.status_code == 200 and res.json()["choices"][0]["message"]["content"] is not None

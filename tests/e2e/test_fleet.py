@@ -62,8 +62,9 @@ async def test_node_offline_alert_fires_and_resolves(client: httpx.AsyncClient, 
     os.kill(pid, signal.SIGSTOP)  # a node that stops talking, as a hung or cut-off machine would
     try:
         stopped = time.monotonic()
-        body = await wait_for(client, "/v1/alerts",
-                              lambda b: any(a["name"] == "node_offline" for a in b["active"]), timeout_s=15)
+        body = await wait_for(
+            client, "/v1/alerts", lambda b: any(a["name"] == "node_offline" for a in b["active"]), timeout_s=15
+        )
         noticed = time.monotonic() - stopped
         nodes = (await client.get("/v1/nodes")).json()["data"]
         assert not any(n["online"] for n in nodes)

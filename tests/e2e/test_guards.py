@@ -31,16 +31,20 @@ async def test_requests_without_a_valid_key_get_401(running_stack: LocalStack, h
 
 
 async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
-    res = await client.post("/v1/chat/completions",
-                            json={"model": MODEL, "messages": [{"role": "user", "content": "x" * (2 << 20)}]})
+    res = await client.post(
+        "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
+    )
     assert res.status_code == 413 and res.json()["error"]["code"] == "payload_too_large"
 
 
-@pytest.mark.parametrize("body", [
-    {"model": MODEL, "messages": HELLO * 300},
-    {"model": MODEL, "messages": HELLO, "max_tokens": 100_000},
-    {"model": MODEL, "messages": [{"role": "user", "content": "y" * 300_000}]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": MODEL, "messages": HELLO * 300},
+        {"model": MODEL, "messages": HELLO, "max_tokens": 100_000},
+        {"model": MODEL, "messages": [{"role": "user", "content": "y" * 300_000}]},
+    ],
+)
 async def test_limits_are_400(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
     res = await client.post("/v1/chat/completions", json=body)
     assert res.status_code == 400 and res.json()["error"]["type"] == "invalid_request_error"
@@ -49,8 +53,13 @@ async def test_limits_are_400(client: httpx.AsyncClient, body: dict[str, Any]) -
 @pytest.mark.parametrize("stream", [False, True])
 async def test_idempotency_key_runs_once_and_returns_the_same_result(client: httpx.AsyncClient, stream: bool) -> None:
     # No seed and temperature 1: two real runs would differ, so equal answers mean one run.
-    body = {"model": MODEL, "messages": HELLO, "max_tokens": 24, "temperature": 1.0,
-            "logit_bias": {"2": -100, "4": -100}}
+    body = {
+        "model": MODEL,
+        "messages": HELLO,
+        "max_tokens": 24,
+        "temperature": 1.0,
+        "logit_bias": {"2": -100, "4": -100},
+    }
     headers = {"Idempotency-Key": f"order-{stream}-42"}
     first = await client.post("/v1/chat/completions", json=body, headers=headers)
     again = await client.post("/v1/chat/completions", json={**body, "stream": stream}, headers=headers)
@@ -60,8 +69,7 @@ async def test_idempotency_key_runs_once_and_returns_the_same_result(client: htt
     if stream:
         import json
 
-        chunks = [json.loads(line[6:]) for line in again.text.splitlines()
-                  if line.startswith("data: {")]
+        chunks = [json.loads(line[6:]) for line in again.text.splitlines() if line.startswith("data: {")]
         replayed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
         assert chunks[0]["id"] == first.json()["id"]
     else:

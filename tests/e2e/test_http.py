@@ -26,7 +26,7 @@ HELLO = [{"role": "user", "content": "Hello there"}]
 
 
 def sse_events(lines: list[str]) -> list[str]:
-    return [line[len("data: "):] for line in lines if line.startswith("data: ")]
+    return [line[len("data: ") :] for line in lines if line.startswith("data: ")]
 
 
 async def post_stream(client: httpx.AsyncClient, body: dict[str, Any]) -> list[str]:
@@ -43,8 +43,17 @@ async def client(running_stack: RunningStack) -> Any:
 
 
 async def test_streamed_chat_arrives_in_several_chunks_then_done(client: httpx.AsyncClient) -> None:
-    events = await post_stream(client, {"model": MODEL, "messages": HELLO, "stream": True, "max_tokens": 400,
-                                        "logit_bias": NO_EOS, "stream_options": {"include_usage": True}})
+    events = await post_stream(
+        client,
+        {
+            "model": MODEL,
+            "messages": HELLO,
+            "stream": True,
+            "max_tokens": 400,
+            "logit_bias": NO_EOS,
+            "stream_options": {"include_usage": True},
+        },
+    )
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
@@ -57,8 +66,9 @@ async def test_streamed_chat_arrives_in_several_chunks_then_done(client: httpx.A
 
 
 async def test_non_streamed_chat_has_usage(client: httpx.AsyncClient) -> None:
-    res = await client.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 10,
-                                                          "logit_bias": NO_EOS})
+    res = await client.post(
+        "/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 10, "logit_bias": NO_EOS}
+    )
     assert res.status_code == 200
     body = res.json()
     assert body["object"] == "chat.completion"
@@ -99,12 +109,15 @@ async def test_web_page_is_served(client: httpx.AsyncClient) -> None:
     assert res.status_code == 200 and "/v1/chat/completions" in res.text
 
 
-@pytest.mark.parametrize("body", [
-    b"{not json",
-    json.dumps({"model": MODEL}).encode(),
-    json.dumps({"model": MODEL, "messages": HELLO, "max_tokens": "many"}).encode(),
-    json.dumps({"model": MODEL, "messages": HELLO, "temperature": 9}).encode(),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        json.dumps({"model": MODEL}).encode(),
+        json.dumps({"model": MODEL, "messages": HELLO, "max_tokens": "many"}).encode(),
+        json.dumps({"model": MODEL, "messages": HELLO, "temperature": 9}).encode(),
+    ],
+)
 async def test_invalid_body_is_400_in_openai_shape(client: httpx.AsyncClient, body: bytes) -> None:
     res = await client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     assert res.status_code == 400
@@ -139,7 +152,8 @@ async def test_model_without_live_worker_is_503_with_retry_after(
 @pytest.mark.parametrize("stream", [False, True])
 async def test_deadline_is_504(client: httpx.AsyncClient, stream: bool) -> None:
     res = await client.post(
-        "/v1/chat/completions", headers={"X-ModalMesh-Timeout": "0.5"},
+        "/v1/chat/completions",
+        headers={"X-ModalMesh-Timeout": "0.5"},
         json={"model": MODEL, "messages": HELLO, "max_tokens": 8000, "logit_bias": NO_EOS, "stream": stream},
     )
     # Tokens may already be flowing when the deadline passes: a stream then ends with an error event.
@@ -177,7 +191,7 @@ async def test_client_disconnect_stops_generation(client: httpx.AsyncClient, run
     body = {"model": MODEL, "messages": HELLO, "max_tokens": 8000, "stream": True, "logit_bias": NO_EOS}
     async with client.stream("POST", "/v1/chat/completions", json=body) as res:
         lines = res.aiter_lines()
-        first = json.loads((await anext(lines))[len("data: "):])
+        first = json.loads((await anext(lines))[len("data: ") :])
         # Leave after the first chunk: closing the response drops the connection.
     state = await task_state(running_stack.nats_url, first["id"])
     assert state.status is TaskStatus.cancelled
@@ -241,24 +255,28 @@ async def test_admin_models_shows_where_each_model_runs(client: httpx.AsyncClien
 
 
 async def test_a_model_with_no_worker_is_answered_by_its_catalog_fallback_which_says_so(
-    client: httpx.AsyncClient, running_stack: RunningStack,
+    client: httpx.AsyncClient,
+    running_stack: RunningStack,
 ) -> None:
     bus = await connect(running_stack.nats_url, "test-catalog")
     kv = await bus.js.key_value(streams.KV_MODELS)
-    ghost = ModelEntry(id="ghost-chat", modality=(Modality.chat,), engine="llama_cpp", source="nowhere",
-                       declared=True, fallback=MODEL)
+    ghost = ModelEntry(
+        id="ghost-chat", modality=(Modality.chat,), engine="llama_cpp", source="nowhere", declared=True, fallback=MODEL
+    )
     await kv.put(ghost.id, ghost.encode())
     try:
         for _ in range(50):  # the gateway and the scheduler follow the bucket
-            res = await client.post("/v1/chat/completions", json={"model": "ghost-chat", "messages": HELLO,
-                                                                   "max_tokens": 3})
+            res = await client.post(
+                "/v1/chat/completions", json={"model": "ghost-chat", "messages": HELLO, "max_tokens": 3}
+            )
             if res.status_code != 404:
                 break
             await asyncio.sleep(0.1)
         assert res.status_code == 200, res.text
         assert res.json()["model"] == MODEL and res.json()["choices"][0]["message"]["content"]
-        streamed = await post_stream(client, {"model": "ghost-chat", "messages": HELLO, "max_tokens": 3,
-                                              "stream": True})
+        streamed = await post_stream(
+            client, {"model": "ghost-chat", "messages": HELLO, "max_tokens": 3, "stream": True}
+        )
         assert {json.loads(e)["model"] for e in streamed if e != "[DONE]"} == {MODEL}
     finally:
         await kv.delete(ghost.id)

@@ -20,8 +20,14 @@ from services.devstack import LocalStack
 pytestmark = pytest.mark.e2e
 DASHBOARDS = Path(__file__).parents[2] / "deploy" / "compose" / "grafana" / "dashboards"
 ALERTS = Path(__file__).parents[2] / "deploy" / "compose" / "prometheus" / "alerts.yml"
-SERIES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",), "summary": ("",
-          "_count", "_sum"), "info": ("_info",), "untyped": ("",)}
+SERIES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "gauge": ("",),
+    "summary": ("", "_count", "_sum"),
+    "info": ("_info",),
+    "untyped": ("",),
+}
 METRIC_NAME = re.compile(r"\b((?:modalmesh|DCGM)_\w+)")
 
 
@@ -58,8 +64,10 @@ async def test_one_chat_is_counted_at_every_hop_and_every_dashboard_query_is_exp
     assert {"gateway", "monitor", "scheduler", "aggregator", "worker-llm-1"} <= set(jobs)
     before = await scrape(running_stack)
     async with httpx.AsyncClient(base_url=running_stack.url, timeout=60, headers=running_stack.headers) as client:
-        res = await client.post("/v1/chat/completions", json={
-            "model": "tiny-llama", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+        res = await client.post(
+            "/v1/chat/completions",
+            json={"model": "tiny-llama", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        )
     assert res.status_code == 200
     completion = res.json()["usage"]["completion_tokens"]
     after = await scrape(running_stack)
@@ -74,8 +82,10 @@ async def test_one_chat_is_counted_at_every_hop_and_every_dashboard_query_is_exp
     assert grew("modalmesh_scheduler_queue_wait_seconds_count") >= 1
     assert grew("modalmesh_worker_requests_total") >= 1 and grew("modalmesh_worker_tokens_total") >= completion
     assert grew("modalmesh_aggregator_requests_finished_total") >= 1
-    assert total(after, "modalmesh_jetstream_stream_messages") >= 0 and "modalmesh_jetstream_stream_messages" in (
-        after["scheduler"])
+    assert (
+        total(after, "modalmesh_jetstream_stream_messages") >= 0
+        and "modalmesh_jetstream_stream_messages" in (after["scheduler"])
+    )
     assert after["scheduler"].get("modalmesh_scheduler_live_workers", 0) >= 1
 
     names = {name for series in after.values() for name in series}

@@ -51,8 +51,14 @@ def test_embeddings_base64_and_dimensions(media_stack: LocalStack) -> None:
 
 
 def test_images_are_pngs_of_the_asked_size(client: openai.OpenAI, media_stack: LocalStack) -> None:
-    reply = client.images.generate(model=IMAGE, prompt="a red cat", size="96x64", n=2, response_format="b64_json",
-                                   extra_body={"steps": 3, "seed": 7})
+    reply = client.images.generate(
+        model=IMAGE,
+        prompt="a red cat",
+        size="96x64",
+        n=2,
+        response_format="b64_json",
+        extra_body={"steps": 3, "seed": 7},
+    )
     assert len(reply.data) == 2
     for item in reply.data:
         image = Image.open(io.BytesIO(base64.b64decode(item.b64_json or "")))
@@ -72,8 +78,13 @@ def test_images_are_pngs_of_the_asked_size(client: openai.OpenAI, media_stack: L
 
 def test_same_seed_same_image(client: openai.OpenAI) -> None:
     def make(seed: int) -> bytes:
-        item = client.images.generate(model=IMAGE, prompt="a boat", size="64x64", response_format="b64_json",
-                                      extra_body={"steps": 2, "seed": seed}).data[0]
+        item = client.images.generate(
+            model=IMAGE,
+            prompt="a boat",
+            size="64x64",
+            response_format="b64_json",
+            extra_body={"steps": 2, "seed": seed},
+        ).data[0]
         return base64.b64decode(item.b64_json or "")
 
     first = make(3)
@@ -90,36 +101,43 @@ def _wav_seconds(wav: bytes) -> float:
 
 def test_speech_wav_grows_with_the_text(client: openai.OpenAI) -> None:
     short = client.audio.speech.create(model=SPEECH, input="Hello.", voice="alloy", response_format="wav").read()
-    long = client.audio.speech.create(model=SPEECH, input="Hello. " * 12 + "This sentence is much longer.",
-                                      voice="alloy", response_format="wav").read()
+    long = client.audio.speech.create(
+        model=SPEECH, input="Hello. " * 12 + "This sentence is much longer.", voice="alloy", response_format="wav"
+    ).read()
     assert 0.2 < _wav_seconds(short) < _wav_seconds(long) / 3
 
 
 def test_speech_mp3_pcm_and_speed(client: openai.OpenAI) -> None:
     mp3 = client.audio.speech.create(model=SPEECH, input="Testing one two three.", voice="nova").read()
     assert mp3[:2] in (b"\xff\xf3", b"\xff\xfb", b"\xff\xf2") or mp3[:3] == b"ID3"
-    normal = client.audio.speech.create(model=SPEECH, input="Testing one two three four five.", voice="en",
-                                        response_format="pcm").read()
-    fast = client.audio.speech.create(model=SPEECH, input="Testing one two three four five.", voice="en",
-                                      response_format="pcm", speed=2.0).read()
+    normal = client.audio.speech.create(
+        model=SPEECH, input="Testing one two three four five.", voice="en", response_format="pcm"
+    ).read()
+    fast = client.audio.speech.create(
+        model=SPEECH, input="Testing one two three four five.", voice="en", response_format="pcm", speed=2.0
+    ).read()
     assert len(normal) % 2 == 0 and len(fast) < len(normal) * 0.75
 
 
-@pytest.mark.parametrize(("path", "body", "status"), [
-    ("/v1/images/generations", {"model": IMAGE, "prompt": "x", "size": "65x64"}, 400),
-    ("/v1/images/generations", {"model": IMAGE, "prompt": "x", "size": "4096x4096"}, 400),
-    ("/v1/images/generations", {"model": IMAGE, "prompt": ""}, 400),
-    ("/v1/images/generations", {"model": EMBED, "prompt": "x", "size": "64x64"}, 400),
-    ("/v1/embeddings", {"model": EMBED, "input": []}, 400),
-    ("/v1/embeddings", {"model": EMBED, "input": [""]}, 400),
-    ("/v1/embeddings", {"model": EMBED, "input": "x", "dimensions": 1000}, 400),
-    ("/v1/embeddings", {"model": "no-such-model", "input": "x"}, 404),
-    ("/v1/audio/speech", {"model": SPEECH, "input": "x", "voice": "no-such-voice"}, 400),
-    ("/v1/audio/speech", {"model": SPEECH, "input": "x", "response_format": "opus"}, 400),
-    ("/v1/audio/speech", {"model": SPEECH, "input": "x" * 5000}, 400),
-])
-def test_bad_media_requests_get_clear_errors(media_stack: LocalStack, path: str, body: dict[str, object],
-                                            status: int) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/v1/images/generations", {"model": IMAGE, "prompt": "x", "size": "65x64"}, 400),
+        ("/v1/images/generations", {"model": IMAGE, "prompt": "x", "size": "4096x4096"}, 400),
+        ("/v1/images/generations", {"model": IMAGE, "prompt": ""}, 400),
+        ("/v1/images/generations", {"model": EMBED, "prompt": "x", "size": "64x64"}, 400),
+        ("/v1/embeddings", {"model": EMBED, "input": []}, 400),
+        ("/v1/embeddings", {"model": EMBED, "input": [""]}, 400),
+        ("/v1/embeddings", {"model": EMBED, "input": "x", "dimensions": 1000}, 400),
+        ("/v1/embeddings", {"model": "no-such-model", "input": "x"}, 404),
+        ("/v1/audio/speech", {"model": SPEECH, "input": "x", "voice": "no-such-voice"}, 400),
+        ("/v1/audio/speech", {"model": SPEECH, "input": "x", "response_format": "opus"}, 400),
+        ("/v1/audio/speech", {"model": SPEECH, "input": "x" * 5000}, 400),
+    ],
+)
+def test_bad_media_requests_get_clear_errors(
+    media_stack: LocalStack, path: str, body: dict[str, object], status: int
+) -> None:
     res = httpx.post(f"{media_stack.url}{path}", json=body, headers=media_stack.headers, timeout=60)
     assert res.status_code == status, res.text
     assert res.json()["error"]["message"]
@@ -129,6 +147,7 @@ def test_a_configured_piper_voice_speaks(client: openai.OpenAI) -> None:
     from services.workers.tiny_voice import SAMPLE_RATE
 
     model = next(m.id for m in client.models.list().data if m.id.startswith("tiny-piper"))
-    wav = client.audio.speech.create(model=model, input="One sentence. And another.", voice="alloy",
-                                     response_format="wav").read()
+    wav = client.audio.speech.create(
+        model=model, input="One sentence. And another.", voice="alloy", response_format="wav"
+    ).read()
     assert struct.unpack("<I", wav[24:28])[0] == SAMPLE_RATE and _wav_seconds(wav) > 0.1

@@ -20,8 +20,10 @@ def _users(stack: LocalStack) -> NatsUsers:
 
 
 async def test_no_connection_without_a_valid_password(running_stack: LocalStack) -> None:
-    for url in (f"nats://127.0.0.1:{running_stack.nats_port}",
-                f"nats://gateway:wrong@127.0.0.1:{running_stack.nats_port}"):
+    for url in (
+        f"nats://127.0.0.1:{running_stack.nats_port}",
+        f"nats://gateway:wrong@127.0.0.1:{running_stack.nats_port}",
+    ):
         with pytest.raises((nats.errors.Error, OSError)):
             await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False)
 
@@ -32,21 +34,28 @@ def test_credentials_are_owner_only(running_stack: LocalStack) -> None:
         assert mode & 0o077 == 0, f"{name} is readable by others ({oct(mode)})"
 
 
-@pytest.mark.parametrize(("role", "allowed_pub", "denied_pub", "denied_sub"), [
-    ("worker", "result.x", "req.chat", "req.>"),
-    ("gateway", "req.chat", "assign.w1", "assign.>"),
-    ("aggregator", "out.x", "result.x", "cancel.>"),
-    ("monitor", "telemetry.n1", "out.x", "out.>"),
-])
-async def test_each_role_is_held_to_its_subjects(running_stack: LocalStack, role: str, allowed_pub: str,
-                                                 denied_pub: str, denied_sub: str) -> None:
+@pytest.mark.parametrize(
+    ("role", "allowed_pub", "denied_pub", "denied_sub"),
+    [
+        ("worker", "result.x", "req.chat", "req.>"),
+        ("gateway", "req.chat", "assign.w1", "assign.>"),
+        ("aggregator", "out.x", "result.x", "cancel.>"),
+        ("monitor", "telemetry.n1", "out.x", "out.>"),
+    ],
+)
+async def test_each_role_is_held_to_its_subjects(
+    running_stack: LocalStack, role: str, allowed_pub: str, denied_pub: str, denied_sub: str
+) -> None:
     violations: list[str] = []
 
     async def on_error(exc: Exception) -> None:
         violations.append(str(exc))
 
-    nc = await nats.connect(_users(running_stack).url(role, "127.0.0.1", running_stack.nats_port),
-                            error_cb=on_error, max_reconnect_attempts=0)
+    nc = await nats.connect(
+        _users(running_stack).url(role, "127.0.0.1", running_stack.nats_port),
+        error_cb=on_error,
+        max_reconnect_attempts=0,
+    )
     try:
         await nc.publish(allowed_pub, b"{}")
         await nc.flush()

@@ -18,8 +18,12 @@ def client(running_stack: RunningStack) -> openai.OpenAI:
 
 def test_chat_stream_with_openai_client(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=16,
-        logit_bias={"2": -100, "4": -100}, stream_options={"include_usage": True},
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        max_tokens=16,
+        logit_bias={"2": -100, "4": -100},
+        stream_options={"include_usage": True},
     )
     pieces, usage, finish = [], None, None
     for chunk in stream:
@@ -33,8 +37,9 @@ def test_chat_stream_with_openai_client(client: openai.OpenAI) -> None:
 
 
 def test_chat_whole_with_openai_client(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                           max_tokens=8, seed=5)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=8, seed=5
+    )
     assert reply.choices[0].message.role == "assistant"
     assert reply.usage is not None and 1 <= reply.usage.completion_tokens <= 8
 

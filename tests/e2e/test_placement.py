@@ -38,9 +38,12 @@ def catalog() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def placing_stack(catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    env = {"MODALMESH_HOST_MEMORY_MB": "100", "MODALMESH_SCHEDULER_CATALOG_FILE": str(catalog),
-           "MODALMESH_SCHEDULER_PLACEMENT_INTERVAL_S": "0.5",
-           "MODALMESH_WORKER_DRAIN_TIMEOUT_S": "0.05"}  # an unloaded model's work is cut off (and handed back) at once
+    env = {
+        "MODALMESH_HOST_MEMORY_MB": "100",
+        "MODALMESH_SCHEDULER_CATALOG_FILE": str(catalog),
+        "MODALMESH_SCHEDULER_PLACEMENT_INTERVAL_S": "0.5",
+        "MODALMESH_WORKER_DRAIN_TIMEOUT_S": "0.05",
+    }  # an unloaded model's work is cut off (and handed back) at once
     with LocalStack(data=tmp_path_factory.mktemp("placing"), env=env) as stack:
         yield stack
 
@@ -65,8 +68,9 @@ async def until_state(client: httpx.AsyncClient, model: str, state: str, timeout
 
 
 async def chat(client: httpx.AsyncClient, model: str) -> httpx.Response:
-    return await client.post("/v1/chat/completions", json={"model": model, "max_tokens": 3,
-                                                           "messages": [{"role": "user", "content": "hi"}]})
+    return await client.post(
+        "/v1/chat/completions", json={"model": model, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}
+    )
 
 
 async def test_a_model_with_a_warm_minimum_is_loaded_and_served(client: httpx.AsyncClient) -> None:
@@ -91,7 +95,8 @@ async def test_a_model_without_replicas_is_loaded_when_a_request_comes(client: h
 
 
 async def test_a_priority_9_model_pushes_the_priority_3_model_off_a_full_host(
-    client: httpx.AsyncClient, catalog: Path,
+    client: httpx.AsyncClient,
+    catalog: Path,
 ) -> None:
     await until_state(client, "low-chat", "running")
     await asyncio.to_thread(catalog.write_text, CATALOG + HIGH)  # edited while running: no restart
@@ -106,8 +111,13 @@ async def test_a_priority_9_model_pushes_the_priority_3_model_off_a_full_host(
 
 async def test_an_answer_cut_off_by_an_unload_is_requeued_and_finished(client: httpx.AsyncClient) -> None:
     await until_state(client, "lazy-chat", "running")
-    body = {"model": "lazy-chat", "max_tokens": 1900, "stream": True, "logit_bias": {"2": -100, "4": -100},
-            "messages": [{"role": "user", "content": "Tell me a long story"}]}
+    body = {
+        "model": "lazy-chat",
+        "max_tokens": 1900,
+        "stream": True,
+        "logit_bias": {"2": -100, "4": -100},
+        "messages": [{"role": "user", "content": "Tell me a long story"}],
+    }
     text, finish, unloaded = "", None, False
     async with client.stream("POST", "/v1/chat/completions", json=body) as stream:
         async for line in stream.aiter_lines():

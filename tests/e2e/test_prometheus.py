@@ -33,8 +33,15 @@ def prometheus(running_stack: LocalStack, tmp_path_factory: pytest.TempPathFacto
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     process = subprocess.Popen(
-        ["prometheus", f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            "prometheus",
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -48,14 +55,19 @@ async def query(client: httpx.AsyncClient, url: str, promql: str) -> list[dict[s
 
 
 async def test_prometheus_scrapes_every_service_and_loads_the_alert_rules(
-    running_stack: LocalStack, prometheus: str,
+    running_stack: LocalStack,
+    prometheus: str,
 ) -> None:
-    jobs = {job["job_name"] for job in yaml.safe_load((running_stack.data / "prometheus.yml").read_text())
-            ["scrape_configs"]}
+    jobs = {
+        job["job_name"] for job in yaml.safe_load((running_stack.data / "prometheus.yml").read_text())["scrape_configs"]
+    }
     async with httpx.AsyncClient(timeout=10) as client:
-        chat = await client.post(f"{running_stack.url}/v1/chat/completions", headers=running_stack.headers,
-                                 json={"model": "tiny-llama", "max_tokens": 3,
-                                       "messages": [{"role": "user", "content": "hi"}]}, timeout=60)
+        chat = await client.post(
+            f"{running_stack.url}/v1/chat/completions",
+            headers=running_stack.headers,
+            json={"model": "tiny-llama", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]},
+            timeout=60,
+        )
         assert chat.status_code == 200
         up: dict[str, str] = {}
         for _ in range(120):

@@ -43,8 +43,9 @@ def _text(events: list[tuple[str | None, str]]) -> str:
 def test_reattach_after_the_gateway_is_killed(running_stack: LocalStack) -> None:
     body = {"model": MODEL, "messages": HELLO, "max_tokens": 400, "stream": True, "logit_bias": NO_EOS}
     seen: list[str] = []
-    with httpx.stream("POST", f"{running_stack.url}/v1/chat/completions", json=body,
-                      headers=running_stack.headers, timeout=60) as res:
+    with httpx.stream(
+        "POST", f"{running_stack.url}/v1/chat/completions", json=body, headers=running_stack.headers, timeout=60
+    ) as res:
         for line in res.iter_lines():
             seen.append(line)
             if sum(1 for e in _events(seen) if e[0] is not None) >= 5:
@@ -64,8 +65,12 @@ def test_reattach_after_the_gateway_is_killed(running_stack: LocalStack) -> None
             pass
         time.sleep(0.2)
     rest: list[str] = []
-    with httpx.stream("GET", f"{running_stack.url}/v1/chat/completions/{request_id}/events",
-                      headers={**running_stack.headers, "Last-Event-ID": str(last_id)}, timeout=60) as res:
+    with httpx.stream(
+        "GET",
+        f"{running_stack.url}/v1/chat/completions/{request_id}/events",
+        headers={**running_stack.headers, "Last-Event-ID": str(last_id)},
+        timeout=60,
+    ) as res:
         assert res.status_code == 200
         rest = list(res.iter_lines())
     after = _events(rest)

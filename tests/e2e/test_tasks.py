@@ -50,8 +50,9 @@ def _wait(stack: LocalStack, task_id: str, timeout_s: float = 60) -> dict[str, A
 
 
 def test_image_task_events_resume_and_result(media_stack: LocalStack) -> None:
-    task = _submit(media_stack, {"modality": "image", "model": "tiny-sd", "prompt": "a fox", "size": "64x64",
-                                 "steps": 6})
+    task = _submit(
+        media_stack, {"modality": "image", "model": "tiny-sd", "prompt": "a fox", "size": "64x64", "steps": 6}
+    )
     assert task["status"] == "queued" and task["id"]
     events = _events(media_stack, task["id"])
     kinds = [e["event"] for e in events]
@@ -84,8 +85,10 @@ def test_cancel_running_and_queued_tasks(media_stack: LocalStack) -> None:
     running = _submit(media_stack, slow)
     queued = _submit(media_stack, slow)  # the image worker has one slot: this one waits
     deadline = time.monotonic() + 30
-    while httpx.get(f"{media_stack.url}/v1/tasks/{running['id']}", headers=media_stack.headers).json()[
-            "progress"] == 0 and time.monotonic() < deadline:
+    while (
+        httpx.get(f"{media_stack.url}/v1/tasks/{running['id']}", headers=media_stack.headers).json()["progress"] == 0
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     for task in (queued, running):
         res = httpx.delete(f"{media_stack.url}/v1/tasks/{task['id']}", headers=media_stack.headers)
@@ -100,16 +103,27 @@ def test_cancel_running_and_queued_tasks(media_stack: LocalStack) -> None:
 def test_unknown_task_and_bad_task_body(media_stack: LocalStack) -> None:
     assert httpx.get(f"{media_stack.url}/v1/tasks/nope", headers=media_stack.headers).status_code == 404
     assert httpx.delete(f"{media_stack.url}/v1/tasks/nope", headers=media_stack.headers).status_code == 404
-    bad = httpx.post(f"{media_stack.url}/v1/tasks", json={"modality": "hologram", "model": "x"},
-                     headers=media_stack.headers)
+    bad = httpx.post(
+        f"{media_stack.url}/v1/tasks", json={"modality": "hologram", "model": "x"}, headers=media_stack.headers
+    )
     assert bad.status_code == 400 and bad.json()["error"]["message"]
 
 
 def test_video_task_makes_an_mp4_with_the_asked_frame_count(media_stack: LocalStack, tmp_path: Any) -> None:
     import imageio_ffmpeg
 
-    task = _submit(media_stack, {"modality": "video", "model": "tiny-video", "prompt": "waves", "frames": 13,
-                                 "fps": 10, "size": "32x32", "steps": 2})
+    task = _submit(
+        media_stack,
+        {
+            "modality": "video",
+            "model": "tiny-video",
+            "prompt": "waves",
+            "frames": 13,
+            "fps": 10,
+            "size": "32x32",
+            "steps": 2,
+        },
+    )
     events = _events(media_stack, task["id"])
     assert [e["event"] for e in events][-2:] == ["artifact", "final"]
     assert any(e["event"] == "progress" and "encoding" in e["data"]["message"] for e in events)
@@ -120,7 +134,9 @@ def test_video_task_makes_an_mp4_with_the_asked_frame_count(media_stack: LocalSt
     path.write_bytes(httpx.get(file["url"]).content)
     frames, seconds = imageio_ffmpeg.count_frames_and_secs(str(path))
     assert frames == 13 and abs(seconds - 1.3) < 0.15
-    bad = _submit(media_stack, {"modality": "video", "model": "tiny-video", "prompt": "x", "frames": 12,
-                                "size": "32x32", "steps": 1})
+    bad = _submit(
+        media_stack,
+        {"modality": "video", "model": "tiny-video", "prompt": "x", "frames": 12, "size": "32x32", "steps": 1},
+    )
     failed = _wait(media_stack, bad["id"])
     assert failed["status"] == "failed" and failed["error"]["code"] == "invalid_request"

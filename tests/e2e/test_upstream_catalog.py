@@ -24,8 +24,10 @@ NO_EOS = {"2": -100, "4": -100}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     server = LlamaServer().start()
-    managed = (f"{sys.executable} -m llama_cpp.server --model {{source}} --model_alias managed --host 127.0.0.1 "
-               "--port {port}")
+    managed = (
+        f"{sys.executable} -m llama_cpp.server --model {{source}} --model_alias managed --host 127.0.0.1 "
+        "--port {port}"
+    )
     catalog = (
         "models:\n"
         f"  remote-llama: {{engine: openai_upstream, source: '{server.url}', modality: [chat, completion],\n"
@@ -38,8 +40,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "catalog.yaml"
         path.write_text(catalog)
-        env = {"MODALMESH_HOST_MEMORY_MB": "100", "MODALMESH_SCHEDULER_CATALOG_FILE": str(path),
-               "MODALMESH_SCHEDULER_PLACEMENT_INTERVAL_S": "0.5"}
+        env = {
+            "MODALMESH_HOST_MEMORY_MB": "100",
+            "MODALMESH_SCHEDULER_CATALOG_FILE": str(path),
+            "MODALMESH_SCHEDULER_PLACEMENT_INTERVAL_S": "0.5",
+        }
         try:
             with LocalStack(data=tmp_path_factory.mktemp("upstream-catalog"), modalities="", env=env) as running:
                 yield running
@@ -67,8 +72,9 @@ def _until_running(stack: LocalStack, model: str) -> None:
 def test_a_catalog_entry_pointing_at_a_running_server_is_served(stack: LocalStack) -> None:
     _until_running(stack, "remote-llama")
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=stack.api_key, max_retries=0)
-    stream = client.chat.completions.create(model="remote-llama", messages=[{"role": "user", "content": "hi"}],
-                                            stream=True, max_tokens=6, logit_bias=NO_EOS)
+    stream = client.chat.completions.create(
+        model="remote-llama", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=6, logit_bias=NO_EOS
+    )
     chunks = [c for c in stream]
     assert all(c.model == "remote-llama" for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -79,8 +85,9 @@ def test_a_catalog_entry_pointing_at_a_running_server_is_served(stack: LocalStac
 def test_a_catalog_entry_with_a_command_gets_a_server_of_its_own(stack: LocalStack) -> None:
     _until_running(stack, "managed-llama")
     client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=stack.api_key, max_retries=0)
-    answer = client.chat.completions.create(model="managed-llama", messages=[{"role": "user", "content": "hi"}],
-                                            max_tokens=4, logit_bias=NO_EOS)
+    answer = client.chat.completions.create(
+        model="managed-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=4, logit_bias=NO_EOS
+    )
     assert answer.choices[0].finish_reason == "length" and answer.usage and answer.usage.completion_tokens == 4
 
 

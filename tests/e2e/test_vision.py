@@ -27,8 +27,13 @@ def _data_url(color: tuple[int, int, int], size: tuple[int, int] = (48, 40)) -> 
 def _ask(client: openai.OpenAI, images: list[str]) -> openai.types.chat.ChatCompletion:
     content: list[dict[str, object]] = [{"type": "image_url", "image_url": {"url": url}} for url in images]
     content.append({"type": "text", "text": "What is in the picture?"})
-    return client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": content}],  # type: ignore[list-item,misc]
-                                          max_tokens=6, seed=3, temperature=0)
+    return client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": content}],  # type: ignore[list-item,misc]
+        max_tokens=6,
+        seed=3,
+        temperature=0,
+    )
 
 
 def test_images_reach_the_model_as_image_tokens(running_stack: LocalStack) -> None:
@@ -39,19 +44,40 @@ def test_images_reach_the_model_as_image_tokens(running_stack: LocalStack) -> No
     assert one.usage.prompt_tokens - text_only.usage.prompt_tokens == TinyVisionSpec().image_tokens
     assert two.usage.prompt_tokens - one.usage.prompt_tokens == TinyVisionSpec().image_tokens
     streamed = client.chat.completions.create(
-        model=MODEL, stream=True, max_tokens=4, messages=[{"role": "user", "content": [  # type: ignore[list-item]
-            {"type": "image_url", "image_url": {"url": _data_url((0, 255, 0))}}, {"type": "text", "text": "hi"}]}])
+        model=MODEL,
+        stream=True,
+        max_tokens=4,
+        messages=[
+            {
+                "role": "user",
+                "content": [  # type: ignore[list-item]
+                    {"type": "image_url", "image_url": {"url": _data_url((0, 255, 0))}},
+                    {"type": "text", "text": "hi"},
+                ],
+            }
+        ],
+    )
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices).strip()
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("data:image/png;base64,aGVsbG8=", "not a readable image"),
-    ("data:image/png;base64,%%%", "base64"),
-    ("https://example.com/cat.png", "data URL or a file"),
-    (_data_url((1, 2, 3), (4000, 10)), "pixels a side"),
-])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("data:image/png;base64,aGVsbG8=", "not a readable image"),
+        ("data:image/png;base64,%%%", "base64"),
+        ("https://example.com/cat.png", "data URL or a file"),
+        (_data_url((1, 2, 3), (4000, 10)), "pixels a side"),
+    ],
+)
 def test_bad_images_are_400(running_stack: LocalStack, url: str, message: str) -> None:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": url}}]}]}
+    body = {
+        "model": MODEL,
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": url}}],
+            }
+        ],
+    }
     res = httpx.post(f"{running_stack.url}/v1/chat/completions", json=body, headers=running_stack.headers)
     assert res.status_code == 400 and message in res.json()["error"]["message"]

@@ -25,8 +25,10 @@ def _docker_answers() -> bool:
         return False
 
 
-pytestmark = [pytest.mark.docker,
-              pytest.mark.skipif(not _docker_answers(), reason="no Docker engine answers on this machine")]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(not _docker_answers(), reason="no Docker engine answers on this machine"),
+]
 IMAGE = os.environ.get("MODALMESH_TEST_LLAMA_IMAGE", "ghcr.io/ggml-org/llama.cpp:server")
 
 
@@ -34,10 +36,15 @@ async def test_a_container_is_started_restarted_after_a_kill_and_removed() -> No
     import docker
 
     gguf = ensure_tiny_gguf()
-    engine = UpstreamEngine(UpstreamConfig(
-        base_url="", image=IMAGE, image_args=f"-m /models/{gguf.name} --host 0.0.0.0 --port {{port}}",
-        container_port=8080, volumes=((str(gguf.parent), "/models"),),
-    ))
+    engine = UpstreamEngine(
+        UpstreamConfig(
+            base_url="",
+            image=IMAGE,
+            image_args=f"-m /models/{gguf.name} --host 0.0.0.0 --port {{port}}",
+            container_port=8080,
+            volumes=((str(gguf.parent), "/models"),),
+        )
+    )
     server = engine.server
     assert isinstance(server, ContainerServer)
     server.backoff_s = (0.1,)
@@ -51,8 +58,13 @@ async def test_a_container_is_started_restarted_after_a_kill_and_removed() -> No
                 break
             await asyncio.sleep(0.1)
         assert server.restarts == 1 and server.state is ProcessState.running
-        request = ChatRequest(request_id="c1", model=engine.models[0], deadline_ms=now_ms() + 60_000,
-                              messages=(ChatMessage(role="user", content="hi"),), sampling=Sampling(max_tokens=4))
+        request = ChatRequest(
+            request_id="c1",
+            model=engine.models[0],
+            deadline_ms=now_ms() + 60_000,
+            messages=(ChatMessage(role="user", content="hi"),),
+            sampling=Sampling(max_tokens=4),
+        )
         events = [e async for e in engine.generate(request)]
         assert isinstance(events[-1], Finished)
         last = server.container_id

@@ -26,9 +26,13 @@ async def engine() -> AsyncIterator[LlamaCppEngine]:
 
 
 def chat(content: str, max_tokens: int = 20) -> ChatRequest:
-    return ChatRequest(request_id=f"c{now_ms()}", model="tiny", deadline_ms=now_ms() + 60_000,
-                       messages=(ChatMessage(role="user", content=content),),
-                       sampling=Sampling(max_tokens=max_tokens, seed=1, logit_bias={2: -100.0, 4: -100.0}))
+    return ChatRequest(
+        request_id=f"c{now_ms()}",
+        model="tiny",
+        deadline_ms=now_ms() + 60_000,
+        messages=(ChatMessage(role="user", content=content),),
+        sampling=Sampling(max_tokens=max_tokens, seed=1, logit_bias={2: -100.0, 4: -100.0}),
+    )
 
 
 async def _all(events: AsyncIterator[EngineEvent]) -> list[EngineEvent]:

@@ -21,14 +21,19 @@ NO_EOS = {2: -100.0, 4: -100.0}  # keep the random model talking until max_token
 
 
 def _entry(model: str, memory_mb: float = 40.0, source: str = "tiny") -> ModelEntry:
-    return ModelEntry(id=model, modality=(Modality.chat,), engine="llama_cpp", source=source, memory_mb=memory_mb,
-                      declared=True)
+    return ModelEntry(
+        id=model, modality=(Modality.chat,), engine="llama_cpp", source=source, memory_mb=memory_mb, declared=True
+    )
 
 
 def _chat(model: str, rid: str, max_tokens: int) -> ChatRequest:
-    return ChatRequest(request_id=rid, model=model, deadline_ms=now_ms() + 60_000,
-                       messages=(ChatMessage(role="user", content="Tell me a story"),),
-                       sampling=Sampling(max_tokens=max_tokens, logit_bias=NO_EOS, seed=1))
+    return ChatRequest(
+        request_id=rid,
+        model=model,
+        deadline_ms=now_ms() + 60_000,
+        messages=(ChatMessage(role="user", content="Tell me a story"),),
+        sampling=Sampling(max_tokens=max_tokens, logit_bias=NO_EOS, seed=1),
+    )
 
 
 class GatedLoader:

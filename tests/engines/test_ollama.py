@@ -39,15 +39,20 @@ PARAMETER stop <|im_end|>
 async def ollama(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     port = free_port()
     home = Path(tmp_path_factory.mktemp("ollama"))
-    server = ManagedServer(f"{OLLAMA} serve", port=port, health_path="/api/version",
-                           env={"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(home / "models")},
-                           log_path=home / "ollama.log")
+    server = ManagedServer(
+        f"{OLLAMA} serve",
+        port=port,
+        health_path="/api/version",
+        env={"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(home / "models")},
+        log_path=home / "ollama.log",
+    )
     await server.start()
     try:
         modelfile = home / "Modelfile"
         modelfile.write_text(MODELFILE.format(gguf=ensure_tiny_gguf()))
         create = await asyncio.create_subprocess_exec(
-            str(OLLAMA), "create", "tiny", "-f", str(modelfile), env={"OLLAMA_HOST": f"127.0.0.1:{port}"})
+            str(OLLAMA), "create", "tiny", "-f", str(modelfile), env={"OLLAMA_HOST": f"127.0.0.1:{port}"}
+        )
         assert await create.wait() == 0
         assert server.state is ProcessState.running
         yield server.base_url
@@ -56,9 +61,13 @@ async def ollama(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]
 
 
 def _chat(rid: str, max_tokens: int) -> ChatRequest:
-    return ChatRequest(request_id=rid, model="tiny:latest", deadline_ms=now_ms() + 60_000,
-                       messages=(ChatMessage(role="user", content="Tell me a story"),),
-                       sampling=Sampling(max_tokens=max_tokens, temperature=0.0, seed=1))
+    return ChatRequest(
+        request_id=rid,
+        model="tiny:latest",
+        deadline_ms=now_ms() + 60_000,
+        messages=(ChatMessage(role="user", content="Tell me a story"),),
+        sampling=Sampling(max_tokens=max_tokens, temperature=0.0, seed=1),
+    )
 
 
 async def test_streams_counts_and_cancels_through_ollamas_own_api(ollama: str) -> None:

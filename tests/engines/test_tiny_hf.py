@@ -35,15 +35,24 @@ def test_vllm_prompts_use_the_models_template_and_resume_after_delivered_text() 
 
     engine = VllmEngine(VllmConfig(model_id="tiny", model=str(ensure_tiny_hf())))
     engine._template = AutoTokenizer.from_pretrained(ensure_tiny_hf())
-    chat = ChatRequest(request_id="p1", model="tiny", deadline_ms=now_ms() + 1000,
-                       messages=(ChatMessage(role="system", content="Be brief"),
-                                 ChatMessage(role="user", content="Hi")))
+    chat = ChatRequest(
+        request_id="p1",
+        model="tiny",
+        deadline_ms=now_ms() + 1000,
+        messages=(ChatMessage(role="system", content="Be brief"), ChatMessage(role="user", content="Hi")),
+    )
     prompt = engine._prompt(chat, "Hello the")
-    assert prompt == {"prompt": "<|im_start|>system\nBe brief<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-                                "<|im_start|>assistant\nHello the"}
+    assert prompt == {
+        "prompt": "<|im_start|>system\nBe brief<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nHello the"
+    }
     completion = CompletionRequest(request_id="p2", model="tiny", deadline_ms=now_ms() + 1000, prompt="Once")
     assert engine._prompt(completion, " upon") == {"prompt": "Once upon"}
-    seeing = ChatRequest(request_id="p3", model="tiny", deadline_ms=now_ms() + 1000,
-                         messages=(ChatMessage(role="user", content="what is it", images=(PNG,)),))
+    seeing = ChatRequest(
+        request_id="p3",
+        model="tiny",
+        deadline_ms=now_ms() + 1000,
+        messages=(ChatMessage(role="user", content="what is it", images=(PNG,)),),
+    )
     with pytest.raises(InvalidRequest, match="cannot see images"):
         engine._prompt(seeing, "")

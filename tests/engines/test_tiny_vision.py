@@ -18,11 +18,20 @@ def _ask(llm: Any, color: tuple[int, int, int] | None) -> dict[str, Any]:
     if color is not None:
         out = io.BytesIO()
         Image.new("RGB", (48, 40), color).save(out, format="PNG")
-        content.append({"type": "image_url",
-                        "image_url": {"url": "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()}})
+        content.append(
+            {
+                "type": "image_url",
+                "image_url": {"url": "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()},
+            }
+        )
     content.append({"type": "text", "text": "What?"})
-    return llm.create_chat_completion(messages=[{"role": "user", "content": content}], max_tokens=1,  # type: ignore[no-any-return]
-                                      temperature=0, logprobs=True, top_logprobs=3)
+    return llm.create_chat_completion(
+        messages=[{"role": "user", "content": content}],
+        max_tokens=1,  # type: ignore[no-any-return]
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+    )
 
 
 def test_images_become_patch_embeddings_that_change_the_answer() -> None:

@@ -36,9 +36,13 @@ async def engine(server: LlamaServer) -> AsyncIterator[UpstreamEngine]:
 
 
 def _chat(rid: str, max_tokens: int, **sampling: object) -> ChatRequest:
-    return ChatRequest(request_id=rid, model=ALIAS, deadline_ms=now_ms() + 60_000,
-                       messages=(ChatMessage(role="user", content="Tell me a story"),),
-                       sampling=Sampling(max_tokens=max_tokens, logit_bias=NO_EOS, **sampling))  # type: ignore[arg-type]
+    return ChatRequest(
+        request_id=rid,
+        model=ALIAS,
+        deadline_ms=now_ms() + 60_000,
+        messages=(ChatMessage(role="user", content="Tell me a story"),),
+        sampling=Sampling(max_tokens=max_tokens, logit_bias=NO_EOS, **sampling),
+    )  # type: ignore[arg-type]
 
 
 async def test_advertises_the_servers_models_and_streams(engine: UpstreamEngine) -> None:
@@ -54,8 +58,13 @@ async def test_advertises_the_servers_models_and_streams(engine: UpstreamEngine)
 
 
 async def test_completions_and_stop_sequences(engine: UpstreamEngine) -> None:
-    request = CompletionRequest(request_id="u3", model=ALIAS, deadline_ms=now_ms() + 60_000, prompt="Once",
-                                sampling=Sampling(max_tokens=8, logit_bias=NO_EOS))
+    request = CompletionRequest(
+        request_id="u3",
+        model=ALIAS,
+        deadline_ms=now_ms() + 60_000,
+        prompt="Once",
+        sampling=Sampling(max_tokens=8, logit_bias=NO_EOS),
+    )
     events = [e async for e in engine.generate(request)]
     assert isinstance(events[-1], Finished) and "".join(e.text for e in events if isinstance(e, TextDelta))
 
@@ -95,8 +104,10 @@ async def test_a_managed_server_is_started_restarted_and_stopped() -> None:
     from services.workers.managed import ProcessState
     from services.workers.tiny_model import ensure_tiny_gguf
 
-    command = (f"{sys.executable} -m llama_cpp.server --model {ensure_tiny_gguf()} --model_alias {ALIAS} "
-               "--host 127.0.0.1 --port {port}")
+    command = (
+        f"{sys.executable} -m llama_cpp.server --model {ensure_tiny_gguf()} --model_alias {ALIAS} "
+        "--host 127.0.0.1 --port {port}"
+    )
     engine = UpstreamEngine(UpstreamConfig(base_url="", command=command))
     engine.server.backoff_s = (0.1,)  # type: ignore[union-attr]
     await engine.start()

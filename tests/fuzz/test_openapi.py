@@ -21,8 +21,11 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     # Small limits, so every valid generated request finishes quickly on the tiny model.
-    env = {"MODALMESH_GATEWAY_MAX_TOKENS_LIMIT": "16", "MODALMESH_GATEWAY_MAX_MESSAGES": "8",
-           "MODALMESH_GATEWAY_MAX_PROMPT_CHARS": "2000"}
+    env = {
+        "MODALMESH_GATEWAY_MAX_TOKENS_LIMIT": "16",
+        "MODALMESH_GATEWAY_MAX_MESSAGES": "8",
+        "MODALMESH_GATEWAY_MAX_PROMPT_CHARS": "2000",
+    }
     with LocalStack(data=Path(tmp_path_factory.mktemp("fuzz")), env=env) as stack:
         yield stack
 

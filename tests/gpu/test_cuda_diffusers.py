@@ -19,8 +19,16 @@ async def test_tiny_pipeline_runs_on_cuda() -> None:
     engine = DiffusersImageEngine(DiffusersConfig("tiny-sd", ensure_tiny_sd(), device="auto"))
     await engine.start()
     try:
-        request = ImageRequest(request_id="g1", model="tiny-sd", deadline_ms=now_ms() + 60_000, prompt="a cat",
-                               width=64, height=64, steps=4, seed=3)
+        request = ImageRequest(
+            request_id="g1",
+            model="tiny-sd",
+            deadline_ms=now_ms() + 60_000,
+            prompt="a cat",
+            width=64,
+            height=64,
+            steps=4,
+            seed=3,
+        )
         events = [e async for e in engine.generate(request)]
         assert [e.fraction for e in events if isinstance(e, Progress)] == [0.0, 0.25, 0.5, 0.75, 1.0]
         [image] = [e for e in events if isinstance(e, File)]

@@ -24,18 +24,29 @@ async def engine() -> AsyncIterator[object]:
     from services.workers.engines.vllm import VllmConfig, VllmEngine
     from services.workers.tiny_hf import ensure_tiny_hf
 
-    running = VllmEngine(VllmConfig(model_id="tiny-hf-llama", model=str(ensure_tiny_hf()), max_num_seqs=8,
-                                    max_model_len=1024, gpu_memory_utilization=0.3,
-                                    engine_args={"enforce_eager": True}))
+    running = VllmEngine(
+        VllmConfig(
+            model_id="tiny-hf-llama",
+            model=str(ensure_tiny_hf()),
+            max_num_seqs=8,
+            max_model_len=1024,
+            gpu_memory_utilization=0.3,
+            engine_args={"enforce_eager": True},
+        )
+    )
     await running.start()
     yield running
     await running.cleanup()
 
 
 def _chat(rid: str, max_tokens: int, **sampling: object) -> ChatRequest:
-    return ChatRequest(request_id=rid, model="tiny-hf-llama", deadline_ms=now_ms() + 60_000,
-                       messages=(ChatMessage(role="user", content="Tell me a story"),),
-                       sampling=Sampling(max_tokens=max_tokens, logit_bias=EOS, **sampling))  # type: ignore[arg-type]
+    return ChatRequest(
+        request_id=rid,
+        model="tiny-hf-llama",
+        deadline_ms=now_ms() + 60_000,
+        messages=(ChatMessage(role="user", content="Tell me a story"),),
+        sampling=Sampling(max_tokens=max_tokens, logit_bias=EOS, **sampling),
+    )  # type: ignore[arg-type]
 
 
 async def _all(events: AsyncIterator[EngineEvent]) -> list[EngineEvent]:
@@ -54,8 +65,13 @@ async def test_streams_to_max_tokens_and_a_seed_repeats(engine) -> None:  # type
     assert sum(e.tokens for e in first if isinstance(e, TextDelta)) == 16
     again = await _all(engine.generate(_chat("v2", 16, seed=7, temperature=1.0)))
     assert _text(again) == _text(first)
-    completion = CompletionRequest(request_id="v3", model="tiny-hf-llama", deadline_ms=now_ms() + 60_000,
-                                   prompt="Once", sampling=Sampling(max_tokens=4, logit_bias=EOS))
+    completion = CompletionRequest(
+        request_id="v3",
+        model="tiny-hf-llama",
+        deadline_ms=now_ms() + 60_000,
+        prompt="Once",
+        sampling=Sampling(max_tokens=4, logit_bias=EOS),
+    )
     assert (await _all(engine.generate(completion)))[-1].finish_reason == "length"  # type: ignore[union-attr]
 
 

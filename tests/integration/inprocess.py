@@ -25,8 +25,11 @@ from services.workers.tiny_model import ensure_tiny_gguf
 
 
 @asynccontextmanager
-async def in_process_stack(settings: GatewaySettings, model: str, worker_id: str,
-                           ) -> AsyncIterator[tuple[httpx.AsyncClient, Relay]]:
+async def in_process_stack(
+    settings: GatewaySettings,
+    model: str,
+    worker_id: str,
+) -> AsyncIterator[tuple[httpx.AsyncClient, Relay]]:
     """A client of the gateway (authenticated with its first API key) and the gateway's relay, once
     the gateway has heard of the worker serving `model`."""
     stop = asyncio.Event()
@@ -34,9 +37,11 @@ async def in_process_stack(settings: GatewaySettings, model: str, worker_id: str
     engine = LlamaCppEngine(LlamaCppConfig(model, ensure_tiny_gguf(), slots=1))
     await engine.start()
     worker = WorkerSettings(worker_id=worker_id, model_id=model, heartbeat_s=0.2, nats_url=settings.nats_url)
-    tasks = [asyncio.create_task(Scheduler(SchedulerSettings(), buses[0]).run(stop)),
-             asyncio.create_task(Aggregator(buses[1]).run(stop)),
-             asyncio.create_task(Worker(worker, engine, buses[2]).run(stop))]
+    tasks = [
+        asyncio.create_task(Scheduler(SchedulerSettings(), buses[0]).run(stop)),
+        asyncio.create_task(Aggregator(buses[1]).run(stop)),
+        asyncio.create_task(Worker(worker, engine, buses[2]).run(stop)),
+    ]
     app = create_app(settings)
     try:
         async with app.router.lifespan_context(app):
@@ -45,9 +50,12 @@ async def in_process_stack(settings: GatewaySettings, model: str, worker_id: str
                 if relay.fleet.workers.serving(model, time.monotonic()) and model in relay.fleet.catalog:
                     break
                 await asyncio.sleep(0.05)
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway",
-                                         headers={"Authorization": f"Bearer {settings.api_keys[0]}"},
-                                         timeout=30) as client:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://gateway",
+                headers={"Authorization": f"Bearer {settings.api_keys[0]}"},
+                timeout=30,
+            ) as client:
                 yield client, relay
     finally:
         stop.set()

@@ -20,15 +20,20 @@ ACK_WAIT_S = 30.0
 
 
 async def test_an_ack_sent_while_nats_restarts_is_confirmed_and_the_next_assignment_comes_at_once(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     server = NatsServer(store=tmp_path).start()
     bus = await connect(server.url, "worker-ack")
     received: asyncio.Queue[Msg] = asyncio.Queue()
     try:
-        await bus.js.subscribe(subjects.assign("ack-w"), durable=streams.worker_consumer("ack-w"),
-                               stream=streams.ASSIGNMENTS, manual_ack=True, cb=received.put,
-                               config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1,
-                                                     ack_wait=ACK_WAIT_S))
+        await bus.js.subscribe(
+            subjects.assign("ack-w"),
+            durable=streams.worker_consumer("ack-w"),
+            stream=streams.ASSIGNMENTS,
+            manual_ack=True,
+            cb=received.put,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1, ack_wait=ACK_WAIT_S),
+        )
         await bus.js.publish(subjects.assign("ack-w"), b"first")
         first = await asyncio.wait_for(received.get(), 5)
         server.stop()

@@ -68,7 +68,9 @@ async def stack(nats_url: str) -> AsyncIterator[Stack]:
 
 def chat(max_tokens: int = 16, deadline_s: float = 30, **sampling: object) -> ChatRequest:
     return ChatRequest(
-        request_id=f"chatcmpl-{uuid.uuid4().hex}", model=MODEL, stream=True,
+        request_id=f"chatcmpl-{uuid.uuid4().hex}",
+        model=MODEL,
+        stream=True,
         deadline_ms=now_ms() + int(deadline_s * 1000),
         messages=(ChatMessage(role="user", content="hello"),),
         sampling=Sampling(max_tokens=max_tokens, seed=7, **sampling),  # type: ignore[arg-type]
@@ -143,8 +145,13 @@ async def test_two_concurrent_requests_both_finish(stack: Stack) -> None:
 
 
 async def test_completion_request(stack: Stack) -> None:
-    request = CompletionRequest(request_id=f"cmpl-{uuid.uuid4().hex}", model=MODEL, deadline_ms=now_ms() + 30_000,
-                                prompt="baba kebi", sampling=Sampling(max_tokens=5, seed=1))
+    request = CompletionRequest(
+        request_id=f"cmpl-{uuid.uuid4().hex}",
+        model=MODEL,
+        deadline_ms=now_ms() + 30_000,
+        prompt="baba kebi",
+        sampling=Sampling(max_tokens=5, seed=1),
+    )
     chunks = await drain(await stack.relay.submit(request))
     assert isinstance(chunks[-1], FinalChunk) and chunks[-1].usage.prompt_tokens > 0
 

@@ -44,22 +44,28 @@ async def _until(check, timeout_s: float = 10.0) -> None:  # type: ignore[no-unt
 
 async def test_edits_to_the_catalog_file_apply_without_a_restart(bus: Bus, tmp_path: Path) -> None:
     kv = await bus.js.key_value(streams.KV_MODELS)
-    await kv.put("mirror-worker", ModelEntry(id="mirror-worker", modality=(Modality.chat,), engine="llama_cpp",
-                                             source="/w.gguf").encode())  # a worker's own entry
+    await kv.put(
+        "mirror-worker",
+        ModelEntry(id="mirror-worker", modality=(Modality.chat,), engine="llama_cpp", source="/w.gguf").encode(),
+    )  # a worker's own entry
     path = tmp_path / "catalog.yaml"
     path.write_text(FIRST)
     stop = asyncio.Event()
     task = asyncio.create_task(follow_file(bus, path, stop, every_s=0.05))
     try:
+
         async def first_applied() -> bool:
             a = await _entry(bus, "mirror-a")
             return a is not None and a.priority == 3 and await _entry(bus, "mirror-b") is not None
+
         await _until(first_applied)
 
         path.write_text(SECOND)
+
         async def second_applied() -> bool:
             a = await _entry(bus, "mirror-a")
             return a is not None and a.priority == 9 and await _entry(bus, "mirror-b") is None
+
         await _until(second_applied)
         assert await _entry(bus, "mirror-worker") is not None  # undeclared entries are not the file's to remove
 
@@ -92,8 +98,9 @@ async def test_a_worker_does_not_overwrite_what_the_catalog_declares(bus: Bus) -
     from services.workers.settings import WorkerSettings
 
     kv = await bus.js.key_value(streams.KV_MODELS)
-    declared = ModelEntry(id="voice-declared", modality=(Modality.speech,), engine="espeak", source="catalog",
-                          declared=True, priority=8)
+    declared = ModelEntry(
+        id="voice-declared", modality=(Modality.speech,), engine="espeak", source="catalog", declared=True, priority=8
+    )
     await kv.put("voice-declared", declared.encode())
     for model_id in ("voice-declared", "voice-undeclared"):
         worker = Worker(WorkerSettings(worker_id=f"w-{model_id}"), EspeakEngine(model_id), bus)

@@ -17,7 +17,8 @@ NATS_DIR = Path(__file__).parents[2] / "deploy" / "compose" / "nats"
 
 def test_the_checked_in_users_file_is_the_generated_one() -> None:
     assert (NATS_DIR / "auth.conf").read_text() == compose_conf(), (
-        "deploy/compose/nats/auth.conf is stale: python -m services.natsauth compose > deploy/compose/nats/auth.conf")
+        "deploy/compose/nats/auth.conf is stale: python -m services.natsauth compose > deploy/compose/nats/auth.conf"
+    )
 
 
 async def test_each_role_logs_in_with_its_password_from_the_environment_and_keeps_to_its_subjects(
@@ -27,8 +28,9 @@ async def test_each_role_logs_in_with_its_password_from_the_environment_and_keep
     config = tmp_path / "nats.conf"  # the compose file's, with its store here rather than in /data
     config.write_text((NATS_DIR / "nats.conf").read_text().replace("store_dir: /data", f"store_dir: {tmp_path}/js"))
     (tmp_path / "auth.conf").write_text((NATS_DIR / "auth.conf").read_text())
-    server = NatsServer(store=tmp_path, config=config,
-                        env={password_variable(user): pw for user, pw in passwords.items()}).start()
+    server = NatsServer(
+        store=tmp_path, config=config, env={password_variable(user): pw for user, pw in passwords.items()}
+    ).start()
     errors: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
@@ -37,8 +39,9 @@ async def test_each_role_logs_in_with_its_password_from_the_environment_and_keep
     try:
         url = f"127.0.0.1:{server.port}"
         with pytest.raises(nats.errors.Error, match="Authorization"):  # a wrong password is refused
-            await nats.connect(f"nats://gateway:wrong@{url}", allow_reconnect=False, max_reconnect_attempts=0,
-                               connect_timeout=2)
+            await nats.connect(
+                f"nats://gateway:wrong@{url}", allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2
+            )
         gateway = await nats.connect(f"nats://gateway:{passwords['gateway']}@{url}", error_cb=on_error)
         js = gateway.jetstream()
         await js.add_stream(name="PROBE", subjects=["req.probe"])

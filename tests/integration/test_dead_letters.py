@@ -29,11 +29,16 @@ async def scheduled() -> AsyncIterator[Bus]:
 
 
 async def test_a_request_nobody_takes_goes_to_dead_letters_and_its_client_gets_an_error(scheduled: Bus) -> None:
-    request = ChatRequest(request_id="dl-1", model="nobody-serves-this", deadline_ms=now_ms() + 600_000,
-                          messages=(ChatMessage(role="user", content="hello"),))
+    request = ChatRequest(
+        request_id="dl-1",
+        model="nobody-serves-this",
+        deadline_ms=now_ms() + 600_000,
+        messages=(ChatMessage(role="user", content="hello"),),
+    )
     results = await scheduled.nc.subscribe(subjects.result(request.request_id))
-    await scheduled.js.publish(subjects.request(request.modality), request.encode(),
-                               headers={"Nats-Msg-Id": request.request_id})
+    await scheduled.js.publish(
+        subjects.request(request.modality), request.encode(), headers={"Nats-Msg-Id": request.request_id}
+    )
     chunk = decode_chunk((await results.next_msg(timeout=20)).data)
     assert isinstance(chunk, ErrorChunk) and chunk.code is ErrorCode.no_live_worker
     assert f"after {MAX_DELIVER} tries" in chunk.message and "dead.chat" in chunk.message

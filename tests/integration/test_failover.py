@@ -67,15 +67,17 @@ class Fleet:
 
 
 @asynccontextmanager
-async def running_fleet(nats_url: str, worker_ids: tuple[str, ...], model_path: Path,
-                        model: str = MODEL, schedulers: int = 1) -> AsyncIterator[Fleet]:
+async def running_fleet(
+    nats_url: str, worker_ids: tuple[str, ...], model_path: Path, model: str = MODEL, schedulers: int = 1
+) -> AsyncIterator[Fleet]:
     """Schedulers, an aggregator, a relay and one single-slot llama.cpp worker per id, in process."""
     stop = asyncio.Event()
     sched_buses = [await connect(nats_url, f"scheduler-{i}") for i in range(schedulers)]
-    settings = SchedulerSettings(nats_url=nats_url, dead_after_s=DEAD_AFTER_S, heartbeat_s=0.2,
-                                 retry_no_worker_s=0.05)
-    running = [asyncio.create_task(Scheduler(settings, bus, scheduler_id=f"sched-{i}").run(stop))
-               for i, bus in enumerate(sched_buses)]
+    settings = SchedulerSettings(nats_url=nats_url, dead_after_s=DEAD_AFTER_S, heartbeat_s=0.2, retry_no_worker_s=0.05)
+    running = [
+        asyncio.create_task(Scheduler(settings, bus, scheduler_id=f"sched-{i}").run(stop))
+        for i, bus in enumerate(sched_buses)
+    ]
     workers, engines = {}, []
     for wid in worker_ids:
         engine = LlamaCppEngine(LlamaCppConfig(model, model_path, slots=1, n_threads=1))
@@ -89,8 +91,9 @@ async def running_fleet(nats_url: str, worker_ids: tuple[str, ...], model_path: 
     await relay.start()
     sim = Fleet(nats_url, relay, workers, Part(sched_buses[0]), engines)
     await sim.start_aggregator()
-    while (len(relay.fleet.workers.serving(model, time.monotonic())) < len(worker_ids)  # noqa: ASYNC110
-           or model not in relay.fleet.catalog):
+    while (  # noqa: ASYNC110
+        len(relay.fleet.workers.serving(model, time.monotonic())) < len(worker_ids) or model not in relay.fleet.catalog
+    ):
         await asyncio.sleep(0.05)
     try:
         yield sim
@@ -117,9 +120,14 @@ async def fleet(nats_url: str) -> AsyncIterator[Fleet]:
 
 
 def long_chat(tokens: int, model: str = MODEL) -> ChatRequest:
-    return ChatRequest(request_id=f"chatcmpl-{uuid.uuid4().hex}", model=model, stream=True,
-                       deadline_ms=now_ms() + 60_000, messages=(ChatMessage(role="user", content="tell me more"),),
-                       sampling=Sampling(max_tokens=tokens, logit_bias=NO_EOS))
+    return ChatRequest(
+        request_id=f"chatcmpl-{uuid.uuid4().hex}",
+        model=model,
+        stream=True,
+        deadline_ms=now_ms() + 60_000,
+        messages=(ChatMessage(role="user", content="tell me more"),),
+        sampling=Sampling(max_tokens=tokens, logit_bias=NO_EOS),
+    )
 
 
 async def engine_record(bus: Bus, request_id: str) -> RequestMerge:
@@ -244,8 +252,7 @@ async def test_a_scheduler_that_first_hears_a_restarted_worker_moves_what_its_ol
     old = Assignment(worker_id="fh-a", request=long_chat(50), assigned_ms=started - 5_000)
     since = Assignment(worker_id="fh-a", request=long_chat(50), assigned_ms=started + 10)
     for assignment in (old, since):
-        await bus.js.publish(subjects.assign("fh-a"), assignment.encode(),
-                             headers={"Nats-Msg-Id": assignment.dedup_id})
+        await bus.js.publish(subjects.assign("fh-a"), assignment.encode(), headers={"Nats-Msg-Id": assignment.dedup_id})
     moves = Failover(bus, choose=lambda request, exclude: "fh-b")
     await moves.heard("fh-a", started)
     await moves.settled()
@@ -278,9 +285,11 @@ async def test_a_stream_whose_workers_died_under_it_max_attempts_times_ends_in_a
 
 def _runs(worker_ids: tuple[str, ...], model: str) -> float:
     """Requests the engines of these workers have run to the end (their Prometheus counter)."""
-    return sum(REGISTRY.get_sample_value("modalmesh_worker_requests_total",
-                                         {"worker": wid, "model": model, "outcome": "ok"}) or 0.0
-               for wid in worker_ids)
+    return sum(
+        REGISTRY.get_sample_value("modalmesh_worker_requests_total", {"worker": wid, "model": model, "outcome": "ok"})
+        or 0.0
+        for wid in worker_ids
+    )
 
 
 async def _whole(stream: ChunkStream) -> list[AnyChunk]:
@@ -319,16 +328,21 @@ async def test_speech_cut_off_by_a_death_starts_over_and_says_so(fleet: Fleet) -
     speaker = Part(await connect(fleet.nats_url, "fs-speech"))
     settings = WorkerSettings(worker_id="fs-speech", engine="espeak", heartbeat_s=0.2, nats_url=fleet.nats_url)
     speaker.task = asyncio.create_task(Worker(settings, engine, speaker.bus).run(speaker.stop))
-    request = SpeechRequest(request_id=f"speech-{uuid.uuid4().hex}", model="espeak", input="Once more, from the top.",
-                            deadline_ms=now_ms() + 60_000)
+    request = SpeechRequest(
+        request_id=f"speech-{uuid.uuid4().hex}",
+        model="espeak",
+        input="Once more, from the top.",
+        deadline_ms=now_ms() + 60_000,
+    )
     try:
         while not fleet.relay.fleet.workers.serving("espeak", time.monotonic()):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         stream = RequestStream(fleet.relay.bus, request)
         await stream.open()
         second = Assignment(worker_id="fs-speech", attempt=2, request=request)  # the first one's worker died
-        await fleet.relay.bus.js.publish(subjects.assign("fs-speech"), second.encode(),
-                                         headers={"Nats-Msg-Id": second.dedup_id})
+        await fleet.relay.bus.js.publish(
+            subjects.assign("fs-speech"), second.encode(), headers={"Nats-Msg-Id": second.dedup_id}
+        )
         chunks = await _whole(stream)
     finally:
         speaker.stop.set()

@@ -22,8 +22,7 @@ DEAD_AFTER_S = 1.0
 MODEL = "held-model"
 
 
-async def test_workers_heard_before_a_nats_restart_stay_live_until_they_could_be_heard_again(
-        tmp_path: Path) -> None:
+async def test_workers_heard_before_a_nats_restart_stay_live_until_they_could_be_heard_again(tmp_path: Path) -> None:
     server = NatsServer(store=tmp_path).start()
     gateway = await connect(server.url, "gateway-fleet")
     worker = await connect(server.url, "worker-heartbeats")
@@ -31,8 +30,15 @@ async def test_workers_heard_before_a_nats_restart_stay_live_until_they_could_be
     fleet.catalog[MODEL] = ModelEntry(id=MODEL, modality=(Modality.chat,), engine="llama_cpp", source="m.gguf")
     try:
         await fleet.follow(gateway)
-        status = WorkerStatus(worker_id="w-held", node="n", engine="llama_cpp", models=(MODEL,),
-                              slots_total=1, slots_free=1, outstanding=0)
+        status = WorkerStatus(
+            worker_id="w-held",
+            node="n",
+            engine="llama_cpp",
+            models=(MODEL,),
+            slots_total=1,
+            slots_free=1,
+            outstanding=0,
+        )
         await worker.nc.publish(subjects.worker_status("w-held"), status.encode())
         await worker.nc.flush()
         await asyncio.sleep(0.1)

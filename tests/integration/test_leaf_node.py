@@ -23,17 +23,56 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl
 
 def make_certificates(folder: Path) -> None:
     """A CA, the hub's server certificate for 127.0.0.1, and the leaf's client certificate."""
+
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=modalmesh-test-ca",
-        "-keyout", "ca-key.pem", "-out", "ca.pem")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=modalmesh-test-ca",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    )
     (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     for name in ("server", "leaf"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}-key.pem",
-            "-out", f"{name}.csr")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
-            "-days", "1", "-extfile", "san.cnf", "-out", f"{name}.pem")
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}-key.pem",
+            "-out",
+            f"{name}.csr",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.cnf",
+            "-out",
+            f"{name}.pem",
+        )
 
 
 async def test_a_leaf_node_over_tls_carries_an_edge_worker_into_the_fleet(tmp_path: Path) -> None:
@@ -43,16 +82,24 @@ async def test_a_leaf_node_over_tls_carries_an_edge_worker_into_the_fleet(tmp_pa
     leaf_port = free_port()
     passwords = {user: f"pw-{user}-42" for user in (ADMIN, *ROLES)}
     env = {password_variable(u): p for u, p in passwords.items()} | {
-        "NATS_LEAF_PASSWORD": "leaf-pw-42", "NATS_HUB_URL": f"tls://leaf:leaf-pw-42@127.0.0.1:{leaf_port}"}
+        "NATS_LEAF_PASSWORD": "leaf-pw-42",
+        "NATS_HUB_URL": f"tls://leaf:leaf-pw-42@127.0.0.1:{leaf_port}",
+    }
     hub_dir, edge_dir = tmp_path / "hub", tmp_path / "edge"
     hub_dir.mkdir()
     edge_dir.mkdir()
     compose = ROOT / "deploy" / "compose" / "nats"
-    (hub_dir / "nats.conf").write_text((compose / "nats.conf").read_text().replace(
-        "store_dir: /data", f"store_dir: {hub_dir}/js") + "include ./leafnodes.conf\n")
+    (hub_dir / "nats.conf").write_text(
+        (compose / "nats.conf").read_text().replace("store_dir: /data", f"store_dir: {hub_dir}/js")
+        + "include ./leafnodes.conf\n"
+    )
     (hub_dir / "auth.conf").write_text((compose / "auth.conf").read_text())
-    (hub_dir / "leafnodes.conf").write_text((compose / "leafnodes.conf").read_text().replace(
-        "/certs", str(certs)).replace("port: 7422", f"port: {leaf_port}"))
+    (hub_dir / "leafnodes.conf").write_text(
+        (compose / "leafnodes.conf")
+        .read_text()
+        .replace("/certs", str(certs))
+        .replace("port: 7422", f"port: {leaf_port}")
+    )
     (edge_dir / "leaf.conf").write_text((ROOT / "jetson" / "leaf.conf").read_text().replace("/certs", str(certs)))
     hub = NatsServer(store=hub_dir, config=hub_dir / "nats.conf", env=env).start()
     edge = NatsServer(store=edge_dir, config=edge_dir / "leaf.conf", env=env).start()

@@ -26,8 +26,12 @@ async def bounded(nats_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Relay
 
 
 def chat(max_tokens: int) -> dict[str, object]:
-    return {"model": MODEL, "max_tokens": max_tokens, "logit_bias": NO_EOS,
-            "messages": [{"role": "user", "content": "go on"}]}
+    return {
+        "model": MODEL,
+        "max_tokens": max_tokens,
+        "logit_bias": NO_EOS,
+        "messages": [{"role": "user", "content": "go on"}],
+    }
 
 
 async def test_a_request_over_the_inflight_bound_is_429_with_retry_after(

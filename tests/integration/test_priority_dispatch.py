@@ -33,17 +33,27 @@ class Harness:
     bus: Bus
     started_ms: int = 0  # one process per worker id: a new start would read as a restart
 
-    async def status(self, worker: str, outstanding: int, model: str = "chat-m", domain: str = "llm",
-                     slots: int = 1) -> None:
-        status = WorkerStatus(worker_id=worker, node="n1", engine="test", models=(model,), slots_total=slots,
-                              slots_free=max(0, slots - outstanding), outstanding=outstanding, domain=domain,
-                              started_ms=self.started_ms)
+    async def status(
+        self, worker: str, outstanding: int, model: str = "chat-m", domain: str = "llm", slots: int = 1
+    ) -> None:
+        status = WorkerStatus(
+            worker_id=worker,
+            node="n1",
+            engine="test",
+            models=(model,),
+            slots_total=slots,
+            slots_free=max(0, slots - outstanding),
+            outstanding=outstanding,
+            domain=domain,
+            started_ms=self.started_ms,
+        )
         await self.bus.nc.publish(subjects.worker_status(worker), status.encode())
         await self.bus.nc.flush()
 
     async def send(self, request: ChatRequest | ImageRequest) -> None:
-        await self.bus.js.publish(subjects.request(request.modality), request.encode(),
-                                  headers={"Nats-Msg-Id": request.request_id})
+        await self.bus.js.publish(
+            subjects.request(request.modality), request.encode(), headers={"Nats-Msg-Id": request.request_id}
+        )
 
 
 async def next_assignment(sub: Subscription, timeout: float = 5.0) -> str:
@@ -57,8 +67,13 @@ async def nothing_more(sub: Subscription, wait_s: float = 0.5) -> None:
 
 
 def chat(rid: str, priority: Priority) -> ChatRequest:
-    return ChatRequest(request_id=rid, model="chat-m", priority=priority, deadline_ms=now_ms() + 600_000,
-                       messages=(ChatMessage(role="user", content="hi"),))
+    return ChatRequest(
+        request_id=rid,
+        model="chat-m",
+        priority=priority,
+        deadline_ms=now_ms() + 600_000,
+        messages=(ChatMessage(role="user", content="hi"),),
+    )
 
 
 @pytest.fixture
@@ -90,7 +105,10 @@ async def test_waiting_requests_go_out_realtime_first_then_interactive_then_batc
         pytest.fail("no report of three waiting requests")
     await reports.unsubscribe()  # reports keep coming: unread, they would hold up the closing drain
     assert {p: c.waiting for p, c in llm.classes.items()} == {
-        Priority.batch: 1, Priority.interactive: 1, Priority.realtime: 1}
+        Priority.batch: 1,
+        Priority.interactive: 1,
+        Priority.realtime: 1,
+    }
     assert llm.in_flight == 1 and llm.slots == 1
 
     order = []
@@ -107,8 +125,9 @@ async def test_a_domain_cap_holds_work_even_when_its_workers_have_free_slots(har
     for worker in ("img-1", "img-2"):
         await harness.status(worker, outstanding=0, model="img-m", domain="image")
     for i in range(2):
-        await harness.send(ImageRequest(request_id=f"img-{i}", model="img-m", prompt="a cat",
-                                        deadline_ms=now_ms() + 600_000))
+        await harness.send(
+            ImageRequest(request_id=f"img-{i}", model="img-m", prompt="a cat", deadline_ms=now_ms() + 600_000)
+        )
     first = Assignment.decode((await assigned.next_msg(timeout=5)).data)
     await nothing_more(assigned)  # the image domain may run one at a time
     await harness.status(first.worker_id, outstanding=1, model="img-m", domain="image")
@@ -145,8 +164,9 @@ async def test_a_request_cancelled_while_it_waits_never_starts(harness: Harness)
 
 async def _declare(bus: Bus, model: str, fallback: str) -> None:
     kv = await bus.js.key_value(streams.KV_MODELS)
-    entry = ModelEntry(id=model, modality=(Modality.chat,), engine="llama_cpp", source="catalog", declared=True,
-                       fallback=fallback)
+    entry = ModelEntry(
+        id=model, modality=(Modality.chat,), engine="llama_cpp", source="catalog", declared=True, fallback=fallback
+    )
     await kv.put(model, entry.encode())
     await asyncio.sleep(0.2)  # the scheduler follows the bucket
 
@@ -167,8 +187,12 @@ async def test_a_model_nothing_serves_goes_to_its_fallback_at_once(harness: Harn
     await _declare(harness.bus, "ghost-m", fallback="small-m")
     assigned = await harness.bus.nc.subscribe(subjects.ASSIGN_ALL)
     await harness.status("w-small", outstanding=0, model="small-m")
-    request = ChatRequest(request_id="ghostly", model="ghost-m", deadline_ms=now_ms() + 600_000,
-                          messages=(ChatMessage(role="user", content="hi"),))
+    request = ChatRequest(
+        request_id="ghostly",
+        model="ghost-m",
+        deadline_ms=now_ms() + 600_000,
+        messages=(ChatMessage(role="user", content="hi"),),
+    )
     sent = time.monotonic()
     await harness.send(request)
     moved = Assignment.decode((await assigned.next_msg(timeout=5)).data)

@@ -22,8 +22,12 @@ from tests.natsserver import NatsServer
 
 
 def chat(request_id: str) -> ChatRequest:
-    return ChatRequest(request_id=request_id, model="m", deadline_ms=now_ms() + 60_000,
-                       messages=(ChatMessage(role="user", content="hi"),))
+    return ChatRequest(
+        request_id=request_id,
+        model="m",
+        deadline_ms=now_ms() + 60_000,
+        messages=(ChatMessage(role="user", content="hi"),),
+    )
 
 
 async def test_connect_waits_for_a_server_that_starts_later(tmp_path: Path) -> None:
@@ -50,8 +54,12 @@ async def test_a_request_the_bus_cannot_confirm_gets_bus_unavailable_not_a_crash
     await relay.start()
     entry = ModelEntry(id="m", modality=(Modality.chat,), engine="llama_cpp", source="tiny")
     relay.fleet.catalog["m"] = entry
-    relay.fleet.workers.observe_status(WorkerStatus(worker_id="w", node="n", engine="llama_cpp", models=("m",),
-                                                    slots_total=1, slots_free=1, outstanding=0), time.monotonic())
+    relay.fleet.workers.observe_status(
+        WorkerStatus(
+            worker_id="w", node="n", engine="llama_cpp", models=("m",), slots_total=1, slots_free=1, outstanding=0
+        ),
+        time.monotonic(),
+    )
     server.stop()
     try:
         with pytest.raises(BusUnavailable):

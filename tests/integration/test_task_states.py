@@ -19,8 +19,13 @@ async def test_a_state_nats_cannot_store_for_a_moment_is_written_once_it_can(bus
     kv = await bus.js.create_key_value(bucket=bucket)
     writer = TaskWriter(kv, retry_s=20.0)
     writing = asyncio.create_task(writer.run())
-    done = TaskState(request_id="chatcmpl-outage", status=TaskStatus.completed, text="every word",
-                     usage=Usage(completion_tokens=2), finish_reason="stop")
+    done = TaskState(
+        request_id="chatcmpl-outage",
+        status=TaskStatus.completed,
+        text="every word",
+        usage=Usage(completion_tokens=2),
+        finish_reason="stop",
+    )
     after = TaskState(request_id="chatcmpl-after", status=TaskStatus.running, text="so far")
     try:
         await bus.js.delete_key_value(bucket)

@@ -50,11 +50,15 @@ def by_service(spans: tuple[ReadableSpan, ...], request_id: str | None = None) -
 
 
 async def test_one_request_is_one_trace_through_every_service(
-    gateway: httpx.AsyncClient, spans: InMemorySpanExporter,
+    gateway: httpx.AsyncClient,
+    spans: InMemorySpanExporter,
 ) -> None:
     spans.clear()
-    res = await gateway.post("/v1/chat/completions", headers={"traceparent": f"00-{CLIENT_TRACE}-b7ad6b7169203331-01"},
-                             json={"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+    res = await gateway.post(
+        "/v1/chat/completions",
+        headers={"traceparent": f"00-{CLIENT_TRACE}-b7ad6b7169203331-01"},
+        json={"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert res.status_code == 200
     rid = res.json()["id"]
     for _ in range(100):  # the aggregator's span ends just after the answer leaves
@@ -83,7 +87,8 @@ async def test_one_request_is_one_trace_through_every_service(
 
 
 async def test_a_request_without_a_traceparent_starts_its_own_trace(
-    gateway: httpx.AsyncClient, spans: InMemorySpanExporter,
+    gateway: httpx.AsyncClient,
+    spans: InMemorySpanExporter,
 ) -> None:
     spans.clear()
     res = await gateway.post("/v1/completions", json={"model": MODEL, "max_tokens": 2, "prompt": "a"})

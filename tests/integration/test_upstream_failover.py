@@ -50,8 +50,14 @@ async def fleet() -> AsyncIterator[Fleet]:
         try:
             for name in ("scheduler", "aggregator"):
                 buses.append(await connect(url, name))
-            tasks.append(asyncio.create_task(Scheduler(SchedulerSettings(
-                nats_url=url, heartbeat_s=0.2, dead_after_s=1.0, retry_no_worker_s=0.05), buses[0]).run(stop)))
+            tasks.append(
+                asyncio.create_task(
+                    Scheduler(
+                        SchedulerSettings(nats_url=url, heartbeat_s=0.2, dead_after_s=1.0, retry_no_worker_s=0.05),
+                        buses[0],
+                    ).run(stop)
+                )
+            )
             tasks.append(asyncio.create_task(Aggregator(buses[1]).run(stop)))
             for wid, server in servers.items():
                 engine = UpstreamEngine(UpstreamConfig(base_url=server.url, slots=1))
@@ -83,9 +89,14 @@ async def fleet() -> AsyncIterator[Fleet]:
 
 
 async def test_a_dead_upstream_hands_its_stream_to_another_worker(fleet: Fleet) -> None:
-    request = ChatRequest(request_id=f"chatcmpl-{uuid.uuid4().hex}", model=MODEL, stream=True,
-                          deadline_ms=now_ms() + 60_000, messages=(ChatMessage(role="user", content="go on"),),
-                          sampling=Sampling(max_tokens=600, logit_bias=NO_EOS))
+    request = ChatRequest(
+        request_id=f"chatcmpl-{uuid.uuid4().hex}",
+        model=MODEL,
+        stream=True,
+        deadline_ms=now_ms() + 60_000,
+        messages=(ChatMessage(role="user", content="go on"),),
+        sampling=Sampling(max_tokens=600, logit_bias=NO_EOS),
+    )
     stream = await fleet.relay.submit(request)
     received: list[AnyChunk] = [await stream.next() for _ in range(5)]
     victim = received[-1].worker_id

@@ -18,8 +18,9 @@ from services.workers.engines.simulated import PROFILES
 
 @pytest.fixture
 async def fleet(nats_url: str) -> AsyncIterator[SimFleet]:
-    sim = SimFleet(nats_url, Policy.weighted, [(PROFILES["h100"], 1), (PROFILES["cpu"], 1)], time_scale=50,
-                   dead_after_s=1.0)
+    sim = SimFleet(
+        nats_url, Policy.weighted, [(PROFILES["h100"], 1), (PROFILES["cpu"], 1)], time_scale=50, dead_after_s=1.0
+    )
     await sim.start()
     try:
         yield sim
@@ -29,8 +30,13 @@ async def fleet(nats_url: str) -> AsyncIterator[SimFleet]:
 
 async def served_by(sim: SimFleet) -> str:
     assert sim.relay is not None
-    request = ChatRequest(request_id=f"sim-{uuid.uuid4().hex}", model=MODEL, deadline_ms=now_ms() + 20_000,
-                          messages=(ChatMessage(role="user", content="hello"),), sampling=Sampling(max_tokens=8))
+    request = ChatRequest(
+        request_id=f"sim-{uuid.uuid4().hex}",
+        model=MODEL,
+        deadline_ms=now_ms() + 20_000,
+        messages=(ChatMessage(role="user", content="hello"),),
+        sampling=Sampling(max_tokens=8),
+    )
     stream = await sim.relay.submit(request)
     async for chunk in stream:
         if isinstance(chunk, FinalChunk):

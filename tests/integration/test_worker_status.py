@@ -58,10 +58,14 @@ async def statuses(nats_url: str, bus: Bus, monkeypatch: pytest.MonkeyPatch) -> 
         await sub.unsubscribe()  # else closing the test's connection waits for its unread messages
 
 
-async def test_a_freed_slot_is_announced_at_once_not_with_the_next_status(statuses: Subscription,
-                                                                           bus: Bus) -> None:
-    request = ChatRequest(request_id=f"chatcmpl-{uuid.uuid4().hex}", model=MODEL, deadline_ms=now_ms() + 60_000,
-                          messages=(ChatMessage(role="user", content="hello"),), sampling=Sampling(max_tokens=4))
+async def test_a_freed_slot_is_announced_at_once_not_with_the_next_status(statuses: Subscription, bus: Bus) -> None:
+    request = ChatRequest(
+        request_id=f"chatcmpl-{uuid.uuid4().hex}",
+        model=MODEL,
+        deadline_ms=now_ms() + 60_000,
+        messages=(ChatMessage(role="user", content="hello"),),
+        sampling=Sampling(max_tokens=4),
+    )
     results = await bus.nc.subscribe(subjects.result(request.request_id))
     await bus.js.publish(subjects.assign(WORKER), Assignment(worker_id=WORKER, request=request).encode())
 

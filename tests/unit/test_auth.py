@@ -40,11 +40,18 @@ def test_read_key_may_get_but_not_post(tmp_path: Path) -> None:
     keys.write_text(f"{key_hash('read-key')} dashboard read\n")
     app = create_app(GatewaySettings(api_keys_file=keys))
     client = TestClient(app)  # no lifespan: the checks happen before any route touches the bus
-    denied = client.post("/v1/chat/completions", headers={"Authorization": "Bearer read-key"},
-                         json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    denied = client.post(
+        "/v1/chat/completions",
+        headers={"Authorization": "Bearer read-key"},
+        json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+    )
     assert denied.status_code == 403
-    assert denied.json()["error"] == {"message": "The key `dashboard` may only read", "type": "permission_error",
-                                      "param": None, "code": "permission_denied"}
+    assert denied.json()["error"] == {
+        "message": "The key `dashboard` may only read",
+        "type": "permission_error",
+        "param": None,
+        "code": "permission_denied",
+    }
     unknown = client.get("/v1/models", headers={"Authorization": "Bearer nope"})
     assert unknown.status_code == 401 and unknown.json()["error"]["code"] == "invalid_api_key"
 

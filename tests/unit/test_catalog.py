@@ -55,12 +55,15 @@ def test_the_file_becomes_declared_entries_with_defaults_filled_in(tmp_path: Pat
     assert painter.modality == (Modality.image,) and painter.min_replicas == 0 and painter.max_replicas == 1
 
 
-@pytest.mark.parametrize(("edit", "says"), [
-    (lambda t: t.replace("fallback: small-chat", "fallback: nowhere"), "fallback 'nowhere'"),
-    (lambda t: t.replace("min_replicas: 1", "min_replicas: 3"), "min_replicas is above"),
-    (lambda t: t.replace("priority: 9", "priority: 11"), "less than or equal to 10"),
-    (lambda t: t.replace("engine: diffusers", "engine: diffusers\n    colour: blue"), "colour"),
-])
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda t: t.replace("fallback: small-chat", "fallback: nowhere"), "fallback 'nowhere'"),
+        (lambda t: t.replace("min_replicas: 1", "min_replicas: 3"), "min_replicas is above"),
+        (lambda t: t.replace("priority: 9", "priority: 11"), "less than or equal to 10"),
+        (lambda t: t.replace("engine: diffusers", "engine: diffusers\n    colour: blue"), "colour"),
+    ],
+)
 def test_a_wrong_catalog_is_refused_with_the_reason(tmp_path: Path, edit, says: str) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "catalog.yaml"
     path.write_text(edit(CATALOG))

@@ -23,8 +23,10 @@ def test_a_stream_whose_worker_had_already_finished_it_has_no_failover() -> None
 def test_only_streams_of_the_killed_worker_are_timed_and_the_fault_before_is_named() -> None:
     mine = stream("r1", [(1.0, "llm-1", 4), (4.0, "llm-2", 8)])
     other = stream("r2", [(1.0, "llm-2", 4), (3.0, "llm-3", 8)])
-    attempts = {"r1": [AttemptStart(1, "llm-1", 0), AttemptStart(2, "llm-2", 4)],
-                "r2": [AttemptStart(1, "llm-2", 0), AttemptStart(2, "llm-3", 4)]}
+    attempts = {
+        "r1": [AttemptStart(1, "llm-1", 0), AttemptStart(2, "llm-2", 4)],
+        "r2": [AttemptStart(1, "llm-2", 0), AttemptStart(2, "llm-3", 4)],
+    }
     kills = [Kill("scheduler", 1.5), Kill("worker", 2.0, "llm-1")]
     [(seconds, _, previous, rid)] = failover_times([mine, other], kills, attempts)
     assert (seconds, previous and previous.kind, rid) == (2.0, "scheduler", "r1")

@@ -16,8 +16,11 @@ import yaml
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "deploy" / "compose"
-COMPOSE_FILES = [COMPOSE / "docker-compose.yml", COMPOSE / "docker-compose.node.yml",
-                 ROOT / "jetson" / "docker-compose.yml"]
+COMPOSE_FILES = [
+    COMPOSE / "docker-compose.yml",
+    COMPOSE / "docker-compose.node.yml",
+    ROOT / "jetson" / "docker-compose.yml",
+]
 DOCKERFILES = [*sorted((ROOT / "deploy" / "docker").glob("*.Dockerfile")), ROOT / "jetson" / "Dockerfile"]
 VARIABLE = re.compile(r"\$\{(\w+)(:?[-?])?([^}]*)\}")
 SECRET = re.compile(r"PASSWORD|SECRET|API_KEY")
@@ -37,10 +40,14 @@ def dockerfile_of(path: Path, service: dict[str, Any]) -> Path | None:
 
 def instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) per instruction, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines()
-                                          if not line.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
-            for line in text.splitlines() if line.strip()]
+    text = re.sub(
+        r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+    )
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in text.splitlines()
+        if line.strip()
+    ]
 
 
 @pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -53,7 +60,8 @@ def test_compose_files_wait_on_real_health_checks_and_take_secrets_from_the_env(
                 target = services[dependency]
                 dockerfile = dockerfile_of(path, target)
                 has_check = "healthcheck" in target or (
-                    dockerfile is not None and any(i == "HEALTHCHECK" for i, _ in instructions(dockerfile)))
+                    dockerfile is not None and any(i == "HEALTHCHECK" for i, _ in instructions(dockerfile))
+                )
                 assert has_check, f"{name} waits for {dependency} to be healthy, which has no health check"
         if (dockerfile := dockerfile_of(path, service)) is not None:
             assert dockerfile.exists(), f"{name}: {dockerfile}"
@@ -66,7 +74,8 @@ def test_compose_files_wait_on_real_health_checks_and_take_secrets_from_the_env(
         assert used <= documented, f".env.example lacks {sorted(used - documented)}"
         gpu = services["worker-gpu"]
         assert gpu["profiles"] == ["gpu"] and gpu["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == (
-            "nvidia")
+            "nvidia"
+        )
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -74,7 +83,7 @@ def test_dockerfiles_are_multi_stage_non_root_and_check_their_health(path: Path)
     steps = instructions(path)
     stages = [i for i, (op, _) in enumerate(steps) if op == "FROM"]
     assert len(stages) >= 2, f"{path.name}: one stage builds, another runs"
-    final = steps[stages[-1]:]
+    final = steps[stages[-1] :]
     users = [arg for op, arg in final if op == "USER"]
     assert users and users[-1] not in ("root", "0"), f"{path.name}: the final stage runs as root"
     assert any(op == "HEALTHCHECK" for op, _ in final), f"{path.name}: no HEALTHCHECK"
@@ -89,7 +98,7 @@ def test_the_light_images_carry_no_engine() -> None:
         out = []
         for requirement in extras[extra]:
             if requirement.startswith("modalmesh["):
-                out += [r for e in requirement[len("modalmesh["):-1].split(",") for r in requirements(e)]
+                out += [r for e in requirement[len("modalmesh[") : -1].split(",") for r in requirements(e)]
             else:
                 out.append(requirement)
         return out
@@ -112,8 +121,9 @@ def test_prometheus_scrapes_compose_services_and_its_rules_parse() -> None:
     rules = yaml.safe_load((COMPOSE / "prometheus" / "alerts.yml").read_text())
     names = [r["alert"] for g in rules["groups"] for r in g["rules"]]
     assert {"GpuTemperature", "VramPressure", "RamPressure", "NodeOffline", "WorkerCrashLoop"} <= set(names)
-    assert all(r["expr"] and r["labels"]["severity"] in ("warning", "critical") for g in rules["groups"]
-               for r in g["rules"])
+    assert all(
+        r["expr"] and r["labels"]["severity"] in ("warning", "critical") for g in rules["groups"] for r in g["rules"]
+    )
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian: prometheus)")
@@ -134,8 +144,14 @@ def test_kubernetes_workloads_probe_run_as_non_root_and_take_secrets_from_the_se
         for doc in yaml.safe_load_all((k8s / resource).read_text()):
             if doc["kind"] in ("Deployment", "DaemonSet", "StatefulSet"):
                 workloads.append(doc)
-    assert {w["metadata"]["name"] for w in workloads} >= {"gateway", "scheduler", "aggregator", "monitor",
-                                                          "worker-cpu", "worker-gpu"}
+    assert {w["metadata"]["name"] for w in workloads} >= {
+        "gateway",
+        "scheduler",
+        "aggregator",
+        "monitor",
+        "worker-cpu",
+        "worker-gpu",
+    }
     for w in workloads:
         pod = w["spec"]["template"]
         assert pod["metadata"]["labels"] == w["spec"]["selector"]["matchLabels"], w["metadata"]["name"]
@@ -147,10 +163,16 @@ def test_kubernetes_workloads_probe_run_as_non_root_and_take_secrets_from_the_se
             for env in c["env"]:
                 if SECRET.search(env["name"]):  # from the secret, or built of variables that are
                     assert "secretKeyRef" in env.get("valueFrom", {}) or "$(" in env.get("value", ""), (
-                        f"{where}: {env['name']} is not from the secret")
+                        f"{where}: {env['name']} is not from the secret"
+                    )
     gpu = next(w for w in workloads if w["metadata"]["name"] == "worker-gpu")
     assert gpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     example = yaml.safe_load((k8s / "secret.example.yaml").read_text())
-    referenced = {e["valueFrom"]["secretKeyRef"]["key"] for w in workloads for c in w["spec"]["template"]["spec"]
-                  ["containers"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    referenced = {
+        e["valueFrom"]["secretKeyRef"]["key"]
+        for w in workloads
+        for c in w["spec"]["template"]["spec"]["containers"]
+        for e in c["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
     assert referenced <= set(example["stringData"]), referenced - set(example["stringData"])

@@ -31,8 +31,10 @@ from services.workers.settings import WorkerSettings
 
 def test_the_file_names_caps_and_shares(tmp_path: Path) -> None:
     path = tmp_path / "domains.yaml"
-    path.write_text("domains:\n  image: {max_concurrency: 1, max_queue: 10, cpus: [1], gpu_memory_fraction: 0.3}\n"
-                    "  speech: {ram_fraction: 0.1}\n")
+    path.write_text(
+        "domains:\n  image: {max_concurrency: 1, max_queue: 10, cpus: [1], gpu_memory_fraction: 0.3}\n"
+        "  speech: {ram_fraction: 0.1}\n"
+    )
     domains = Domains.load(path)
     assert domains.spec("image") == DomainSpec(max_concurrency=1, max_queue=10, cpus=(1,), gpu_memory_fraction=0.3)
     assert domains.spec("speech") == DomainSpec(ram_fraction=0.1)
@@ -44,8 +46,15 @@ def test_without_a_file_no_domain_has_a_cap(monkeypatch: pytest.MonkeyPatch) -> 
     assert Domains.load().domains == {} and Domains.load().spec("image") == DomainSpec()
 
 
-@pytest.mark.parametrize("text", ["domains:\n  image: {max_concurency: 1}\n", "domains:\n  image: {cpus: []}\n",
-                                  "domains:\n  image: {ram_fraction: 1.5}\n", "domains: [\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "domains:\n  image: {max_concurency: 1}\n",
+        "domains:\n  image: {cpus: []}\n",
+        "domains:\n  image: {ram_fraction: 1.5}\n",
+        "domains: [\n",
+    ],
+)
 def test_a_bad_file_stops_the_service_naming_the_variable(tmp_path: Path, text: str) -> None:
     path = tmp_path / "domains.yaml"
     path.write_text(text)
@@ -75,8 +84,10 @@ def test_confine_keeps_the_process_and_its_new_threads_to_the_domains_cpus_and_n
     assert out == [f"[{core}]", f"[{core}]", "1", str(max(7, os.nice(0)))]
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not hasattr(os, "SCHED_IDLE"),
-                    reason="needs two CPU cores to pin to one, and Linux's SCHED_IDLE")
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2 or not hasattr(os, "SCHED_IDLE"),
+    reason="needs two CPU cores to pin to one, and Linux's SCHED_IDLE",
+)
 def test_confine_also_holds_the_threads_already_running() -> None:
     """A worker's metrics server and trace exporter run before its domain is known: they are held too."""
     core = max(os.sched_getaffinity(0))
@@ -120,8 +131,13 @@ def test_control_plane_commands_run_on_the_control_planes_cpus(tmp_path: Path, m
     path.write_text("control_plane: {cpus: [0]}\ndomains:\n  image: {cpus: [1], nice: 19}\n")
     env = {**os.environ, "MODALMESH_DOMAINS_FILE": str(path)}
     probe = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)), os.nice(0))"]
-    out = subprocess.run([sys.executable, "-m", "services.common.domains", "--", *probe], env=env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "services.common.domains", "--", *probe],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.split() == ["[0]", "0"]
     monkeypatch.setenv("MODALMESH_DOMAINS_FILE", str(path))
     assert confined_command("nats-server -js").endswith("-m services.common.domains -- nats-server -js")
@@ -175,16 +191,21 @@ def test_the_ram_a_control_group_allows_is_the_tightest_limit_on_it_and_above_it
 def _memory_cgroup_we_may_write() -> Path | None:
     """This process's cgroup v1 memory group, where we may make groups inside it (as root)."""
     try:
-        line = next(line for line in Path("/proc/self/cgroup").read_text().splitlines()
-                    if "memory" in line.split(":")[1].split(","))
+        line = next(
+            line
+            for line in Path("/proc/self/cgroup").read_text().splitlines()
+            if "memory" in line.split(":")[1].split(",")
+        )
     except (OSError, StopIteration):
         return None
     group = CGROUP_ROOT / "memory" / line.split(":", 2)[2].lstrip("/")
     return group if (group / "memory.limit_in_bytes").exists() and os.access(group, os.W_OK) else None
 
 
-@pytest.mark.skipif(_memory_cgroup_we_may_write() is None,
-                    reason="needs a cgroup v1 memory hierarchy this user may write (root, not in a container)")
+@pytest.mark.skipif(
+    _memory_cgroup_we_may_write() is None,
+    reason="needs a cgroup v1 memory hierarchy this user may write (root, not in a container)",
+)
 def test_a_worker_in_a_memory_limited_control_group_plans_within_that_limit() -> None:
     """The kernel's own limit, as a container's would be: ram_mb() and a domain's RAM share follow it."""
     parent = _memory_cgroup_we_may_write()
@@ -193,10 +214,17 @@ def test_a_worker_in_a_memory_limited_control_group_plans_within_that_limit() ->
     group.mkdir()
     try:
         (group / "memory.limit_in_bytes").write_text(str(512 * 2**20))
-        code = ("from services.common.domains import DomainSpec, ram_mb, share_budget_mb, held_mb\n"
-                "print(round(ram_mb()), round(share_budget_mb(DomainSpec(ram_fraction=0.5), 'cpu') + held_mb()))\n")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid()))).stdout
+        code = (
+            "from services.common.domains import DomainSpec, ram_mb, share_budget_mb, held_mb\n"
+            "print(round(ram_mb()), round(share_budget_mb(DomainSpec(ram_fraction=0.5), 'cpu') + held_mb()))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid())),
+        ).stdout
         assert out.split() == ["512", "256"]
         assert ram_mb() > 512  # the test process, outside the group: the machine's RAM
     finally:
@@ -212,7 +240,8 @@ def test_a_host_worker_fills_its_domains_ram_share_less_what_it_holds() -> None:
     assert host_memory_mb(WorkerSettings(engine="host"), share) == pytest.approx(budget, abs=64)
     assert host_memory_mb(WorkerSettings(engine="host", memory_mb=100), share) == 100  # less: as asked
     assert host_memory_mb(WorkerSettings(engine="host", memory_mb=10 * ram_mb()), share) == pytest.approx(
-        budget, abs=64)  # more than the share leaves: held to it
+        budget, abs=64
+    )  # more than the share leaves: held to it
     assert host_memory_mb(WorkerSettings(engine="host", memory_mb=100), DomainSpec()) == 100
     with pytest.raises(SystemExit, match="MEMORY_MB"):
         host_memory_mb(WorkerSettings(engine="host"), DomainSpec())

@@ -12,8 +12,7 @@ STARTED, RESTARTED = 1_700_000_000_000, 1_700_000_060_000
 
 def failover(orphaned: dict[str, int | None], dead_process: dict[str, int | None]) -> Failover:
     bus: Any = None  # bookkeeping only: nothing here touches the bus
-    return Failover(bus, choose=lambda request, exclude: None, orphaned=dict(orphaned),
-                    dead_process=dict(dead_process))
+    return Failover(bus, choose=lambda request, exclude: None, orphaned=dict(orphaned), dead_process=dict(dead_process))
 
 
 def test_the_process_declared_dead_heartbeating_again_keeps_its_work() -> None:

@@ -30,12 +30,15 @@ def test_other_formats_become_png() -> None:
     assert Image.open(io.BytesIO(decode_data_url(url))).size == (40, 30)
 
 
-@pytest.mark.parametrize(("raw", "limit_bytes", "side", "message"), [
-    (b"definitely not an image", 1 << 20, 2048, "not a readable image"),
-    (_image("PNG")[:60], 1 << 20, 2048, "not a readable image"),
-    (_image("PNG"), 100, 2048, "over the limit"),
-    (_image("PNG", (300, 20)), 1 << 20, 256, "pixels a side"),
-])
+@pytest.mark.parametrize(
+    ("raw", "limit_bytes", "side", "message"),
+    [
+        (b"definitely not an image", 1 << 20, 2048, "not a readable image"),
+        (_image("PNG")[:60], 1 << 20, 2048, "not a readable image"),
+        (_image("PNG"), 100, 2048, "over the limit"),
+        (_image("PNG", (300, 20)), 1 << 20, 256, "pixels a side"),
+    ],
+)
 def test_bad_images_are_invalid_requests(raw: bytes, limit_bytes: int, side: int, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         check_image(raw, limit_bytes, side)

@@ -12,44 +12,72 @@ from services.gateway.shapes import Shape, public_finish_reason
 
 
 def test_chat_body_becomes_sampling_and_messages() -> None:
-    body = ChatCompletionBody.model_validate({
-        "model": "m", "messages": [{"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
-                                   {"role": "user", "content": "hi"}],
-        "max_completion_tokens": 7, "stop": "END", "seed": 3, "logit_bias": {"2": -100}, "user": "ignored",
-    })
+    body = ChatCompletionBody.model_validate(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
+                {"role": "user", "content": "hi"},
+            ],
+            "max_completion_tokens": 7,
+            "stop": "END",
+            "seed": 3,
+            "logit_bias": {"2": -100},
+            "user": "ignored",
+        }
+    )
     s = body.sampling(default_max_tokens=256)
     assert (s.max_tokens, s.stop, s.seed, s.logit_bias) == (7, ("END",), 3, {2: -100.0})
     messages = [m.to_contract() for m in body.messages]
     assert messages[0].role == "system" and messages[0].content == "be brief"
 
 
-@pytest.mark.parametrize("bad", [
-    {"model": "m", "messages": []},
-    {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3},
-    {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2},
-    {"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]},
-    {"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"word": 1}},
-    {"model": "", "messages": [{"role": "user", "content": "x"}]},
-    {"messages": [{"role": "user", "content": "x"}]},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"model": "m", "messages": []},
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3},
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2},
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]},
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"word": 1}},
+        {"model": "", "messages": [{"role": "user", "content": "x"}]},
+        {"messages": [{"role": "user", "content": "x"}]},
+    ],
+)
 def test_invalid_bodies_are_rejected(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         ChatCompletionBody.model_validate(bad)
 
 
 def test_image_parts_are_collected_and_other_parts_refused() -> None:
-    body = ChatCompletionBody.model_validate({"model": "m", "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "look: "},
-                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]})
+    body = ChatCompletionBody.model_validate(
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "look: "},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+                    ],
+                }
+            ],
+        }
+    )
     assert body.messages[0].image_urls == ["data:image/png;base64,AA=="]
     message = body.messages[0].to_contract(("data:image/png;base64,AA==",))
     assert message.content == "look: " and message.images == ("data:image/png;base64,AA==",)
-    audio = ChatCompletionBody.model_validate({"model": "m", "messages": [
-        {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": ""}}]}]})
+    audio = ChatCompletionBody.model_validate(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": ""}}]}],
+        }
+    )
     with pytest.raises(InvalidRequest, match="input_audio"):
         audio.messages[0].to_contract()
-    missing = ChatCompletionBody.model_validate({"model": "m", "messages": [
-        {"role": "user", "content": [{"type": "image_url"}]}]})
+    missing = ChatCompletionBody.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}
+    )
     with pytest.raises(InvalidRequest, match=r"image_url\.url"):
         _ = missing.messages[0].image_urls
 

@@ -47,9 +47,16 @@ async def test_encode_stream_formats() -> None:
 
 def test_vectors_round_trip_in_pieces_and_any_order() -> None:
     vectors = np.random.default_rng(1).normal(size=(5, 8)).astype(np.float32)
-    chunks = [DataChunk(request_id="r", seq=i, content_type=vectors_content_type(8), index=start,
-                        data_b64=base64.b64encode(encode_vectors(vectors[start:start + 2])).decode())
-              for i, start in enumerate((4, 0, 2))]
+    chunks = [
+        DataChunk(
+            request_id="r",
+            seq=i,
+            content_type=vectors_content_type(8),
+            index=start,
+            data_b64=base64.b64encode(encode_vectors(vectors[start : start + 2])).decode(),
+        )
+        for i, start in enumerate((4, 0, 2))
+    ]
     assert np.array_equal(np.stack(collect_vectors(chunks)), vectors)
 
 

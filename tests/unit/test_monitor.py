@@ -38,8 +38,17 @@ def test_nvml_says_why_it_is_off_on_a_machine_without_gpu() -> None:
 def test_exporter_uses_dcgm_names_and_labels() -> None:
     registry = CollectorRegistry()
     exporter = Exporter(registry)
-    gpu = GpuSample(index=0, uuid="GPU-1", name="NVIDIA L4", util_pct=42, mem_used_mb=1000, mem_total_mb=23034,
-                    temp_c=61, power_w=70.5, throttle_reasons=("hw_thermal_slowdown",))
+    gpu = GpuSample(
+        index=0,
+        uuid="GPU-1",
+        name="NVIDIA L4",
+        util_pct=42,
+        mem_used_mb=1000,
+        mem_total_mb=23034,
+        temp_c=61,
+        power_w=70.5,
+        throttle_reasons=("hw_thermal_slowdown",),
+    )
     exporter.update(NodeTelemetry(node="n1", cpu_pct=12, mem_used_mb=100, mem_total_mb=200, gpus=(gpu,)))
     text = generate_latest(registry).decode()
     labels = 'Hostname="n1",UUID="GPU-1",gpu="0",modelName="NVIDIA L4"'

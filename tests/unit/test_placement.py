@@ -39,9 +39,19 @@ def apply(hosts: list[Host], actions: list[Action], now: float = NOW) -> list[Ho
 
 
 def with_memory(hosts: list[Host], catalog: Mapping[str, Wanted]) -> list[Host]:
-    return [Host(h.worker_id, h.capacity_mb, h.labels,
-                 {m: Held(catalog[m].memory_mb if m in catalog else x.memory_mb, x.last_used_s, x.in_flight, x.pinned)
-                  for m, x in h.held.items()}, h.cached) for h in hosts]
+    return [
+        Host(
+            h.worker_id,
+            h.capacity_mb,
+            h.labels,
+            {
+                m: Held(catalog[m].memory_mb if m in catalog else x.memory_mb, x.last_used_s, x.in_flight, x.pinned)
+                for m, x in h.held.items()
+            },
+            h.cached,
+        )
+        for h in hosts
+    ]
 
 
 @st.composite
@@ -50,12 +60,17 @@ def fleets(draw: st.DrawFn) -> tuple[list[Host], list[Wanted], dict[str, int]]:
     wanted = []
     for m in models:
         low = draw(st.integers(0, 2))
-        wanted.append(Wanted(
-            model=m, memory_mb=draw(st.sampled_from([500.0, 2000.0, 4000.0, 8000.0, 14000.0])),
-            priority=draw(st.integers(1, 10)), min_replicas=low, max_replicas=low + draw(st.integers(0, 2)) or 1,
-            idle_unload_s=draw(st.one_of(st.none(), st.sampled_from([1.0, 60.0, 600.0]))),
-            node_labels=draw(st.sampled_from([{}, {}, {"gpu": "true"}, {"jetson": "true"}])),
-        ))
+        wanted.append(
+            Wanted(
+                model=m,
+                memory_mb=draw(st.sampled_from([500.0, 2000.0, 4000.0, 8000.0, 14000.0])),
+                priority=draw(st.integers(1, 10)),
+                min_replicas=low,
+                max_replicas=low + draw(st.integers(0, 2)) or 1,
+                idle_unload_s=draw(st.one_of(st.none(), st.sampled_from([1.0, 60.0, 600.0]))),
+                node_labels=draw(st.sampled_from([{}, {}, {"gpu": "true"}, {"jetson": "true"}])),
+            )
+        )
     catalog = {w.model: w for w in wanted}
     hosts = []
     for i in range(draw(st.integers(1, 4))):
@@ -63,8 +78,12 @@ def fleets(draw: st.DrawFn) -> tuple[list[Host], list[Wanted], dict[str, int]]:
         held: dict[str, Held] = {}
         for m in draw(st.lists(st.sampled_from(models), unique=True, max_size=3)):
             if sum(x.memory_mb for x in held.values()) + catalog[m].memory_mb <= capacity:
-                held[m] = Held(catalog[m].memory_mb, last_used_s=draw(st.sampled_from([0.0, 990.0, NOW])),
-                               in_flight=draw(st.integers(0, 1)), pinned=draw(st.booleans()) and draw(st.booleans()))
+                held[m] = Held(
+                    catalog[m].memory_mb,
+                    last_used_s=draw(st.sampled_from([0.0, 990.0, NOW])),
+                    in_flight=draw(st.integers(0, 1)),
+                    pinned=draw(st.booleans()) and draw(st.booleans()),
+                )
         labels = draw(st.sampled_from([{}, {"gpu": "true"}, {"jetson": "true"}]))
         hosts.append(Host(f"w{i}", capacity, labels, held, cached=frozenset(draw(st.lists(st.sampled_from(models))))))
     waiting = {m: draw(st.integers(0, 3)) for m in models}
@@ -108,8 +127,11 @@ def test_a_preemption_pushes_out_no_model_it_could_spare(
         a = actions[i]
         group = [a]
         if isinstance(a, Unload) and a.reason is Reason.preempted:  # the victims for one load
-            while i + len(group) < len(actions) and isinstance(nxt := actions[i + len(group)], Unload) and (
-                    nxt.reason is Reason.preempted and (nxt.by, nxt.worker_id) == (a.by, a.worker_id)):
+            while (
+                i + len(group) < len(actions)
+                and isinstance(nxt := actions[i + len(group)], Unload)
+                and (nxt.reason is Reason.preempted and (nxt.by, nxt.worker_id) == (a.by, a.worker_id))
+            ):
                 group.append(nxt)
             free = capacity[a.worker_id] - sum(held[a.worker_id].values())
             freed = sum(held[a.worker_id][v.model] for v in group)
@@ -126,10 +148,15 @@ def test_a_preemption_pushes_out_no_model_it_could_spare(
 
 def test_a_preemption_spares_a_small_model_when_a_big_one_makes_room() -> None:
     host = Host("w", 100, held={"big-p9": Held(80, NOW), "small-p5": Held(10, NOW)})
-    wanted = [Wanted("big-p9", 80, priority=9, min_replicas=1), Wanted("small-p5", 10, priority=5),
-              Wanted("new-p10", 80, priority=10, min_replicas=1)]
-    assert plan([host], wanted, {}, NOW) == [Unload("big-p9", "w", Reason.preempted, by="new-p10"),
-                                            Load("new-p10", "w", Reason.warm)]
+    wanted = [
+        Wanted("big-p9", 80, priority=9, min_replicas=1),
+        Wanted("small-p5", 10, priority=5),
+        Wanted("new-p10", 80, priority=10, min_replicas=1),
+    ]
+    assert plan([host], wanted, {}, NOW) == [
+        Unload("big-p9", "w", Reason.preempted, by="new-p10"),
+        Load("new-p10", "w", Reason.warm),
+    ]
 
 
 @settings(max_examples=300, deadline=None)
@@ -159,11 +186,15 @@ def test_planning_again_converges_and_never_undoes_its_own_loads(
 
 def test_a_priority_9_model_arriving_on_a_full_gpu_pushes_out_the_priority_3_model() -> None:
     gpu = Host("gpu-worker", capacity_mb=24_000, held={"chat-p3": Held(20_000, last_used_s=NOW - 5, in_flight=2)})
-    wanted = [Wanted("chat-p3", 20_000, priority=3, min_replicas=1), Wanted("vision-p9", 16_000, priority=9,
-                                                                           min_replicas=1)]
+    wanted = [
+        Wanted("chat-p3", 20_000, priority=3, min_replicas=1),
+        Wanted("vision-p9", 16_000, priority=9, min_replicas=1),
+    ]
     actions = plan([gpu], wanted, {}, NOW)
-    assert actions == [Unload("chat-p3", "gpu-worker", Reason.preempted, by="vision-p9"),
-                       Load("vision-p9", "gpu-worker", Reason.warm)]
+    assert actions == [
+        Unload("chat-p3", "gpu-worker", Reason.preempted, by="vision-p9"),
+        Load("vision-p9", "gpu-worker", Reason.warm),
+    ]
     # ... and the priority-3 model, wanting its warm copy back, cannot push the priority-9 one out.
     after = with_memory(apply([gpu], actions), {w.model: w for w in wanted})
     assert plan(after, wanted, {"chat-p3": 5}, NOW) == []
@@ -177,8 +208,11 @@ def test_models_load_where_they_fit_tightest_and_where_their_files_are() -> None
 
 
 def test_idle_replicas_beyond_the_minimum_unload_and_waiting_work_adds_one() -> None:
-    hosts = [Host("a", 8_000, held={"m": Held(2_000, last_used_s=NOW - 700)}),
-             Host("b", 8_000, held={"m": Held(2_000, last_used_s=NOW - 10)}), Host("c", 8_000)]
+    hosts = [
+        Host("a", 8_000, held={"m": Held(2_000, last_used_s=NOW - 700)}),
+        Host("b", 8_000, held={"m": Held(2_000, last_used_s=NOW - 10)}),
+        Host("c", 8_000),
+    ]
     m = Wanted("m", 2_000, min_replicas=1, max_replicas=3, idle_unload_s=600)
     assert plan(hosts, [m], {}, NOW) == [Unload("m", "a", Reason.idle)]
     assert plan(hosts, [m], {"m": 4}, NOW) == [Load("m", "c", Reason.demand)]  # busy: no idle unload, one more

@@ -12,17 +12,47 @@ from services.scheduler.policy import Candidate, Limits, Policy, Snapshot, choos
 LIMITS = Limits(max_gpu_temp_c=90.0)
 
 
-def candidate(wid: str, *, outstanding: int = 0, slots: int = 4, temp: float = 50.0, util: float = 0.0,
-              mem_used: float = 1000.0, mem_total: float = 24000.0, tflops: float = 100.0,
-              state: WorkerState = WorkerState.ready, loaded: bool = True, throttled: bool = False) -> Candidate:
-    gpu = GpuSample(index=0, util_pct=util, mem_used_mb=mem_used, mem_total_mb=mem_total, temp_c=temp,
-                    throttle_reasons=("hw_thermal_slowdown",) if throttled else ())
+def candidate(
+    wid: str,
+    *,
+    outstanding: int = 0,
+    slots: int = 4,
+    temp: float = 50.0,
+    util: float = 0.0,
+    mem_used: float = 1000.0,
+    mem_total: float = 24000.0,
+    tflops: float = 100.0,
+    state: WorkerState = WorkerState.ready,
+    loaded: bool = True,
+    throttled: bool = False,
+) -> Candidate:
+    gpu = GpuSample(
+        index=0,
+        util_pct=util,
+        mem_used_mb=mem_used,
+        mem_total_mb=mem_total,
+        temp_c=temp,
+        throttle_reasons=("hw_thermal_slowdown",) if throttled else (),
+    )
     return Candidate(
-        worker=WorkerStatus(worker_id=wid, node=f"n-{wid}", engine="e", models=("m",), slots_total=slots,
-                            slots_free=max(0, slots - outstanding), outstanding=outstanding, state=state),
+        worker=WorkerStatus(
+            worker_id=wid,
+            node=f"n-{wid}",
+            engine="e",
+            models=("m",),
+            slots_total=slots,
+            slots_free=max(0, slots - outstanding),
+            outstanding=outstanding,
+            state=state,
+        ),
         telemetry=NodeTelemetry(node=f"n-{wid}", cpu_pct=10, mem_used_mb=1, mem_total_mb=2, gpus=(gpu,)),
-        capabilities=NodeCapabilities(node=f"n-{wid}", arch="x86_64", cpu_cores=8, mem_total_mb=64000,
-                                      gpus=(GpuInfo(index=0, name="g", vram_mb=mem_total, fp16_tflops=tflops),)),
+        capabilities=NodeCapabilities(
+            node=f"n-{wid}",
+            arch="x86_64",
+            cpu_cores=8,
+            mem_total_mb=64000,
+            gpus=(GpuInfo(index=0, name="g", vram_mb=mem_total, fp16_tflops=tflops),),
+        ),
         model_loaded=loaded,
     )
 
@@ -30,20 +60,38 @@ def candidate(wid: str, *, outstanding: int = 0, slots: int = 4, temp: float = 5
 candidates = st.lists(
     st.builds(
         lambda i, o, s, temp, util, used, tf, st_, loaded, thr: candidate(
-            f"w{i}", outstanding=o, slots=s, temp=temp, util=util, mem_used=used, tflops=tf, state=st_,
-            loaded=loaded, throttled=thr),
-        st.integers(0, 30), st.integers(0, 12), st.integers(1, 8), st.floats(20, 100), st.floats(0, 100),
-        st.floats(0, 24000), st.sampled_from([2.0, 25.0, 121.0, 989.0]),
-        st.sampled_from([WorkerState.ready, WorkerState.ready, WorkerState.draining]), st.booleans(), st.booleans(),
+            f"w{i}",
+            outstanding=o,
+            slots=s,
+            temp=temp,
+            util=util,
+            mem_used=used,
+            tflops=tf,
+            state=st_,
+            loaded=loaded,
+            throttled=thr,
+        ),
+        st.integers(0, 30),
+        st.integers(0, 12),
+        st.integers(1, 8),
+        st.floats(20, 100),
+        st.floats(0, 100),
+        st.floats(0, 24000),
+        st.sampled_from([2.0, 25.0, 121.0, 989.0]),
+        st.sampled_from([WorkerState.ready, WorkerState.ready, WorkerState.draining]),
+        st.booleans(),
+        st.booleans(),
     ),
-    max_size=12, unique_by=lambda c: c.worker_id,
+    max_size=12,
+    unique_by=lambda c: c.worker_id,
 )
 
 
 @settings(max_examples=300)
 @given(candidates, st.sampled_from(list(Policy)), st.floats(0, 30000), st.text(max_size=8), st.integers(0, 100))
-def test_never_picks_an_unhealthy_hot_or_too_small_node(cands: list[Candidate], policy: Policy, mem: float,
-                                                        rid: str, counter: int) -> None:
+def test_never_picks_an_unhealthy_hot_or_too_small_node(
+    cands: list[Candidate], policy: Policy, mem: float, rid: str, counter: int
+) -> None:
     snap = Snapshot(tuple(cands), model_mem_mb=mem, limits=LIMITS)
     chosen = choose(policy, snap, request_id=rid, counter=counter)
     ok = [c for c in cands if eligible(c, snap)]
@@ -59,8 +107,9 @@ def test_never_picks_an_unhealthy_hot_or_too_small_node(cands: list[Candidate], 
 
 @settings(max_examples=200)
 @given(candidates, st.sampled_from(list(Policy)), st.text(max_size=8), st.integers(0, 100), st.randoms())
-def test_deterministic_given_the_snapshot(cands: list[Candidate], policy: Policy, rid: str, counter: int,
-                                          rnd: object) -> None:
+def test_deterministic_given_the_snapshot(
+    cands: list[Candidate], policy: Policy, rid: str, counter: int, rnd: object
+) -> None:
     shuffled = cands[:]
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     first = choose(policy, Snapshot(tuple(cands)), request_id=rid, counter=counter)

@@ -11,8 +11,15 @@ from services.scheduler.policy import least_outstanding
 
 
 def worker(wid: str, outstanding: int = 0, slots: int = 2, models: tuple[str, ...] = ("m",)) -> WorkerStatus:
-    return WorkerStatus(worker_id=wid, node="n", engine="llama_cpp", models=models, slots_total=slots,
-                        slots_free=max(0, slots - outstanding), outstanding=outstanding)
+    return WorkerStatus(
+        worker_id=wid,
+        node="n",
+        engine="llama_cpp",
+        models=models,
+        slots_total=slots,
+        slots_free=max(0, slots - outstanding),
+        outstanding=outstanding,
+    )
 
 
 def test_picks_fewest_outstanding() -> None:
@@ -72,7 +79,8 @@ def test_weighted_prefers_the_batching_engine_with_kv_cache_room() -> None:
 
     def vllm(wid: str, usage: float, outstanding: int) -> Candidate:
         status = worker(wid, outstanding, slots=64).model_copy(
-            update={"engine": "vllm", "batch": BatchLoad(kv_cache_usage=usage, running=outstanding, waiting=0)})
+            update={"engine": "vllm", "batch": BatchLoad(kv_cache_usage=usage, running=outstanding, waiting=0)}
+        )
         return Candidate(status)
 
     # same requests in hand: the one whose KV cache is nearly full waits longer for room

@@ -14,27 +14,46 @@ from services.scheduler.queues import Queues, Waiting, effective_rank, plan, ser
 AGING_S = 10.0
 
 
-def waiting(rid: str, priority: Priority, since: float, model: str = "m", domain: str = "llm",
-            deadline_ms: int | None = None, handed_back: int = 0) -> Waiting[str]:
-    request = ChatRequest(request_id=rid, model=model, priority=priority,
-                          deadline_ms=deadline_ms or now_ms() + 600_000,
-                          messages=(ChatMessage(role="user", content="hi"),))
+def waiting(
+    rid: str,
+    priority: Priority,
+    since: float,
+    model: str = "m",
+    domain: str = "llm",
+    deadline_ms: int | None = None,
+    handed_back: int = 0,
+) -> Waiting[str]:
+    request = ChatRequest(
+        request_id=rid,
+        model=model,
+        priority=priority,
+        deadline_ms=deadline_ms or now_ms() + 600_000,
+        messages=(ChatMessage(role="user", content="hi"),),
+    )
     return Waiting(request, domain, handle=f"msg-{rid}", since=since, handed_back=handed_back)
 
 
 entries = st.lists(
-    st.tuples(st.sampled_from(list(Priority)), st.floats(0, 100), st.sampled_from(["a", "b", "c"]),
-              st.sampled_from(["llm", "image"])),
+    st.tuples(
+        st.sampled_from(list(Priority)),
+        st.floats(0, 100),
+        st.sampled_from(["a", "b", "c"]),
+        st.sampled_from(["llm", "image"]),
+    ),
     max_size=30,
 )
 
 
 @given(entries, st.floats(0, 200), st.sets(st.integers(0, 29)))
 def test_service_order_is_by_aged_class_then_continuations_then_arrival(
-    items: list[tuple[Priority, float, str, str]], now: float, continuations: set[int],
+    items: list[tuple[Priority, float, str, str]],
+    now: float,
+    continuations: set[int],
 ) -> None:
-    queue = [waiting(f"r{i}", p, since, model, domain, handed_back=2 if i in continuations else 0)
-             for i, (p, since, model, domain) in enumerate(items)]
+    queue = [
+        waiting(f"r{i}", p, since, model, domain, handed_back=2 if i in continuations else 0)
+        for i, (p, since, model, domain) in enumerate(items)
+    ]
     ordered = service_order(queue, now, AGING_S)
     keys = [(effective_rank(w.request.priority, now - w.since, AGING_S), w.handed_back == 0, w.since) for w in ordered]
     assert keys == sorted(keys)
@@ -42,14 +61,20 @@ def test_service_order_is_by_aged_class_then_continuations_then_arrival(
 
 
 def test_a_continuation_goes_before_new_work_of_its_class_but_not_before_a_better_class() -> None:
-    queue = [waiting("new", Priority.interactive, 0.0), waiting("resumed", Priority.interactive, 5.0, handed_back=2),
-             waiting("realtime", Priority.realtime, 6.0)]
+    queue = [
+        waiting("new", Priority.interactive, 0.0),
+        waiting("resumed", Priority.interactive, 5.0, handed_back=2),
+        waiting("realtime", Priority.realtime, 6.0),
+    ]
     assert [w.request_id for w in service_order(queue, 6.0, AGING_S)] == ["realtime", "resumed", "new"]
 
 
 def test_without_waiting_the_classes_are_strict() -> None:
-    queue = [waiting("batch", Priority.batch, 0.0), waiting("interactive", Priority.interactive, 1.0),
-             waiting("realtime", Priority.realtime, 2.0)]
+    queue = [
+        waiting("batch", Priority.batch, 0.0),
+        waiting("interactive", Priority.interactive, 1.0),
+        waiting("realtime", Priority.realtime, 2.0),
+    ]
     assert [w.request_id for w in service_order(queue, 2.0, AGING_S)] == ["realtime", "interactive", "batch"]
 
 
@@ -67,10 +92,15 @@ def test_aging_only_ever_lifts_a_class(priority: Priority, waited: float) -> Non
 
 
 @settings(max_examples=300)
-@given(entries, st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(0, 4)),
-       st.dictionaries(st.sampled_from(["llm", "image"]), st.one_of(st.none(), st.integers(-1, 5))))
+@given(
+    entries,
+    st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(0, 4)),
+    st.dictionaries(st.sampled_from(["llm", "image"]), st.one_of(st.none(), st.integers(-1, 5))),
+)
 def test_plan_respects_free_slots_domain_caps_and_class_order(
-    items: list[tuple[Priority, float, str, str]], free_by_model: dict[str, int], room: dict[str, int | None],
+    items: list[tuple[Priority, float, str, str]],
+    free_by_model: dict[str, int],
+    room: dict[str, int | None],
 ) -> None:
     queue = [waiting(f"r{i}", p, since, model, domain) for i, (p, since, model, domain) in enumerate(items)]
     order = service_order(queue, 50.0, AGING_S)
@@ -95,8 +125,11 @@ def test_plan_respects_free_slots_domain_caps_and_class_order(
     for i, w in enumerate(order):
         if w.request_id in taken:
             continue
-        later = [x for x in order[i + 1:] if x.request_id in taken and x.request.model == w.request.model
-                 and x.domain == w.domain]
+        later = [
+            x
+            for x in order[i + 1 :]
+            if x.request_id in taken and x.request.model == w.request.model and x.domain == w.domain
+        ]
         assert not later, f"{later[0].request_id} went before {w.request_id}"
 
 

@@ -22,8 +22,11 @@ def test_held_text_that_was_not_a_stop_comes_out() -> None:
     assert run(["a <|i", "x"], ("<|im_end|>",)) == ("a <|ix", False)
 
 
-@given(st.text(alphabet="abc<|>", max_size=40), st.lists(st.text(alphabet="abc<|>", min_size=1, max_size=3),
-                                                         max_size=3), st.data())
+@given(
+    st.text(alphabet="abc<|>", max_size=40),
+    st.lists(st.text(alphabet="abc<|>", min_size=1, max_size=3), max_size=3),
+    st.data(),
+)
 def test_any_split_gives_the_text_up_to_the_first_stop(text: str, stops: list[str], data: st.DataObject) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=8)))
     pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]

@@ -55,7 +55,8 @@ def test_what_it_writes_tokenizes_back_into_as_many_tokens(tmp_path: Path) -> No
     write_tiny_gguf(path, TinySpec(n_words=300))
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, verbose=False)
     for seed in (1, 2, 3):
-        out = llm.create_completion(" baba", max_tokens=300, seed=seed, temperature=1.0,
-                                    logit_bias=dict.fromkeys(range(5), -100.0))  # no special (textless) tokens
+        out = llm.create_completion(
+            " baba", max_tokens=300, seed=seed, temperature=1.0, logit_bias=dict.fromkeys(range(5), -100.0)
+        )  # no special (textless) tokens
         again = llm.tokenize(out["choices"][0]["text"].encode(), add_bos=False)
         assert out["usage"]["completion_tokens"] == 300 and abs(len(again) - 300) <= 6

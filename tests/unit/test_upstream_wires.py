@@ -26,9 +26,13 @@ OLLAMA_CHAT = [
 
 
 def _chat(*, resume: bool = False, **sampling: object) -> ChatRequest:
-    return ChatRequest(request_id="w1", model="m", deadline_ms=now_ms() + 1000,
-                       messages=(ChatMessage(role="user", content="look", images=(PNG,)),),
-                       sampling=Sampling(max_tokens=7, **sampling))  # type: ignore[arg-type]
+    return ChatRequest(
+        request_id="w1",
+        model="m",
+        deadline_ms=now_ms() + 1000,
+        messages=(ChatMessage(role="user", content="look", images=(PNG,)),),
+        sampling=Sampling(max_tokens=7, **sampling),
+    )  # type: ignore[arg-type]
 
 
 def test_ollama_chat_body_carries_options_images_and_the_resumed_turn() -> None:

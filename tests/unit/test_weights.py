@@ -34,11 +34,14 @@ def test_a_manifest_lists_every_file_and_checks_out(folder: Path) -> None:
     assert models_cli(["verify", str(folder)]) == 0
 
 
-@pytest.mark.parametrize(("damage", "says"), [
-    (lambda p: p.write_bytes(p.read_bytes()[:-100]), "partial"),
-    (lambda p: p.write_bytes(b"\xff" + p.read_bytes()[1:]), "corrupt"),
-    (lambda p: p.unlink(), "missing"),
-])
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:-100]), "partial"),
+        (lambda p: p.write_bytes(b"\xff" + p.read_bytes()[1:]), "corrupt"),
+        (lambda p: p.unlink(), "missing"),
+    ],
+)
 def test_a_damaged_model_is_refused_naming_the_file(folder: Path, damage, says: str) -> None:  # type: ignore[no-untyped-def]
     write_manifest(folder, "tiny-model")
     damage(folder / "unet" / "weights.bin")
@@ -114,8 +117,9 @@ async def test_a_catalog_model_on_a_shared_path_is_loaded_from_its_local_copy(tm
     assert loaded == tmp_path / "local" / "acme--model" / "model.gguf" and loaded.read_bytes() == shared.read_bytes()
 
 
-def test_the_copy_command_copies_and_names_a_damaged_file(folder: Path, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_copy_command_copies_and_names_a_damaged_file(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_manifest(folder, "acme/tiny")
     assert models_cli(["copy", str(folder), "--dest", str(tmp_path / "node")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "node" / "acme--tiny")

@@ -32,8 +32,12 @@ async def queues(request: Request) -> dict[str, Any]:
     placements: Counter[str] = Counter()
     for report in reports:
         placements.update(report.placements)
-    return {"object": "list", "schedulers": sorted(r.scheduler_id for r in reports), "data": merge_reports(reports),
-            "placements": dict(placements)}
+    return {
+        "object": "list",
+        "schedulers": sorted(r.scheduler_id for r in reports),
+        "data": merge_reports(reports),
+        "placements": dict(placements),
+    }
 
 
 def merge_reports(reports: list[QueueReport]) -> list[dict[str, Any]]:
@@ -42,12 +46,28 @@ def merge_reports(reports: list[QueueReport]) -> list[dict[str, Any]]:
     domains: dict[str, dict[str, Any]] = {}
     for report in reports:
         for d in report.domains:
-            row = domains.setdefault(d.domain, {
-                "domain": d.domain, "in_flight": d.in_flight, "slots": d.slots,
-                "max_concurrency": d.max_concurrency, "max_queue": d.max_queue, "cold_starts": 0, "warm_hits": 0,
-                "classes": {p.value: {"waiting": 0, "oldest_wait_ms": 0.0, "dispatched": 0,
-                                      "wait_p50_ms": 0.0, "wait_p95_ms": 0.0} for p in Priority},
-            })
+            row = domains.setdefault(
+                d.domain,
+                {
+                    "domain": d.domain,
+                    "in_flight": d.in_flight,
+                    "slots": d.slots,
+                    "max_concurrency": d.max_concurrency,
+                    "max_queue": d.max_queue,
+                    "cold_starts": 0,
+                    "warm_hits": 0,
+                    "classes": {
+                        p.value: {
+                            "waiting": 0,
+                            "oldest_wait_ms": 0.0,
+                            "dispatched": 0,
+                            "wait_p50_ms": 0.0,
+                            "wait_p95_ms": 0.0,
+                        }
+                        for p in Priority
+                    },
+                },
+            )
             row["cold_starts"] += d.cold_starts
             row["warm_hits"] += d.warm_hits
             for priority, q in d.classes.items():
@@ -61,16 +81,33 @@ def merge_reports(reports: list[QueueReport]) -> list[dict[str, Any]]:
 
 
 # A model's state is its liveliest replica's: one running copy makes it running.
-STATE_ORDER = (ModelState.running, ModelState.starting, ModelState.stopping, ModelState.error, ModelState.preempted,
-               ModelState.stopped)
+STATE_ORDER = (
+    ModelState.running,
+    ModelState.starting,
+    ModelState.stopping,
+    ModelState.error,
+    ModelState.preempted,
+    ModelState.stopped,
+)
 
 
 def replicas_of(model: str, live: list[WorkerStatus]) -> list[dict[str, Any]]:
     """Where `model` is, was lately, or is coming: every live worker serving it (a fixed worker's
     model runs since the worker started) or holding a record of it (a host worker's)."""
-    return [{"worker": w.worker_id, "node": w.node, "state": r.state.value, "reason": r.reason,
-             "since_ms": r.since_ms, "worker_state": w.state.value, "slots": w.slots_total, "in_flight": r.in_flight}
-            for w in live if (r := w.replicas().get(model)) is not None]
+    return [
+        {
+            "worker": w.worker_id,
+            "node": w.node,
+            "state": r.state.value,
+            "reason": r.reason,
+            "since_ms": r.since_ms,
+            "worker_state": w.state.value,
+            "slots": w.slots_total,
+            "in_flight": r.in_flight,
+        }
+        for w in live
+        if (r := w.replicas().get(model)) is not None
+    ]
 
 
 def model_state(replicas: list[dict[str, Any]]) -> dict[str, Any]:
@@ -86,14 +123,26 @@ def model_row(fleet: GatewayFleet, model: str) -> dict[str, Any]:
     entry = fleet.effective(model) or catalog
     override = fleet.overrides.get(model)
     replicas = replicas_of(model, fleet.live_workers())
-    return {"id": entry.id, "engine": entry.engine, "modalities": [m.value for m in entry.modality],
-            "source": entry.source, "domain": entry.domain, "priority_class": entry.priority_class.value,
-            "declared": entry.declared, "priority": entry.priority, "memory_mb": entry.memory_mb,
-            "min_replicas": entry.min_replicas, "max_replicas": entry.max_replicas,
-            "idle_unload_s": entry.idle_unload_s, "node_labels": entry.node_labels, "fallback": entry.fallback,
-            "pinned": override is not None and override.pinned,
-            "override": override.model_dump(exclude={"model"}) if override is not None else None,
-            **model_state(replicas), "replicas": replicas}
+    return {
+        "id": entry.id,
+        "engine": entry.engine,
+        "modalities": [m.value for m in entry.modality],
+        "source": entry.source,
+        "domain": entry.domain,
+        "priority_class": entry.priority_class.value,
+        "declared": entry.declared,
+        "priority": entry.priority,
+        "memory_mb": entry.memory_mb,
+        "min_replicas": entry.min_replicas,
+        "max_replicas": entry.max_replicas,
+        "idle_unload_s": entry.idle_unload_s,
+        "node_labels": entry.node_labels,
+        "fallback": entry.fallback,
+        "pinned": override is not None and override.pinned,
+        "override": override.model_dump(exclude={"model"}) if override is not None else None,
+        **model_state(replicas),
+        "replicas": replicas,
+    }
 
 
 @router.get("/models")
@@ -117,8 +166,10 @@ def _placed(fleet: GatewayFleet, model: str) -> ModelEntry:
     if entry is None:
         raise ModelNotFound(f"The model `{model}` does not exist")
     if not entry.placed:
-        raise InvalidRequest(f"`{model}` is not placed by the scheduler: it runs on its own worker. Declare it in "
-                             "the catalog file (with memory_mb) to load, unload, pin or re-prioritise it")
+        raise InvalidRequest(
+            f"`{model}` is not placed by the scheduler: it runs on its own worker. Declare it in "
+            "the catalog file (with memory_mb) to load, unload, pin or re-prioritise it"
+        )
     return entry
 
 
@@ -170,8 +221,7 @@ async def _command_worker(request: Request, worker_id: str, action: str) -> dict
     relay: Relay = request.app.state.relay
     if worker_id not in {w.worker_id for w in relay.fleet.live_workers()}:
         raise ModelNotFound(f"No live worker `{worker_id}`")
-    await relay.bus.nc.publish(subjects.control(worker_id),
-                               ModelCommand(action=action, reason="operator").encode())  # type: ignore[arg-type]
+    await relay.bus.nc.publish(subjects.control(worker_id), ModelCommand(action=action, reason="operator").encode())  # type: ignore[arg-type]
     return {"worker": worker_id, "action": action}
 
 

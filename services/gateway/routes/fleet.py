@@ -22,12 +22,14 @@ async def nodes(request: Request) -> dict[str, Any]:
     for name in names:
         telemetry = fleet.nodes.get(name, now)
         caps = fleet.capabilities.get(name)
-        data.append({
-            "node": name,
-            "online": telemetry is not None,
-            "capabilities": caps.model_dump(mode="json") if caps else None,
-            "telemetry": telemetry.model_dump(mode="json") if telemetry else None,
-        })
+        data.append(
+            {
+                "node": name,
+                "online": telemetry is not None,
+                "capabilities": caps.model_dump(mode="json") if caps else None,
+                "telemetry": telemetry.model_dump(mode="json") if telemetry else None,
+            }
+        )
     return {"object": "list", "data": data}
 
 
@@ -42,7 +44,7 @@ async def workers(request: Request) -> dict[str, Any]:
 async def alerts(request: Request, limit: int = 100) -> dict[str, Any]:
     """Alerts firing now, and the most recent transitions (newest first)."""
     fleet = request.app.state.relay.fleet
-    recent = list(fleet.alerts)[-max(0, min(limit, 1000)):][::-1]
+    recent = list(fleet.alerts)[-max(0, min(limit, 1000)) :][::-1]
     return {
         "active": [a.model_dump(mode="json") for a in fleet.active_alerts.values()],
         "recent": [a.model_dump(mode="json") for a in recent],

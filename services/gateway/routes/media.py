@@ -33,13 +33,18 @@ async def embeddings(body: EmbeddingsBody, take: Take) -> dict[str, Any]:
         raise EngineError(f"the engine returned {len(vectors)} vectors for {len(bus_request.inputs)} inputs")
     data = []
     for index, vector in enumerate(vectors):
-        encoded: Any = (base64.b64encode(encode_vectors(vector)).decode()
-                        if body.encoding_format == "base64" else vector.tolist())
+        encoded: Any = (
+            base64.b64encode(encode_vectors(vector)).decode() if body.encoding_format == "base64" else vector.tolist()
+        )
         data.append({"object": "embedding", "index": index, "embedding": encoded})
     final = received[-1]
     tokens = final.usage.prompt_tokens if isinstance(final, FinalChunk) else 0
-    return {"object": "list", "data": data, "model": body.model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 @router.post("/images/generations")
@@ -71,8 +76,7 @@ async def speech(body: SpeechBody, take: Take) -> Response:
                 if isinstance(chunk, DataChunk):
                     yield base64.b64decode(chunk.data_b64), sample_rate_of(chunk.content_type)
 
-    return StreamingResponse(encode_stream(pcm(), body.response_format),
-                             media_type=AUDIO_TYPES[body.response_format])
+    return StreamingResponse(encode_stream(pcm(), body.response_format), media_type=AUDIO_TYPES[body.response_format])
 
 
 files_router = APIRouter(prefix="/v1", tags=["files"])
@@ -84,6 +88,8 @@ async def download(file_id: str, request: Request, expires: int | None = None, s
     files: Files = request.app.state.files
     files.authorize(request, file_id, expires, sig)
     content, content_type = await files.read(file_id)
-    return Response(content, media_type=content_type,
-                    headers={"Content-Disposition": f'inline; filename="{file_id}"', "Cache-Control": "private"})
-
+    return Response(
+        content,
+        media_type=content_type,
+        headers={"Content-Disposition": f'inline; filename="{file_id}"', "Cache-Control": "private"},
+    )

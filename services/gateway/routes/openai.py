@@ -29,11 +29,14 @@ from services.gateway.schemas import ChatCompletionBody, CompletionBody
 from services.gateway.shapes import Shape, public_finish_reason
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+
+
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionBody, take: Take) -> Any:
     settings = take.settings
-    images = await body.checked_images(take.request.app.state.files, settings.max_images,
-                                       settings.max_image_bytes, settings.max_image_side)
+    images = await body.checked_images(
+        take.request.app.state.files, settings.max_images, settings.max_image_bytes, settings.max_image_side
+    )
     bus_request = body.to_contract(take.request_id("chatcmpl"), take.deadline_ms, settings.default_max_tokens, images)
     return await _serve(take, bus_request, body.include_usage, chat=True, priority=body.priority)
 
@@ -52,14 +55,24 @@ async def list_models(request: Request) -> dict[str, Any]:
     data = []
     for entry in sorted(relay.fleet.catalog.values(), key=lambda e: e.id):
         workers = [w.worker_id for w in live if entry.id in w.models]
-        data.append({"id": entry.id, "object": "model", "created": entry.created_ms // 1000,
-                     "owned_by": entry.owned_by, "live": bool(workers), "workers": len(workers),
-                     "modalities": [m.value for m in entry.modality], "engine": entry.engine})
+        data.append(
+            {
+                "id": entry.id,
+                "object": "model",
+                "created": entry.created_ms // 1000,
+                "owned_by": entry.owned_by,
+                "live": bool(workers),
+                "workers": len(workers),
+                "modalities": [m.value for m in entry.modality],
+                "engine": entry.engine,
+            }
+        )
     return {"object": "list", "data": data}
 
 
-async def _serve(take: Intake, bus_request: TextRequest, include_usage: bool, *, chat: bool,
-                 priority: Priority | None) -> Any:
+async def _serve(
+    take: Intake, bus_request: TextRequest, include_usage: bool, *, chat: bool, priority: Priority | None
+) -> Any:
     stream, first = await take.submit(bus_request, priority)
     # A catalog fallback that answered for want of capacity says so: its id is the response's model.
     shape = Shape(bus_request.request_id, first.model or bus_request.model, chat=chat)
@@ -85,8 +98,9 @@ def _event(data: str, id: str | None = None) -> ServerSentEvent:
     return ServerSentEvent(data, id=id, sep="\n")  # as OpenAI writes them (sse-starlette's own default is CRLF)
 
 
-async def _sse(chunks: AsyncGenerator[AnyChunk, None], shape: Shape, include_usage: bool,
-               role: bool = True) -> AsyncIterator[bytes]:
+async def _sse(
+    chunks: AsyncGenerator[AnyChunk, None], shape: Shape, include_usage: bool, role: bool = True
+) -> AsyncIterator[bytes]:
     """OpenAI's stream: a role chunk, content chunks, a finish chunk (with usage), then [DONE]. Each
     content event's id is its chunk number, so a client cut off (a gateway restart) re-attaches with
     `Last-Event-ID` at `GET .../{id}/events`. If the client goes away, sse-starlette cancels this
@@ -126,8 +140,9 @@ async def chat_reattach(request_id: str, request: Request, last_event_id: LastEv
 
 
 @router.get("/completions/{request_id}/events", response_model=None)
-async def completion_reattach(request_id: str, request: Request,
-                              last_event_id: LastEventId = None) -> EventSourceResponse:
+async def completion_reattach(
+    request_id: str, request: Request, last_event_id: LastEventId = None
+) -> EventSourceResponse:
     return await _reattach(request, request_id, last_event_id, chat=False)
 
 
@@ -137,5 +152,6 @@ async def _reattach(request: Request, request_id: str, last_event_id: str | None
         raise ModelNotFound(f"No stream `{request_id[:80]}`")
     after = last_event(last_event_id)
     chunks = follow_results(bus, request_id, after)
-    return EventSourceResponse(_sse(chunks, Shape(request_id, "", chat=chat), include_usage=False, role=after < 0),
-                               sep="\n", ping=15)
+    return EventSourceResponse(
+        _sse(chunks, Shape(request_id, "", chat=chat), include_usage=False, role=after < 0), sep="\n", ping=15
+    )

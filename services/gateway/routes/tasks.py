@@ -67,15 +67,17 @@ class VideoTask(VideoBody):
     modality: Literal["video"]
 
 
-TaskBody = Annotated[ChatTask | CompletionTask | EmbeddingTask | ImageTask | SpeechTask | VideoTask,
-                     Field(discriminator="modality")]
+TaskBody = Annotated[
+    ChatTask | CompletionTask | EmbeddingTask | ImageTask | SpeechTask | VideoTask, Field(discriminator="modality")
+]
 
 
 async def _to_request(body: Any, rid: str, deadline: int, request: Request) -> AnyRequest:
     settings: GatewaySettings = request.app.state.settings
     if isinstance(body, ChatTask):
-        images = await body.checked_images(request.app.state.files, settings.max_images, settings.max_image_bytes,
-                                           settings.max_image_side)
+        images = await body.checked_images(
+            request.app.state.files, settings.max_images, settings.max_image_bytes, settings.max_image_side
+        )
         return body.to_contract(rid, deadline, settings.default_max_tokens, images)
     if isinstance(body, CompletionTask):
         return body.to_contract(rid, deadline, settings.default_max_tokens)
@@ -117,8 +119,9 @@ async def task_events(task_id: str, request: Request, last_event_id: LastEventId
     with `Last-Event-ID` and the stream goes on after that event."""
     bus: Bus = request.app.state.relay.bus
     await _state(request.app.state.relay, task_id)  # 404 before the stream starts
-    return EventSourceResponse(_events(bus, request.app.state.files, str(request.base_url), task_id,
-                                       last_event(last_event_id)), ping=15)
+    return EventSourceResponse(
+        _events(bus, request.app.state.files, str(request.base_url), task_id, last_event(last_event_id)), ping=15
+    )
 
 
 async def _events(bus: Bus, files: Files, base_url: str, task_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
@@ -152,9 +155,18 @@ async def _task_object(request: Request, state: TaskState) -> dict[str, Any]:
     files: Files = request.app.state.files
     base_url = str(request.base_url)
     body: dict[str, Any] = {
-        "id": state.request_id, "object": "task", "status": state.status.value, "model": state.model,
-        "modality": state.modality, "created": state.created_ms // 1000, "progress": state.progress,
-        "eta_s": state.eta_s, "message": state.message, "attempts": state.attempts, "result": None, "error": None,
+        "id": state.request_id,
+        "object": "task",
+        "status": state.status.value,
+        "model": state.model,
+        "modality": state.modality,
+        "created": state.created_ms // 1000,
+        "progress": state.progress,
+        "eta_s": state.eta_s,
+        "message": state.message,
+        "attempts": state.attempts,
+        "result": None,
+        "error": None,
     }
     if state.error:
         status = STATUS.get(state.error_code, 500) if state.error_code else 500
@@ -167,8 +179,17 @@ async def _task_object(request: Request, state: TaskState) -> dict[str, Any]:
     if state.modality in {m.value for m in TEXT_MODALITIES}:
         result["text"] = state.text
     if state.artifacts:
-        result["files"] = [{"id": a.name, "url": files.url(base_url, a.name), "content_type": a.content_type,
-                            "bytes": a.size, "index": a.index, **a.meta} for a in state.artifacts]
+        result["files"] = [
+            {
+                "id": a.name,
+                "url": files.url(base_url, a.name),
+                "content_type": a.content_type,
+                "bytes": a.size,
+                "index": a.index,
+                **a.meta,
+            }
+            for a in state.artifacts
+        ]
     if state.modality == Modality.embedding.value:
         result["embeddings"] = await _embeddings(request.app.state.relay.bus, state.request_id)
     body["result"] = result

@@ -52,11 +52,16 @@ class NvmlSource:
         for i, h in enumerate(self._handles):
             name = _text(n.nvmlDeviceGetName(h))
             major, minor = n.nvmlDeviceGetCudaComputeCapability(h)
-            gpus.append(GpuInfo(
-                index=i, name=name, uuid=_text(n.nvmlDeviceGetUUID(h)),
-                vram_mb=n.nvmlDeviceGetMemoryInfo(h).total / 2**20,
-                compute_capability=f"{major}.{minor}", fp16_tflops=estimate_fp16_tflops(name),
-            ))
+            gpus.append(
+                GpuInfo(
+                    index=i,
+                    name=name,
+                    uuid=_text(n.nvmlDeviceGetUUID(h)),
+                    vram_mb=n.nvmlDeviceGetMemoryInfo(h).total / 2**20,
+                    compute_capability=f"{major}.{minor}",
+                    fp16_tflops=estimate_fp16_tflops(name),
+                )
+            )
         return StaticInfo(gpus=gpus)
 
     def read(self) -> Reading:
@@ -64,18 +69,23 @@ class NvmlSource:
         samples = []
         for i, h in enumerate(self._handles):
             mem = n.nvmlDeviceGetMemoryInfo(h)
-            samples.append(GpuSample(
-                index=i, uuid=_text(n.nvmlDeviceGetUUID(h)), name=_text(n.nvmlDeviceGetName(h)),
-                util_pct=float(n.nvmlDeviceGetUtilizationRates(h).gpu),
-                mem_used_mb=mem.used / 2**20, mem_total_mb=mem.total / 2**20,
-                temp_c=float(n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU)),
-                power_w=_optional(lambda h=h: n.nvmlDeviceGetPowerUsage(h) / 1000.0),
-                sm_clock_mhz=_optional(lambda h=h: float(n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM))),
-                mem_clock_mhz=_optional(lambda h=h: float(n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM))),
-                throttle_reasons=throttle_names(
-                    _optional(lambda h=h: n.nvmlDeviceGetCurrentClocksThrottleReasons(h)) or 0  # type: ignore[arg-type]
-                ),
-            ))
+            samples.append(
+                GpuSample(
+                    index=i,
+                    uuid=_text(n.nvmlDeviceGetUUID(h)),
+                    name=_text(n.nvmlDeviceGetName(h)),
+                    util_pct=float(n.nvmlDeviceGetUtilizationRates(h).gpu),
+                    mem_used_mb=mem.used / 2**20,
+                    mem_total_mb=mem.total / 2**20,
+                    temp_c=float(n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU)),
+                    power_w=_optional(lambda h=h: n.nvmlDeviceGetPowerUsage(h) / 1000.0),
+                    sm_clock_mhz=_optional(lambda h=h: float(n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM))),
+                    mem_clock_mhz=_optional(lambda h=h: float(n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM))),
+                    throttle_reasons=throttle_names(
+                        _optional(lambda h=h: n.nvmlDeviceGetCurrentClocksThrottleReasons(h)) or 0  # type: ignore[arg-type]
+                    ),
+                )
+            )
         return Reading(gpus=samples)
 
     def close(self) -> None:

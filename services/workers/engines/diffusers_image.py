@@ -48,8 +48,9 @@ class DiffusersImageEngine(BlockingEngine):
     def run(self, request: AnyRequest, cancelled: threading.Event, emit: Emit) -> None:
         request = expect(request, ImageRequest, self.kind)
         if request.width * request.height > self.config.max_pixels:
-            raise InvalidRequest(f"{request.width}x{request.height} is larger than this model's limit "
-                                 f"of {self.config.max_pixels} pixels")
+            raise InvalidRequest(
+                f"{request.width}x{request.height} is larger than this model's limit of {self.config.max_pixels} pixels"
+            )
         images = self._pipe(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt or None,
@@ -65,6 +66,9 @@ class DiffusersImageEngine(BlockingEngine):
         for index, image in enumerate(images):
             png = io.BytesIO()
             image.save(png, format="PNG")
-            emit(File(png.getvalue(), "image/png", "png", index=index,
-                      meta={"width": image.width, "height": image.height}))
+            emit(
+                File(
+                    png.getvalue(), "image/png", "png", index=index, meta={"width": image.width, "height": image.height}
+                )
+            )
         emit(Finished("stop", Usage()))

@@ -39,9 +39,15 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
     height, width = pixels.shape[1:3]
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "video.mp4"
-        writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264",
-                                             pix_fmt_out="yuv420p", macro_block_size=2,
-                                             output_params=["-movflags", "+faststart"])
+        writer = imageio_ffmpeg.write_frames(
+            str(path),
+            (width, height),
+            fps=fps,
+            codec="libx264",
+            pix_fmt_out="yuv420p",
+            macro_block_size=2,
+            output_params=["-movflags", "+faststart"],
+        )
         writer.send(None)  # start ffmpeg
         for frame in pixels:
             writer.send(np.ascontiguousarray(frame))
@@ -68,16 +74,23 @@ class DiffusersVideoEngine(BlockingEngine):
         # Causal video VAEs (CogVideoX: 4) compress time: only 1 + k * ratio frames come out as asked.
         ratio = int(getattr(self._pipe, "vae_scale_factor_temporal", 1) or 1)
         if (request.frames - 1) % ratio:
-            raise InvalidRequest(f"{self.model_id} makes 1 + k*{ratio} frames (e.g. {1 + ratio * 2}), "
-                                 f"not {request.frames}")
+            raise InvalidRequest(
+                f"{self.model_id} makes 1 + k*{ratio} frames (e.g. {1 + ratio * 2}), not {request.frames}"
+            )
         extra = {"max_sequence_length": self.config.max_text_tokens} if self.config.max_text_tokens else {}
         try:
             frames = self._pipe(
-                prompt=request.prompt, negative_prompt=request.negative_prompt or None,
-                num_frames=request.frames, height=request.height, width=request.width,
-                num_inference_steps=request.steps, guidance_scale=request.guidance,
-                generator=seeded_generator(request.seed, self._pipe.device), output_type="np",
-                callback_on_step_end=step_reporter(request.steps, cancelled, emit), **extra,
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                num_frames=request.frames,
+                height=request.height,
+                width=request.width,
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance,
+                generator=seeded_generator(request.seed, self._pipe.device),
+                output_type="np",
+                callback_on_step_end=step_reporter(request.steps, cancelled, emit),
+                **extra,
             ).frames[0]
         except ValueError as exc:  # the pipeline's own checks of sizes and frame counts
             raise InvalidRequest(str(exc)) from exc
@@ -87,7 +100,18 @@ class DiffusersVideoEngine(BlockingEngine):
         frames = frames[: request.frames]  # some VAEs decode whole frame groups: keep what was asked
         emit(Progress(1.0, f"encoding {len(frames)} frames"))
         video = encode_mp4(np.asarray(frames), request.fps)
-        emit(File(video, "video/mp4", "mp4", meta={"frames": len(frames), "fps": request.fps,
-                                                    "width": request.width, "height": request.height,
-                                                    "seconds": round(len(frames) / request.fps, 3)}))
+        emit(
+            File(
+                video,
+                "video/mp4",
+                "mp4",
+                meta={
+                    "frames": len(frames),
+                    "fps": request.fps,
+                    "width": request.width,
+                    "height": request.height,
+                    "seconds": round(len(frames) / request.fps, 3),
+                },
+            )
+        )
         emit(Finished("stop", Usage()))

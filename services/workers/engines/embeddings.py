@@ -52,7 +52,8 @@ class EmbeddingsConfig:
 class _Pending:
     request: EmbeddingRequest
     done: asyncio.Future[tuple[np.ndarray, list[int]]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future())
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class EmbeddingsEngine(ThreadedEngine):
@@ -79,8 +80,7 @@ class EmbeddingsEngine(ThreadedEngine):
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         limit_gpu_memory(self.config.device)
-        self._model = SentenceTransformer(str(self.config.model_path), device=self.config.device,
-                                          local_files_only=True)
+        self._model = SentenceTransformer(str(self.config.model_path), device=self.config.device, local_files_only=True)
         log.info("loaded %s (%d dims) from %s", self.model_id, self.dims, self.config.model_path)
 
     async def start(self) -> None:
@@ -101,7 +101,7 @@ class EmbeddingsEngine(ThreadedEngine):
         dims = vectors.shape[1]
         per_piece = max(1, PIECE_BYTES // (dims * 4))
         for first in range(0, len(vectors), per_piece):
-            yield Data(encode_vectors(vectors[first:first + per_piece]), vectors_content_type(dims), index=first)
+            yield Data(encode_vectors(vectors[first : first + per_piece]), vectors_content_type(dims), index=first)
         # One answer, not a stream: its first "token" is its end.
         timings = Timings.since(started, None, time.perf_counter())
         yield Finished("stop", Usage(prompt_tokens=sum(token_counts)), timings)
@@ -128,14 +128,15 @@ class EmbeddingsEngine(ThreadedEngine):
             for p in batch:
                 n = len(p.request.inputs)
                 if not p.done.done():
-                    p.done.set_result((vectors[at:at + n], counts[at:at + n]))
+                    p.done.set_result((vectors[at : at + n], counts[at : at + n]))
                 at += n
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         tokenized = self._model.tokenizer(texts, truncation=True, max_length=self._model.max_seq_length)
         counts = [len(ids) for ids in tokenized["input_ids"]]
-        vectors = self._model.encode(texts, batch_size=self.config.max_batch, convert_to_numpy=True,
-                                     show_progress_bar=False)
+        vectors = self._model.encode(
+            texts, batch_size=self.config.max_batch, convert_to_numpy=True, show_progress_bar=False
+        )
         return np.asarray(vectors, dtype=np.float32), counts
 
     async def cleanup(self) -> None:

@@ -28,8 +28,15 @@ _DEFAULT_WPM = 175
 _BUFFER_MS = 100
 # OpenAI's voice names, so clients that send them get a voice rather than an error.
 OPENAI_VOICES = {
-    "alloy": "en-us", "echo": "en", "fable": "en-gb-scotland", "onyx": "en+m3",
-    "nova": "en-us+f3", "shimmer": "en+f4", "ash": "en-us+m2", "coral": "en+f2", "sage": "en-gb-x-rp",
+    "alloy": "en-us",
+    "echo": "en",
+    "fable": "en-gb-scotland",
+    "onyx": "en+m3",
+    "nova": "en-us+f3",
+    "shimmer": "en+f4",
+    "ash": "en-us+m2",
+    "coral": "en+f2",
+    "sage": "en-gb-x-rp",
 }
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -53,10 +60,17 @@ class EspeakEngine(BlockingEngine):
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, _BUFFER_MS,
-                                     espeakng_loader.get_data_path().encode(), 0)
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, _BUFFER_MS, espeakng_loader.get_data_path().encode(), 0)
         if rate <= 0:
             raise RuntimeError(f"espeak_Initialize failed ({rate})")
         lib.espeak_SetSynthCallback(self._callback)

@@ -87,9 +87,15 @@ class LlamaCppEngine(CancelFlags, TextEngine):
                 raise EngineError(f"model file not found: {path}")
         for _ in range(self.config.slots):
             # llama.cpp's multimodal library, with the model's own chat template, for messages with images.
-            vision = (MTMDChatHandler(clip_model_path=str(self.config.clip_model_path), verbose=False,
-                                      use_gpu=self.config.n_gpu_layers != 0)
-                      if self.config.clip_model_path else None)
+            vision = (
+                MTMDChatHandler(
+                    clip_model_path=str(self.config.clip_model_path),
+                    verbose=False,
+                    use_gpu=self.config.n_gpu_layers != 0,
+                )
+                if self.config.clip_model_path
+                else None
+            )
             llm = await asyncio.to_thread(
                 Llama,
                 model_path=str(self.config.model_path),
@@ -162,11 +168,15 @@ class LlamaCppEngine(CancelFlags, TextEngine):
         first_token_at: float | None = None
         finish_reason = "length"
         if len(prompt.tokens) >= llm.n_ctx():  # a resumed answer that said all the context holds
-            yield Finished(finish_reason, Usage(prompt_tokens=len(prompt.tokens), completion_tokens=0),
-                           Timings.since(started, None, time.perf_counter()))
+            yield Finished(
+                finish_reason,
+                Usage(prompt_tokens=len(prompt.tokens), completion_tokens=0),
+                Timings.since(started, None, time.perf_counter()),
+            )
             return
-        for token in llm.generate(prompt.tokens, temp=s.temperature, top_p=s.top_p,
-                                  logits_processor=self._bias(s.logit_bias)):
+        for token in llm.generate(
+            prompt.tokens, temp=s.temperature, top_p=s.top_p, logits_processor=self._bias(s.logit_bias)
+        ):
             if cancel.is_set():
                 finish_reason = "cancelled"
                 break
@@ -206,8 +216,14 @@ class LlamaCppEngine(CancelFlags, TextEngine):
         sampled, finish_reason = 0, "length"
         first_token_at: float | None = None
         stream = llm.create_chat_completion(
-            messages=messages, stream=True, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
-            seed=s.seed, stop=list(s.stop) or None, logit_bias={str(k): v for k, v in s.logit_bias.items()} or None,
+            messages=messages,
+            stream=True,
+            max_tokens=s.max_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            seed=s.seed,
+            stop=list(s.stop) or None,
+            logit_bias={str(k): v for k, v in s.logit_bias.items()} or None,
         )
         prompt_tokens: int | None = None
         for chunk in stream:

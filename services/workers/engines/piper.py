@@ -52,8 +52,9 @@ class PiperEngine(BlockingEngine):
         speakers: dict[str, int] = voice.config.speaker_id_map or {}
         if speakers and request.voice not in speakers:
             raise InvalidRequest(f"unknown voice `{request.voice}`; this model has {', '.join(sorted(speakers))}")
-        synthesis = SynthesisConfig(speaker_id=speakers.get(request.voice),
-                                    length_scale=voice.config.length_scale / request.speed)
+        synthesis = SynthesisConfig(
+            speaker_id=speakers.get(request.voice), length_scale=voice.config.length_scale / request.speed
+        )
         emit(Progress(0.0, "synthesising"))
         out = SpeechOut(emit, voice.config.sample_rate)
         for sentence in voice.synthesize(request.input, syn_config=synthesis):

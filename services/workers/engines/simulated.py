@@ -94,8 +94,11 @@ class SimulatedEngine(Engine):
                 produced += n
                 yield TextDelta(" tok" * n, tokens=n)
             reason = "cancelled" if request.request_id in self._cancelled else "length"
-            yield Finished(reason, Usage(prompt_tokens=n_prompt, completion_tokens=produced),
-                           Timings(engine_ttft_ms=ttft * 1000, engine_total_ms=(time.perf_counter() - started) * 1000))
+            yield Finished(
+                reason,
+                Usage(prompt_tokens=n_prompt, completion_tokens=produced),
+                Timings(engine_ttft_ms=ttft * 1000, engine_total_ms=(time.perf_counter() - started) * 1000),
+            )
         finally:
             self.busy -= 1
             self._cancelled.discard(request.request_id)

@@ -71,14 +71,21 @@ class UpstreamEngine(StopEvents, Engine):
             gpus = {"CUDA_VISIBLE_DEVICES": config.gpus} if config.gpus and config.gpus != "all" else {}
             self.server = ManagedServer(command=config.command, port=free_port(), log_path=config.log_path, env=gpus)
         elif config.image:
-            self.server = ContainerServer(image=config.image, args=config.image_args, gpus=config.gpus,
-                                          port=free_port(), container_port=config.container_port,
-                                          volumes=dict(config.volumes), log_path=config.log_path)
+            self.server = ContainerServer(
+                image=config.image,
+                args=config.image_args,
+                gpus=config.gpus,
+                port=free_port(),
+                container_port=config.container_port,
+                volumes=dict(config.volumes),
+                log_path=config.log_path,
+            )
         if self.server is not None:
             base_url = self.server.base_url + ("/v1" if config.api == "openai" else "")
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers,
+            base_url=base_url.rstrip("/"),
+            headers=headers,
             timeout=httpx.Timeout(config.read_timeout_s, connect=config.connect_timeout_s),
             limits=httpx.Limits(max_connections=config.slots * 2),
         )
@@ -107,8 +114,9 @@ class UpstreamEngine(StopEvents, Engine):
         listed = await self.upstream_models()
         if not self._models:
             self._models = listed
-        log.info("upstream %s serves %s; advertising %s", self.config.base_url, ", ".join(listed),
-                 ", ".join(self._models))
+        log.info(
+            "upstream %s serves %s; advertising %s", self.config.base_url, ", ".join(listed), ", ".join(self._models)
+        )
 
     async def upstream_models(self) -> tuple[str, ...]:
         try:
@@ -116,8 +124,9 @@ class UpstreamEngine(StopEvents, Engine):
             res.raise_for_status()
             return self._wire.model_ids(res.json())
         except (httpx.HTTPError, KeyError, ValueError) as exc:
-            raise EngineError(f"upstream {self.config.base_url} is not answering "
-                              f"{self._wire.models_path}: {exc}") from exc
+            raise EngineError(
+                f"upstream {self.config.base_url} is not answering {self._wire.models_path}: {exc}"
+            ) from exc
 
     async def generate(self, any_request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
         request = cast(TextRequest, expect(any_request, (ChatRequest, CompletionRequest), self.kind))
@@ -159,8 +168,10 @@ class UpstreamEngine(StopEvents, Engine):
             self.drop(request.request_id)
         yield Finished(
             finish_reason=finish if finish in ("stop", "length", "cancelled") else "stop",
-            usage=Usage(prompt_tokens=prompt_tokens or 0,
-                        completion_tokens=completion_tokens if completion_tokens is not None else pieces),
+            usage=Usage(
+                prompt_tokens=prompt_tokens or 0,
+                completion_tokens=completion_tokens if completion_tokens is not None else pieces,
+            ),
             timings=Timings.since(started, first_at, time.perf_counter()),
         )
 
@@ -195,8 +206,12 @@ class OpenAIWire:
     def body(request: TextRequest, model: str, resume_text: str) -> tuple[str, dict[str, Any]]:
         s = request.sampling
         body: dict[str, Any] = {
-            "model": model, "stream": True, "max_tokens": s.max_tokens, "temperature": s.temperature,
-            "top_p": s.top_p, "stream_options": {"include_usage": True},
+            "model": model,
+            "stream": True,
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "stream_options": {"include_usage": True},
         }
         if s.seed is not None:
             body["seed"] = s.seed
@@ -268,8 +283,13 @@ class OllamaWire:
         text = (chunk.get("message") or {}).get("content") or chunk.get("response") or ""
         if not chunk.get("done"):
             return Piece(text, token=True)
-        return Piece(text, token=bool(text), finish=chunk.get("done_reason") or "stop",
-                     prompt_tokens=chunk.get("prompt_eval_count"), completion_tokens=chunk.get("eval_count"))
+        return Piece(
+            text,
+            token=bool(text),
+            finish=chunk.get("done_reason") or "stop",
+            prompt_tokens=chunk.get("prompt_eval_count"),
+            completion_tokens=chunk.get("eval_count"),
+        )
 
 
 def _ollama_message(message: ChatMessage) -> dict[str, Any]:

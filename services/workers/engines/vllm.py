@@ -48,8 +48,12 @@ def engine_args(c: VllmConfig) -> dict[str, Any]:
     """vLLM's AsyncEngineArgs for `c`: the GPU share its domain gives the worker unless the config
     names one, and any `engine_args` over the rest (the operator's word wins)."""
     return {
-        "model": c.model, "served_model_name": [c.model_id], "max_num_seqs": c.max_num_seqs,
-        "max_model_len": c.max_model_len, "tensor_parallel_size": c.tensor_parallel_size, "dtype": c.dtype,
+        "model": c.model,
+        "served_model_name": [c.model_id],
+        "max_num_seqs": c.max_num_seqs,
+        "max_model_len": c.max_model_len,
+        "tensor_parallel_size": c.tensor_parallel_size,
+        "dtype": c.dtype,
         "gpu_memory_utilization": c.gpu_memory_utilization or gpu_memory_share() or 0.9,
         **({"limit_mm_per_prompt": {"image": c.images_per_prompt}} if c.images_per_prompt else {}),
         **c.engine_args,
@@ -104,8 +108,11 @@ class VllmEngine(StopEvents, TextEngine):
     def _record(self, stats: Any) -> None:
         """From vLLM's output loop: its scheduler's stats after a step."""
         usage = float(getattr(stats, "kv_cache_usage", 0.0))
-        self._load = BatchLoad(kv_cache_usage=min(1.0, max(0.0, usage)),
-                               running=int(stats.num_running_reqs), waiting=int(stats.num_waiting_reqs))
+        self._load = BatchLoad(
+            kv_cache_usage=min(1.0, max(0.0, usage)),
+            running=int(stats.num_running_reqs),
+            waiting=int(stats.num_waiting_reqs),
+        )
 
     def _prompt(self, request: TextRequest, resume_text: str) -> dict[str, Any]:
         """vLLM's prompt: text (a chat rendered by its template, the delivered text appended after a
@@ -117,12 +124,15 @@ class VllmEngine(StopEvents, TextEngine):
         if payloads and not self.config.images_per_prompt:
             raise InvalidRequest(f"{self.config.model_id} cannot see images")
         if len(payloads) > self.config.images_per_prompt > 0:
-            raise InvalidRequest(f"{self.config.model_id} takes at most {self.config.images_per_prompt} "
-                                 f"image(s) per prompt, not {len(payloads)}")
+            raise InvalidRequest(
+                f"{self.config.model_id} takes at most {self.config.images_per_prompt} "
+                f"image(s) per prompt, not {len(payloads)}"
+            )
         images = [_image(data) for data in payloads]
         messages = [
             {"role": m.role, "content": [*({"type": "image"} for _ in m.images), {"type": "text", "text": m.content}]}
-            if m.images else {"role": m.role, "content": m.content}
+            if m.images
+            else {"role": m.role, "content": m.content}
             for m in chat.messages
         ]
         text = self._template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -137,8 +147,12 @@ class VllmEngine(StopEvents, TextEngine):
 
         s = request.sampling
         return SamplingParams(
-            max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed,
-            stop=list(s.stop) or None, output_kind=RequestOutputKind.DELTA,
+            max_tokens=s.max_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            seed=s.seed,
+            stop=list(s.stop) or None,
+            output_kind=RequestOutputKind.DELTA,
             **({"logit_bias": dict(s.logit_bias)} if s.logit_bias else {}),
         )
 
@@ -170,9 +184,11 @@ class VllmEngine(StopEvents, TextEngine):
             await outputs.aclose()  # closing vLLM's generator aborts the request inside the engine
             if finish == "cancelled":
                 await self._llm.abort(request.request_id)
-        yield Finished(finish_reason=finish,
-                       usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
-                       timings=Timings.since(started, first_at, time.perf_counter()))
+        yield Finished(
+            finish_reason=finish,
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+            timings=Timings.since(started, first_at, time.perf_counter()),
+        )
 
     async def cleanup(self) -> None:
         self.abort_all()
