@@ -22,6 +22,10 @@ import yaml
 from services.common.domains import Domains, confined_command
 from services.gateway.auth import key_hash
 from services.natsauth import NatsUsers
+from services.workers import host as model_host
+from services.workers.engines import diffusers_image, diffusers_video, embeddings, espeak, piper
+from services.workers.engines import upstream as openai_upstream
+from services.workers.registry import EngineKind
 from services.workers.tiny_diffusion import ensure_tiny_sd, ensure_tiny_video, tiny_pipelines_cached
 from services.workers.tiny_model import ensure_tiny_gguf, ensure_tiny_mmproj
 
@@ -62,11 +66,11 @@ def api_key(data: Path) -> str:
 
 
 # One worker per modality beside the LLM workers: (name, engine). Each loads its default model.
-MEDIA_WORKERS = {
-    "embedding": ("embed-1", "sentence_transformers"),
-    "image": ("image-1", "diffusers"),
-    "speech": ("speech-1", "espeak"),
-    "video": ("video-1", "diffusers_video"),
+MEDIA_WORKERS: dict[str, tuple[str, EngineKind]] = {
+    "embedding": ("embed-1", embeddings.ENGINE),
+    "image": ("image-1", diffusers_image.ENGINE),
+    "speech": ("speech-1", espeak.ENGINE),
+    "video": ("video-1", diffusers_video.ENGINE),
 }
 ALL_MODALITIES = ("text", *MEDIA_WORKERS)
 METRICS_PORT = "MODALMESH_METRICS_PORT"
@@ -112,7 +116,7 @@ def programs(
             f"worker-{wid}",
             f"{py} -m services.workers",
             20,
-            {**common, **metrics(), "MODALMESH_WORKER_WORKER_ID": wid, "MODALMESH_WORKER_ENGINE": engine},
+            {**common, **metrics(), "MODALMESH_WORKER_WORKER_ID": wid, "MODALMESH_WORKER_ENGINE": engine.name},
         )
         for modality, (wid, engine) in MEDIA_WORKERS.items()
         if modality in modalities
@@ -128,7 +132,7 @@ def programs(
                     **common,
                     **metrics(),
                     "MODALMESH_WORKER_WORKER_ID": "speech-piper",
-                    "MODALMESH_WORKER_ENGINE": "piper",
+                    "MODALMESH_WORKER_ENGINE": piper.ENGINE.name,
                     "MODALMESH_WORKER_MODEL_PATH": voice,
                 },
             )
@@ -144,7 +148,7 @@ def programs(
                     **common,
                     **metrics(),
                     "MODALMESH_WORKER_WORKER_ID": "host-1",
-                    "MODALMESH_WORKER_ENGINE": "host",
+                    "MODALMESH_WORKER_ENGINE": model_host.ENGINE.name,
                     "MODALMESH_WORKER_MEMORY_MB": host_memory,
                 },
             )
@@ -160,7 +164,7 @@ def programs(
                     **common,
                     **metrics(),
                     "MODALMESH_WORKER_WORKER_ID": "upstream-1",
-                    "MODALMESH_WORKER_ENGINE": "openai_upstream",
+                    "MODALMESH_WORKER_ENGINE": openai_upstream.ENGINE.name,
                     "MODALMESH_WORKER_UPSTREAM_URL": upstream,
                 },
             )

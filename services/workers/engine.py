@@ -12,12 +12,15 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, Modality
 from contracts.results import Timings, Usage
-from contracts.workers import BatchLoad
+from contracts.workers import BatchLoad, HeldModel
+
+if TYPE_CHECKING:
+    from services.workers.host import ModelHost
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ class Engine(abc.ABC):
     """One engine instance. A worker owns exactly one."""
 
     kind: str = "engine"
+    memory_mb: float = 0.0
+    """The memory it may fill with the models it loads on command; 0 for an engine of one model."""
+
 
     @property
     @abc.abstractmethod
@@ -96,6 +102,20 @@ class Engine(abc.ABC):
     def inputs(self) -> tuple[str, ...]:
         """What its requests may hold besides text (`image` for an engine that can see)."""
         return ("text",)
+
+    @property
+    def max_unacked(self) -> int:
+        """How many assignments JetStream may hand it before it acknowledges one: its slots."""
+        return self.slots
+
+    def held(self) -> dict[str, HeldModel]:
+        """What each model it loaded on command holds and how it lives, for the heartbeat."""
+        return {}
+
+    def host(self) -> ModelHost | None:
+        """Itself when it loads and unloads catalog models on command (`control.<worker>`); None
+        for an engine of one fixed model."""
+        return None
 
     @abc.abstractmethod
     async def start(self) -> None:

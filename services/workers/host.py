@@ -23,6 +23,8 @@ from contracts.requests import AnyRequest, Modality
 from contracts.workers import HeldModel, ModelEntry, ModelState
 from services.common.domains import memory_limit_note
 from services.workers.engine import BackendLost, Engine, EngineEvent
+from services.workers.registry import EngineKind
+from services.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 Loader = Callable[[ModelEntry], Awaitable[Engine]]  # builds a started engine for a catalog entry
@@ -74,6 +76,14 @@ class ModelHost(Engine):
             if not healthy:
                 return False, f"{model}: {detail}"
         return True, ""
+
+    @property
+    def max_unacked(self) -> int:
+        # Its slots come and go with its models: the scheduler sends only to free slots.
+        return 256
+
+    def host(self) -> ModelHost:
+        return self
 
     def held(self) -> dict[str, HeldModel]:
         in_flight = Counter(self._running.values())
@@ -187,3 +197,13 @@ class ModelHost(Engine):
         for model in list(self._engines):
             await self._engines.pop(model).cleanup()
             self._life[model] = _Life(ModelState.stopped, "worker stopped", 0.0)
+
+
+def from_settings(settings: WorkerSettings) -> ModelHost:
+    """A host that starts empty and builds each catalog model's engine from the catalog entry."""
+    from services.workers.loading import load_entry
+
+    return ModelHost(settings.memory_mb, lambda entry: load_entry(settings, entry), settings.drain_timeout_s)
+
+
+ENGINE = EngineKind(ModelHost.kind, from_settings)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import nats
 from nats.aio.msg import Msg
@@ -27,8 +28,10 @@ from services.common.shutdown import wait_or_stop
 from services.common.tracing import extract, inject, tracer
 from services.workers import metrics
 from services.workers.engine import BackendLost, Data, Engine, File, Finished, Progress, TextDelta
-from services.workers.host import ModelHost
 from services.workers.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from services.workers.host import ModelHost
 
 log = logging.getLogger(__name__)
 STATUS_COALESCE_S = 0.02
@@ -97,8 +100,8 @@ class Worker:
             state=state,
             detail=detail,
             domain=self.domain,
-            memory_mb=self.engine.memory_mb if isinstance(self.engine, ModelHost) else 0.0,
-            held=self.engine.held() if isinstance(self.engine, ModelHost) else {},
+            memory_mb=self.engine.memory_mb,
+            held=self.engine.held(),
             batch=batch,
             started_ms=self.started_ms,
         )
@@ -119,8 +122,7 @@ class Worker:
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                # A host's slots come and go with its models: the scheduler sends only to free slots.
-                max_ack_pending=256 if isinstance(self.engine, ModelHost) else self.engine.slots,
+                max_ack_pending=self.engine.max_unacked,
                 ack_wait=self.settings.ack_wait_s,
             ),
         )
@@ -148,10 +150,11 @@ class Worker:
             log.info("%s (%s)", command.action, command.reason or "operator")
             await self._publish_status()
             return
-        if not isinstance(self.engine, ModelHost):
+        host = self.engine.host()
+        if host is None:
             log.warning("%s ignored: this worker has one fixed model", command.action)
             return
-        task = asyncio.create_task(self._carry_out(self.engine, command))
+        task = asyncio.create_task(self._carry_out(host, command))
         self._control_tasks.add(task)
         task.add_done_callback(self._control_tasks.discard)
 

@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from contracts.requests import Priority
 from services.common.settings import ServiceSettings
+from services.workers.registry import names, unknown_engine
 
 
 class WorkerSettings(ServiceSettings):
@@ -22,8 +23,8 @@ class WorkerSettings(ServiceSettings):
     )
     engine: str = Field(
         default="llama_cpp",
-        description="llama_cpp, vllm, sentence_transformers, diffusers, "
-        "diffusers_video, espeak, piper, openai_upstream, or host (catalog models on command).",
+        description="An engine services/workers/registry.py knows (each engine module declares its "
+        "name), or host (catalog models on command).",
     )
     memory_mb: float = Field(default=0.0, ge=0, description="host: the memory it may fill with catalog models.")
     model_id: str | None = Field(default=None, description="Id clients use in `model`. Unset: the engine's default.")
@@ -120,3 +121,10 @@ class WorkerSettings(ServiceSettings):
         "often (the first and the last always go): a diffusion step is not worth a "
         "message through the control plane each. 0: every one.",
     )
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, engine: str) -> str:
+        if engine not in names():
+            raise ValueError(unknown_engine(engine))
+        return engine

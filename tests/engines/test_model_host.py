@@ -12,9 +12,9 @@ import pytest
 from contracts.base import now_ms
 from contracts.requests import ChatMessage, ChatRequest, Modality, Sampling
 from contracts.workers import ModelEntry, ModelState
-from services.workers.__main__ import load_entry
 from services.workers.engine import BackendLost, Engine, Finished, TextDelta
 from services.workers.host import ModelHost
+from services.workers.loading import load_entry
 from services.workers.settings import WorkerSettings
 
 NO_EOS = {2: -100.0, 4: -100.0}  # keep the random model talking until max_tokens

@@ -10,7 +10,7 @@ import pytest
 
 from contracts.requests import Modality
 from contracts.workers import ModelEntry
-from services.workers.__main__ import entry_settings, trusted_weights
+from services.workers.loading import entry_settings, trusted_weights
 from services.workers.models import main as models_cli
 from services.workers.settings import WorkerSettings
 from services.workers.weights import WeightsError, copy_shared, manifest_path, pull, verify, write_manifest

@@ -19,6 +19,8 @@ from contracts.requests import AnyRequest, ImageRequest, Modality
 from contracts.results import Usage
 from services.workers.diffusion import load_pipeline, seeded_generator, step_reporter
 from services.workers.engine import BlockingEngine, Emit, File, Finished, check, expect
+from services.workers.registry import EngineKind
+from services.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +74,19 @@ class DiffusersImageEngine(BlockingEngine):
                 )
             )
         emit(Finished("stop", Usage()))
+
+
+def from_settings(settings: WorkerSettings) -> DiffusersImageEngine:
+    """A diffusers image engine of the settings' pipeline; unset, the tiny Stable Diffusion."""
+    from services.workers.tiny_diffusion import ensure_tiny_sd
+
+    return DiffusersImageEngine(
+        DiffusersConfig(
+            model_id=settings.model_id or "tiny-sd",
+            model_path=settings.model_path or ensure_tiny_sd(),
+            device=settings.device,
+        )
+    )
+
+
+ENGINE = EngineKind(DiffusersImageEngine.kind, from_settings)

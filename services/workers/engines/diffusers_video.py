@@ -19,6 +19,8 @@ from contracts.requests import AnyRequest, Modality, VideoRequest
 from contracts.results import Usage
 from services.workers.diffusion import load_pipeline, seeded_generator, step_reporter
 from services.workers.engine import BlockingEngine, Emit, File, Finished, Progress, check, expect
+from services.workers.registry import EngineKind
+from services.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +117,20 @@ class DiffusersVideoEngine(BlockingEngine):
             )
         )
         emit(Finished("stop", Usage()))
+
+
+def from_settings(settings: WorkerSettings) -> DiffusersVideoEngine:
+    """A diffusers video engine of the settings' pipeline; unset, the tiny text-to-video one."""
+    from services.workers.tiny_diffusion import TINY_VIDEO_TEXT_TOKENS, ensure_tiny_video
+
+    return DiffusersVideoEngine(
+        VideoConfig(
+            model_id=settings.model_id or "tiny-video",
+            model_path=settings.model_path or ensure_tiny_video(),
+            device=settings.device,
+            max_text_tokens=None if settings.model_path else TINY_VIDEO_TEXT_TOKENS,
+        )
+    )
+
+
+ENGINE = EngineKind(DiffusersVideoEngine.kind, from_settings)

@@ -25,6 +25,8 @@ from contracts.results import Timings, Usage
 from services.common.domains import limit_gpu_memory
 from services.common.vectors import encode_vectors, vectors_content_type
 from services.workers.engine import Data, EngineEvent, Finished, ThreadedEngine, expect
+from services.workers.registry import EngineKind
+from services.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 PIECE_BYTES = 192 * 1024  # vectors per Data event kept under NATS's 1 MB payload, base64 included
@@ -143,3 +145,20 @@ class EmbeddingsEngine(ThreadedEngine):
         if self._batcher is not None:
             self._batcher.cancel()
         await super().cleanup()
+
+
+def from_settings(settings: WorkerSettings) -> EmbeddingsEngine:
+    """A sentence-transformers engine of the settings' model; unset, the packaged all-MiniLM-L6-v2."""
+    return EmbeddingsEngine(
+        EmbeddingsConfig(
+            model_id=settings.model_id or "all-minilm-l6-v2",
+            model_path=settings.model_path or packaged_minilm(),
+            device="cpu" if settings.device == "auto" else settings.device,
+            max_batch=settings.max_batch,
+            slots=settings.slots or 32,
+            threads=settings.n_threads,
+        )
+    )
+
+
+ENGINE = EngineKind(EmbeddingsEngine.kind, from_settings)

@@ -16,6 +16,8 @@ from typing import Any
 from contracts.errors import InvalidRequest
 from contracts.requests import AnyRequest, Modality, SpeechRequest
 from services.workers.engine import BlockingEngine, Emit, Progress, check, expect
+from services.workers.registry import EngineKind
+from services.workers.settings import WorkerSettings
 from services.workers.speech import SpeechOut
 
 log = logging.getLogger(__name__)
@@ -101,3 +103,11 @@ class EspeakEngine(BlockingEngine):
         if samples > 0 and self._out is not None:
             self._out.piece(ctypes.string_at(wav, samples * 2))
         return 0
+
+
+def from_settings(settings: WorkerSettings) -> EspeakEngine:
+    """An eSpeak NG engine: the voices come with the library, so only its model id is set."""
+    return EspeakEngine(settings.model_id or "espeak")
+
+
+ENGINE = EngineKind(EspeakEngine.kind, from_settings)

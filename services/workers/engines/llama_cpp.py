@@ -31,6 +31,8 @@ from services.workers.engine import (
     expect,
     iterate_in_thread,
 )
+from services.workers.registry import EngineKind
+from services.workers.settings import WorkerSettings
 from services.workers.stops import StopScanner
 
 log = logging.getLogger(__name__)
@@ -279,3 +281,24 @@ def _as_list(value: str | list[str] | None) -> list[str]:
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
+
+
+def from_settings(settings: WorkerSettings) -> LlamaCppEngine:
+    """A llama.cpp engine of the settings' GGUF; unset, the tiny model and its vision projector."""
+    from services.workers.tiny_model import ensure_tiny_gguf, ensure_tiny_mmproj
+
+    tiny = settings.model_path is None
+    return LlamaCppEngine(
+        LlamaCppConfig(
+            model_id=settings.model_id or "tiny-llama",
+            model_path=settings.model_path or ensure_tiny_gguf(),
+            clip_model_path=settings.clip_model_path or (ensure_tiny_mmproj() if tiny else None),
+            slots=settings.slots or 1,
+            n_ctx=settings.n_ctx,
+            n_threads=settings.n_threads,
+            n_gpu_layers=settings.n_gpu_layers,
+        )
+    )
+
+
+ENGINE = EngineKind(LlamaCppEngine.kind, from_settings)

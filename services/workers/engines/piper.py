@@ -16,6 +16,8 @@ from typing import Any
 from contracts.errors import InvalidRequest
 from contracts.requests import AnyRequest, Modality, SpeechRequest
 from services.workers.engine import BlockingEngine, Emit, Progress, check, expect
+from services.workers.registry import EngineKind
+from services.workers.settings import WorkerSettings
 from services.workers.speech import SpeechOut
 
 log = logging.getLogger(__name__)
@@ -61,3 +63,19 @@ class PiperEngine(BlockingEngine):
             check(cancelled)
             out.piece(sentence.audio_int16_bytes)
         out.finish(len(request.input))
+
+
+def from_settings(settings: WorkerSettings) -> PiperEngine:
+    """A Piper engine of the settings' voice, which it must name: there is no tiny voice to default to."""
+    if settings.model_path is None:
+        raise SystemExit("the piper engine needs a voice: MODALMESH_WORKER_MODEL_PATH=/voices/<voice>.onnx")
+    return PiperEngine(
+        PiperConfig(
+            model_id=settings.model_id or settings.model_path.stem,
+            model_path=settings.model_path,
+            use_cuda=settings.device.startswith("cuda"),
+        )
+    )
+
+
+ENGINE = EngineKind(PiperEngine.kind, from_settings)

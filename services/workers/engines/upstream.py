@@ -32,6 +32,8 @@ from services.workers.engine import (
     until_set,
 )
 from services.workers.managed import ContainerServer, ManagedServer, ProcessState, Supervised
+from services.workers.registry import EngineKind
+from services.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -309,3 +311,35 @@ async def _sse_data(res: httpx.Response) -> AsyncIterator[str]:
 
 
 WIRES: dict[str, type[OpenAIWire] | type[OllamaWire]] = {"openai": OpenAIWire, "ollama": OllamaWire}
+
+
+def from_settings(settings: WorkerSettings) -> UpstreamEngine:
+    """An engine in front of the server the settings name: a URL, or a command or container it manages."""
+    if not (settings.upstream_url or settings.upstream_command or settings.upstream_image):
+        raise SystemExit(
+            "the openai_upstream engine needs MODALMESH_WORKER_UPSTREAM_URL (http://host:8080/v1), "
+            "MODALMESH_WORKER_UPSTREAM_COMMAND (a server to start, with {port}) or "
+            "MODALMESH_WORKER_UPSTREAM_IMAGE (a container to run)"
+        )
+    managed = settings.upstream_command or settings.upstream_image
+    log_name = "-".join(["upstream", settings.worker_id, *([settings.model_id] if settings.model_id else [])])
+    return UpstreamEngine(
+        UpstreamConfig(
+            base_url=settings.upstream_url or "",
+            api=settings.upstream_api,
+            model_id=settings.model_id,
+            upstream_model=settings.upstream_model,
+            api_key=settings.upstream_api_key,
+            slots=settings.slots or 4,
+            command=settings.upstream_command,
+            image=settings.upstream_image,
+            image_args=settings.upstream_image_args,
+            container_port=settings.upstream_container_port,
+            gpus=settings.upstream_gpus,
+            volumes=tuple(settings.upstream_volumes.items()),
+            log_path=settings.logs_dir / f"{log_name}.log" if managed else None,
+        )
+    )
+
+
+ENGINE = EngineKind(UpstreamEngine.kind, from_settings)

@@ -26,6 +26,8 @@ from contracts.results import Timings, Usage
 from contracts.workers import BatchLoad
 from services.common.domains import gpu_memory_share
 from services.workers.engine import EngineEvent, Finished, StopEvents, TextDelta, TextEngine, expect, until_set
+from services.workers.registry import EngineKind
+from services.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 _FINISH = {"stop": "stop", "length": "length", "abort": "cancelled"}
@@ -220,3 +222,22 @@ def _stat_logger(record: Any) -> Any:
             pass
 
     return Heartbeat
+
+
+def from_settings(settings: WorkerSettings) -> VllmEngine:
+    """A vLLM engine of the settings' model folder; unset, the tiny Hugging Face llama."""
+    from services.workers.tiny_hf import ensure_tiny_hf
+
+    return VllmEngine(
+        VllmConfig(
+            model_id=settings.model_id or "tiny-hf-llama",
+            model=str(settings.model_path or ensure_tiny_hf()),
+            max_num_seqs=settings.slots or 64,
+            max_model_len=settings.n_ctx,
+            images_per_prompt=settings.images_per_prompt,
+            engine_args=settings.engine_args,
+        )
+    )
+
+
+ENGINE = EngineKind(VllmEngine.kind, from_settings)
