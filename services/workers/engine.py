@@ -74,7 +74,6 @@ class Engine(abc.ABC):
     memory_mb: float = 0.0
     """The memory it may fill with the models it loads on command; 0 for an engine of one model."""
 
-
     @property
     @abc.abstractmethod
     def models(self) -> tuple[str, ...]:
