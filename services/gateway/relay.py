@@ -41,6 +41,7 @@ from services.common.merge import RequestMerge
 from services.common.results import replay_results
 from services.common.tracing import inject
 from services.gateway import metrics
+from services.scheduler.routing import Way, route
 
 log = logging.getLogger(__name__)
 QUIET_S = 2.0  # a request silent this long is checked against RESULTS
@@ -63,13 +64,9 @@ class GatewayFleet(FleetView):
             raise InvalidRequest(f"The model `{model}` does {', '.join(m.value for m in serves)}, not {modality.value}")
         if images and "image" not in self.catalog[model].inputs:
             raise InvalidRequest(f"The model `{model}` cannot see images")
-        now = time.monotonic()
-        entry = self.catalog[model]
-        if self.workers.serving(model, now) or (entry.fallback and self.workers.serving(entry.fallback, now)):
-            return
-        if entry.placed and any(w.memory_mb > 0 for w in self.workers.live(now)):
-            return  # the placement controller loads it onto a host worker; the request waits for that
-        raise NoLiveWorker(f"No live worker serves `{model}` right now; retry shortly")
+        # Served, or its fallback is, or a host can load it: the scheduler's own rule.
+        if route(model, self.catalog, self.workers.live(time.monotonic())).way is Way.refused:
+            raise NoLiveWorker(f"No live worker serves `{model}` right now; retry shortly")
 
     def record_alert(self, alert: Alert) -> None:
         self.alerts.append(alert)

@@ -46,6 +46,7 @@ from services.scheduler.placement import Command, Held, Host, Load, Unload, Want
 from services.scheduler.placement import plan as place
 from services.scheduler.policy import choose
 from services.scheduler.queues import Queues, Waiting, plan
+from services.scheduler.routing import Route, Way, route
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.state import FleetState
 
@@ -319,25 +320,22 @@ class Scheduler:
         fallback once it has waited `fallback_after_s` (at once when nothing serves its model), in
         which case the request is re-addressed to the fallback model."""
         now = time.monotonic()
-        served_in = self.fleet.domain_of(waiting.request.model, now)
-        waiting.domain = served_in or waiting.domain  # a model placed since it came
+        way = self.route(waiting.request.model)
+        waiting.domain = way.served_in or waiting.domain  # a model placed since it came
         worker = self.decide(waiting.request, domain=waiting.domain)
-        fallback = self._fallback(waiting.request.model)
         if (
             worker is None
-            and fallback is not None
             and waiting.fallback_for is None
-            and (now - waiting.since >= self.settings.fallback_after_s or served_in is None)
+            and way.fallback_due(now - waiting.since, self.settings.fallback_after_s)
         ):
-            rerouted = waiting.request.model_copy(update={"model": fallback})
-            fallback_domain = self.fleet.domain_of(fallback, now)
-            worker = self.decide(rerouted, domain=fallback_domain) if fallback_domain else None
+            rerouted = waiting.request.model_copy(update={"model": way.fallback})
+            worker = self.decide(rerouted, domain=way.fallback_in)
             if worker is not None:
                 log.info(
                     "request %s: %s has no capacity, served by its fallback %s",
                     waiting.request_id,
                     waiting.request.model,
-                    fallback,
+                    way.fallback,
                 )
                 waiting.fallback_for, waiting.request = waiting.request.model, rerouted
         if worker is not None:
@@ -348,9 +346,9 @@ class Scheduler:
         """An operator changed a model's override: plan at the next housekeeping tick."""
         self._placed_at = 0.0
 
-    def _placeable(self, model: str) -> bool:
-        entry = self.fleet.catalog.get(model)
-        return entry is not None and entry.placed
+    def route(self, model: str, exclude: str | None = None) -> Route:
+        """Where `model`'s requests can go now (see `routing.route`)."""
+        return route(model, self.fleet.catalog, self.fleet.workers.live(time.monotonic()), exclude)
 
     async def _place(self) -> None:
         """Plan placement (services/scheduler/placement.py) over the host workers and the declared
@@ -388,7 +386,7 @@ class Scheduler:
             hosts.append(Host(w.worker_id, w.memory_mb, caps.labels if caps else {}, held))
         if not hosts:
             return
-        entries = [self.fleet.effective(model) for model in self.fleet.catalog if self._placeable(model)]
+        entries = [self.fleet.effective(model) for model, entry in self.fleet.catalog.items() if entry.placed]
         wanted = [
             Wanted(e.id, e.memory_mb or 0.0, e.priority, e.min_replicas, e.max_replicas, e.idle_unload_s, e.node_labels)
             for e in entries
@@ -409,10 +407,6 @@ class Scheduler:
                 subjects.control(action.worker_id),
                 ModelCommand(action=kind, model=action.model, reason=action.reason.name, by=by).encode(),
             )
-
-    def _fallback(self, model: str) -> str | None:
-        entry = self.fleet.catalog.get(model)
-        return entry.fallback if entry is not None else None
 
     async def _assign(self, request: AnyRequest, worker: str, fallback_for: str | None = None) -> None:
         assignment = Assignment(worker_id=worker, request=request, fallback_for=fallback_for)
@@ -473,13 +467,8 @@ class Scheduler:
             await msg.ack()
             return
         now = time.monotonic()
-        domain = self.fleet.domain_of(request.model, now)
-        fallback = self._fallback(request.model)
-        cold = domain is None
-        if domain is None and fallback is not None:  # nothing serves the model: wait where its fallback runs
-            domain = self.fleet.domain_of(fallback, now)
-        if domain is None and self._placeable(request.model):  # the placement controller will load it
-            domain = self.fleet.catalog[request.model].domain
+        way = self.route(request.model)  # served, else where its fallback runs, else where it is placed
+        domain = way.domain
         if domain is None:
             # Not an error yet: a worker may be starting. Redelivered, ever less often, until the
             # deadline or `max_deliver`.
@@ -501,7 +490,7 @@ class Scheduler:
                 msg,
                 since=now,
                 touched=now,
-                cold=cold,
+                cold=way.way is not Way.served,
                 handed_back=attempt,
                 trace=dict(msg.headers or {}),
             )
@@ -550,9 +539,7 @@ class Scheduler:
         to be placed again, when it is being unloaded here)."""
         if await self.failover.move(old, exclude=old.worker_id):
             return True
-        model = old.request.model
-        others = any(w.worker_id != old.worker_id for w in self.fleet.workers.serving(model, time.monotonic()))
-        if others or self._placeable(model) or self._fallback(model):
+        if self.route(old.request.model, exclude=old.worker_id).way is not Way.refused:
             await self._requeue(old)
             return True
         return False

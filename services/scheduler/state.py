@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from services.common.fleet import FleetView
 from services.scheduler.policy import Candidate, Limits, Snapshot, Weights
+from services.scheduler.routing import serving_domain
 
 
 @dataclass
@@ -31,7 +32,7 @@ class FleetState(FleetView):
     def domain_of(self, model: str, now: float) -> str | None:
         """The resource domain whose workers serve `model` (the first by name, should several);
         None while no live worker serves it."""
-        return min((w.domain for w in self.workers.serving(model, now)), default=None)
+        return serving_domain(model, self.workers.live(now))
 
     def load(self, now: float) -> dict[str, tuple[int, int]]:
         """Per domain: requests its live workers have in hand, and their slots."""
