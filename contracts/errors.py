@@ -24,9 +24,10 @@ class ModalMeshError(Exception):
 
     code: ErrorCode = ErrorCode.engine_error
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request field at fault, when one is (OpenAI's error `param`)
 
 
 class InvalidRequest(ModalMeshError):

@@ -7,7 +7,7 @@ service learns of it from this module alone.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -51,6 +51,16 @@ def default_priority(modalities: tuple[Modality, ...] | frozenset[Modality]) -> 
     return Priority.batch if modalities and set(modalities) <= slow else Priority.interactive
 
 
+class ToolCall(BaseModel):
+    """A function call the assistant made, as a later turn of the conversation repeats it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str
+    name: str
+    arguments: str = Field(description="The call's arguments, a JSON object as text.")
+
+
 class ChatMessage(BaseModel):
     """One turn of a conversation, as OpenAI's chat API has it: its text, and the images it shows."""
 
@@ -60,6 +70,8 @@ class ChatMessage(BaseModel):
     content: str = Field(description="The text of the turn.")
     name: str | None = None
     images: tuple[str, ...] = Field(default=(), description="Images as data URLs, checked by the gateway.")
+    tool_calls: tuple[ToolCall, ...] = Field(default=(), description="The calls an assistant turn made.")
+    tool_call_id: str | None = Field(default=None, description="The call a `tool` turn answers.")
 
     @property
     def images_base64(self) -> tuple[str, ...]:
@@ -78,6 +90,42 @@ class Sampling(BaseModel):
     seed: int | None = Field(default=None, description="Fixes sampling for reproducible output.")
     stop: tuple[str, ...] = Field(default=(), description="Generation stops before any of these strings.")
     logit_bias: dict[int, float] = Field(default_factory=dict, description="Token id to additive bias.")
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    logprobs: bool = Field(default=False, description="Return each sampled token's log probability.")
+    top_logprobs: int = Field(default=0, ge=0, le=20, description="And that many most likely alternatives.")
+
+
+class Tool(BaseModel):
+    """A function the model may call (OpenAI's `tools[].function`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}}, description="JSON schema of its arguments."
+    )
+
+
+class ToolChoice(BaseModel):
+    """Whether the model may, must, or must not call a tool, or which one it must call."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    mode: Literal["none", "auto", "required", "function"] = "auto"
+    name: str | None = Field(default=None, description="The function it must call (mode `function`).")
+
+
+class ResponseFormat(BaseModel):
+    """What the reply must be: text, any JSON object, or JSON valid against a schema."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str = "response"
+    json_schema: dict[str, Any] | None = Field(default=None, description="The schema (type json_schema).")
+    strict: bool = False
 
 
 class _RequestBase(Message):
@@ -93,6 +141,15 @@ class _RequestBase(Message):
 class ChatRequest(_RequestBase):
     modality: Literal[Modality.chat] = Modality.chat
     messages: tuple[ChatMessage, ...] = Field(min_length=1)
+    tools: tuple[Tool, ...] = Field(default=(), description="Functions the model may call.")
+    tool_choice: ToolChoice = Field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = Field(default=True, description="Whether one reply may call several tools.")
+    response_format: ResponseFormat = Field(default_factory=ResponseFormat)
+
+    @property
+    def calls_tools(self) -> bool:
+        """Whether the reply may hold tool calls."""
+        return bool(self.tools) and self.tool_choice.mode != "none"
 
     @property
     def has_images(self) -> bool:

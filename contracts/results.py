@@ -49,10 +49,38 @@ class _ChunkBase(Message):
     )
 
 
+class TopLogprob(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] = ()
+
+
+class TokenLogprob(TopLogprob):
+    """One sampled token's log probability, and the most likely alternatives at its place."""
+
+    top: tuple[TopLogprob, ...] = ()
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of one tool call: its first piece names the call and the function, later ones add
+    to its arguments (OpenAI's streamed `tool_calls[]`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(ge=0, description="Which call of the reply this belongs to.")
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 class DeltaChunk(_ChunkBase):
     kind: Literal["delta"] = "delta"
     text: str
     tokens: int = Field(default=1, ge=0, description="Tokens this text holds.")
+    tool_calls: tuple[ToolCallDelta, ...] = Field(default=(), description="Tool calls, or pieces of them.")
+    logprobs: tuple[TokenLogprob, ...] = Field(default=(), description="One per token of `text`, when asked for.")
 
 
 class ProgressChunk(_ChunkBase):
@@ -89,7 +117,7 @@ class ArtifactChunk(_ChunkBase):
 
 class FinalChunk(_ChunkBase):
     kind: Literal["final"] = "final"
-    finish_reason: Literal["stop", "length", "cancelled"]
+    finish_reason: Literal["stop", "length", "cancelled", "tool_calls"]
     usage: Usage
     timings: Timings = Field(default_factory=Timings)
 

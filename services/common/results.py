@@ -24,6 +24,8 @@ from contracts.results import (
     FinalChunk,
     ProgressChunk,
     Timings,
+    TokenLogprob,
+    ToolCallDelta,
     Usage,
     decode_chunk,
 )
@@ -69,8 +71,15 @@ class ResultPublisher:
             "model": self.served_model,
         }
 
-    async def delta(self, text: str, tokens: int) -> None:
-        await self._publish_fast(DeltaChunk(**self._ids(), text=text, tokens=tokens))
+    async def delta(
+        self,
+        text: str,
+        tokens: int,
+        tool_calls: tuple[ToolCallDelta, ...] = (),
+        logprobs: tuple[TokenLogprob, ...] = (),
+    ) -> None:
+        chunk = DeltaChunk(**self._ids(), text=text, tokens=tokens, tool_calls=tool_calls, logprobs=logprobs)
+        await self._publish_fast(chunk)
 
     async def progress(self, fraction: float, message: str = "") -> None:
         await self._publish_fast(ProgressChunk(**self._ids(), fraction=min(1.0, max(0.0, fraction)), message=message))

@@ -46,7 +46,7 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
 def error_response(exc: ModalMeshError, retry_after_s: float | None = None) -> JSONResponse:
     status = STATUS.get(exc.code, 500)
     headers = {"Retry-After": str(math.ceil(retry_after_s))} if retry_after_s and status in (429, 503) else None
-    return JSONResponse(error_body(status, exc.message, exc.code.value), status_code=status, headers=headers)
+    return JSONResponse(error_body(status, exc.message, exc.code.value, exc.param), status_code=status, headers=headers)
 
 
 def install(app: FastAPI, retry_after_s: float) -> None:

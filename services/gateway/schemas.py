@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from contracts.capabilities import REFUSED_FIELDS
 from contracts.errors import InvalidRequest
 from contracts.requests import (
     ChatMessage,
@@ -14,8 +15,12 @@ from contracts.requests import (
     EmbeddingRequest,
     ImageRequest,
     Priority,
+    ResponseFormat,
     Sampling,
     SpeechRequest,
+    Tool,
+    ToolCall,
+    ToolChoice,
     VideoRequest,
 )
 from services.gateway.files import Files
@@ -23,8 +28,8 @@ from services.gateway.images import inline_image
 
 
 class _Body(BaseModel):
-    # OpenAI clients send fields we do not use (user, logprobs=False, ...): accept and ignore them.
-    model_config = ConfigDict(extra="ignore")
+    # Fields beyond these are kept (model_extra) so that OpenAI's fields no engine serves are refused.
+    model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
     stream: bool = False
@@ -33,10 +38,21 @@ class _Body(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: int = Field(default=1, ge=1, le=1, description="Only one choice per request is supported.")
+    n: int = Field(default=1, ge=1, le=8, description="Choices to make: the gateway runs one request per choice.")
     logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    user: str | None = Field(default=None, max_length=256, description="The end user, for the gateway's log.")
     stream_options: dict[str, bool] | None = None
     priority: Priority | None = Field(default=None, description="realtime, interactive or batch (ModalMesh's own).")
+
+    @model_validator(mode="after")
+    def _no_refused_fields(self) -> _Body:
+        """OpenAI fields no engine here serves are refused by name, not ignored; unknown ones are ignored."""
+        for name, value in (self.model_extra or {}).items():
+            if name in REFUSED_FIELDS and value not in (None, False, 1, "", [], {}, ["text"]):
+                raise InvalidRequest(f"`{name}` is not supported by model `{self.model}`", param=name)
+        return self
 
     @field_validator("stop")
     @classmethod
@@ -62,6 +78,8 @@ class _Body(BaseModel):
             seed=self.seed,
             stop=tuple(s for s in stops if s),
             logit_bias={int(k): v for k, v in (self.logit_bias or {}).items()},
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
         )
 
     @property
@@ -84,12 +102,37 @@ class ContentPart(BaseModel):
     image_url: ImageUrl | None = None
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1)
+    arguments: str = "{}"
+
+
+class BodyToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class BodyMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[BodyToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _tool_turns(self) -> BodyMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message has tool_calls")
+        return self
 
     @property
     def image_urls(self) -> list[str]:
@@ -110,12 +153,111 @@ class BodyMessage(BaseModel):
         else:
             text = self.content or ""
         role = "system" if self.role == "developer" else self.role
-        return ChatMessage(role=role, content=text, name=self.name, images=images)
+        calls = tuple(
+            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments) for c in self.tool_calls or ()
+        )
+        return ChatMessage(
+            role=role, content=text, name=self.name, images=images, tool_calls=calls, tool_call_id=self.tool_call_id
+        )
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+
+class BodyTool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = Field(default="response", min_length=1, max_length=64)
+    description: str = ""
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class BodyResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def to_contract(self) -> ResponseFormat:
+        if self.type == "json_schema":
+            if self.json_schema is None:
+                raise InvalidRequest("response_format json_schema needs `json_schema`", param="response_format")
+            _check_schema(self.json_schema.schema_, "response_format.json_schema.schema")
+            return ResponseFormat(
+                type="json_schema",
+                name=self.json_schema.name,
+                json_schema=self.json_schema.schema_ or {"type": "object"},
+                strict=bool(self.json_schema.strict),
+            )
+        return ResponseFormat(type=self.type)
+
+
+def _check_schema(schema: dict[str, Any], param: str) -> None:
+    """A JSON schema the client sent: it must be one (Draft 2020-12's own meta-schema says)."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise InvalidRequest(f"{param} is not a valid JSON schema: {exc.message}", param=param) from None
 
 
 class ChatCompletionBody(_Body):
     messages: list[BodyMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: list[BodyTool] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: BodyResponseFormat | None = None
+
+    @model_validator(mode="after")
+    def _tools_agree(self) -> ChatCompletionBody:
+        if self.tool_choice is not None and not self.tools:
+            raise InvalidRequest("tool_choice is only allowed when tools are given", param="tool_choice")
+        if isinstance(self.tool_choice, NamedToolChoice):
+            name = self.tool_choice.function.name
+            if name not in {t.function.name for t in self.tools or ()}:
+                raise InvalidRequest(f"tool_choice names `{name}`, which is not among the tools", param="tool_choice")
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+        for tool in self.tools or ():
+            _check_schema(tool.function.parameters, f"tools[{tool.function.name}].parameters")
+        return self
+
+    def _tool_choice(self) -> ToolChoice:
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return ToolChoice(mode="function", name=self.tool_choice.function.name)
+        return ToolChoice(mode=self.tool_choice or "auto")
 
     def to_contract(
         self, request_id: str, deadline_ms: int, default_max_tokens: int, images: list[tuple[str, ...]] | None = None
@@ -129,6 +271,13 @@ class ChatCompletionBody(_Body):
             deadline_ms=deadline_ms,
             sampling=self.sampling(default_max_tokens),
             messages=tuple(m.to_contract(i) for m, i in zip(self.messages, per_message, strict=True)),
+            tools=tuple(
+                Tool(name=t.function.name, description=t.function.description, parameters=t.function.parameters)
+                for t in self.tools or ()
+            ),
+            tool_choice=self._tool_choice(),
+            parallel_tool_calls=self.parallel_tool_calls is not False,
+            response_format=self.response_format.to_contract() if self.response_format else ResponseFormat(),
         )
 
     async def checked_images(
@@ -142,13 +291,21 @@ class ChatCompletionBody(_Body):
 
     def sampling(self, default_max_tokens: int) -> Sampling:
         base = super().sampling(default_max_tokens)
+        update: dict[str, Any] = {"logprobs": bool(self.logprobs), "top_logprobs": self.top_logprobs or 0}
         if self.max_completion_tokens and not self.max_tokens:
-            return base.model_copy(update={"max_tokens": self.max_completion_tokens})
-        return base
+            update["max_tokens"] = self.max_completion_tokens
+        return base.model_copy(update=update)
 
 
 class CompletionBody(_Body):
     prompt: str | list[str]
+    logprobs: int | None = Field(default=None, ge=0, le=5, description="Alternatives per token (0: the token's own).")
+
+    def sampling(self, default_max_tokens: int) -> Sampling:
+        base = super().sampling(default_max_tokens)
+        if self.logprobs is None:
+            return base
+        return base.model_copy(update={"logprobs": True, "top_logprobs": self.logprobs})
 
     @field_validator("prompt")
     @classmethod

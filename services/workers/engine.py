@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, Modality
-from contracts.results import Timings, Usage
+from contracts.results import Timings, TokenLogprob, ToolCallDelta, Usage
 from contracts.workers import BatchLoad, HeldModel
 
 if TYPE_CHECKING:
@@ -27,6 +27,16 @@ if TYPE_CHECKING:
 class TextDelta:
     text: str
     tokens: int = 1
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+    def __add__(self, other: TextDelta) -> TextDelta:
+        return TextDelta(
+            self.text + other.text,
+            self.tokens + other.tokens,
+            self.tool_calls + other.tool_calls,
+            self.logprobs + other.logprobs,
+        )
 
 
 @dataclass(frozen=True)
@@ -181,7 +191,7 @@ async def run_in_thread(work: Callable[[Emit], None], executor: Executor) -> Asy
                     yield item
                     item = following
                     break
-                item = TextDelta(item.text + following.text, item.tokens + following.tokens)
+                item = item + following
             if item is _END:
                 return
             if isinstance(item, BaseException):

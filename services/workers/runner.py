@@ -319,7 +319,7 @@ class Worker:
         progress = ProgressGate(self.settings.progress_every_s)
         async for event in self.engine.generate(request, assignment.resume_text):
             if isinstance(event, TextDelta):
-                await out.delta(event.text, event.tokens)
+                await out.delta(event.text, event.tokens, event.tool_calls, event.logprobs)
             elif isinstance(event, Progress):
                 if progress.due(event.fraction, time.monotonic()):
                     await out.progress(event.fraction, event.message)

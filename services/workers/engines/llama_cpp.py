@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import json
 import logging
 import secrets
 import threading
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from contracts.capabilities import check_fields, fields_in_use
 from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, TextRequest
-from contracts.results import Timings, Usage
+from contracts.results import Timings, TokenLogprob, TopLogprob, Usage
+from services.workers import constrain
 from services.workers.chat_format import openai_messages
 from services.workers.engine import (
     CancelFlags,
@@ -58,6 +61,9 @@ class LlamaCppConfig:
 class _Prompt:
     tokens: list[int]
     stop: tuple[str, ...]
+    constraint: constrain.Constraint = constrain.FREE_TEXT
+    resumed: tuple[int, ...] = ()  # the delivered answer's tokens, which a grammar must have seen
+    may_call: bool = False  # tools offered and not required: the reply may turn out to be a call
 
 
 class LlamaCppEngine(CancelFlags, TextEngine):
@@ -69,6 +75,7 @@ class LlamaCppEngine(CancelFlags, TextEngine):
         self._free: asyncio.Queue[Any] = asyncio.Queue()
         CancelFlags.__init__(self)
         self._formatter: Any = None
+        self._native_tools = False
         # One long-lived thread per slot: starting a thread per request costs time before the first token.
         self._threads = ThreadPoolExecutor(max_workers=config.slots, thread_name_prefix="llama")
 
@@ -111,6 +118,7 @@ class LlamaCppEngine(CancelFlags, TextEngine):
             self._free.put_nowait(llm)
         first = self._instances[0]
         template = first.metadata.get("tokenizer.chat_template") or _FALLBACK_TEMPLATE
+        self._native_tools = "tool_calls" in template and "tools" in template
         self._formatter = Jinja2ChatFormatter(
             template=template,
             eos_token=first.detokenize([first.token_eos()], special=True).decode(errors="ignore"),
@@ -120,19 +128,40 @@ class LlamaCppEngine(CancelFlags, TextEngine):
         log.info("loaded %s from %s in %d slot(s)", self.config.model_id, self.config.model_path, self.slots)
 
     def _prompt(self, llm: Any, request: TextRequest, resume_text: str) -> _Prompt:
+        rule = constrain.FREE_TEXT
+        may_call = False
         if isinstance(request, ChatRequest):
-            rendered = self._formatter(messages=[m.model_dump(exclude_none=True) for m in request.messages])
+            tools = constrain.openai_tools(request.tools) if request.calls_tools and self._native_tools else None
+            messages = constrain.template_messages(request, self._native_tools)
+            rendered = self._formatter(messages=messages, tools=tools)
             text, stop = rendered.prompt, tuple(_as_list(rendered.stop))
+            rule = constrain.constraint(request)
+            beyond = constrain.unenforced(rule.schema)
+            if beyond:
+                field = "tools" if rule.tool_reply else "response_format"
+                raise InvalidRequest(
+                    f"`{request.model}` (llama.cpp) cannot enforce these JSON schema keywords: {', '.join(beyond)}",
+                    param=field,
+                )
+            may_call = request.calls_tools and not rule.tool_reply
         else:
             text, stop = request.prompt, ()
         tokens = llm.tokenize((text + resume_text).encode(), add_bos=True, special=True)
         # A resumed answer may fill the context with what it said already: it ends there (in _run).
         if len(tokens) >= self.config.n_ctx and not resume_text:
             raise EngineError(f"prompt of {len(tokens)} tokens exceeds the context of {self.config.n_ctx}")
-        return _Prompt(tokens=tokens, stop=tuple(request.sampling.stop) + stop)
+        resumed = tuple(llm.tokenize(resume_text.encode(), add_bos=False, special=False)) if resume_text else ()
+        return _Prompt(
+            tokens=tokens,
+            stop=tuple(request.sampling.stop) + stop,
+            constraint=rule,
+            resumed=resumed if rule.schema is not None else (),
+            may_call=may_call,
+        )
 
     async def generate(self, any_request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
         request = cast(TextRequest, expect(any_request, (ChatRequest, CompletionRequest), self.kind))
+        check_fields(self.kind, request)
         cancel = self.flag(request.request_id)
         llm = await self._free.get()
         try:
@@ -141,6 +170,10 @@ class LlamaCppEngine(CancelFlags, TextEngine):
             if isinstance(request, ChatRequest) and request.has_images:
                 if not self.config.clip_model_path:
                     raise InvalidRequest(f"{self.config.model_id} cannot see images (no vision projector)")
+                beyond = fields_in_use(request) & _NOT_WITH_IMAGES
+                if beyond:
+                    field = sorted(beyond)[0]
+                    raise InvalidRequest(f"`{field}` is not supported with images by `{request.model}`", param=field)
                 run = lambda: self._run_with_images(llm, request, resume_text, cancel, started)  # noqa: E731
             else:
                 prompt = self._prompt(llm, request, resume_text)
@@ -154,21 +187,24 @@ class LlamaCppEngine(CancelFlags, TextEngine):
     def _run(
         self, llm: Any, request: TextRequest, prompt: _Prompt, cancel: threading.Event, started: float
     ) -> Iterator[EngineEvent]:
-        """Sample token by token with `Llama.generate`. Each token is detokenized alone (with the one
-        before it for spacing) and decoded incrementally: llama-cpp-python's own streaming would
-        detokenize the whole prompt and answer again for every token, which grows quadratically."""
-        import llama_cpp
+        """Sample token by token. Each token is detokenized alone (with the one before it for
+        spacing) and decoded incrementally: llama-cpp-python's own streaming would detokenize the
+        whole prompt and answer again for every token, which grows quadratically.
 
+        A reply that must be a tool call is held back and sent as calls once whole; in `auto`, a
+        reply is held back only while it may still be the start of a call."""
         s = request.sampling
         # Without a seed, llama.cpp would repeat the same sample every time; OpenAI's is random.
         llm.set_seed(s.seed if s.seed is not None else secrets.randbelow(2**31))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopScanner(prompt.stop)
-        vocab = llm._model.vocab
         previous = prompt.tokens[-1:]
         sampled = reported = 0
         first_token_at: float | None = None
         finish_reason = "length"
+        held: list[str] = []
+        holding = prompt.constraint.tool_reply or prompt.may_call
+        logprobs: list[TokenLogprob] = []
         if len(prompt.tokens) >= llm.n_ctx():  # a resumed answer that said all the context holds
             yield Finished(
                 finish_reason,
@@ -176,31 +212,43 @@ class LlamaCppEngine(CancelFlags, TextEngine):
                 Timings.since(started, None, time.perf_counter()),
             )
             return
-        for token in llm.generate(
-            prompt.tokens, temp=s.temperature, top_p=s.top_p, logits_processor=self._bias(s.logit_bias)
-        ):
+        for token, logits in _sample(llm, prompt, s, self._bias(s.logit_bias)):
             if cancel.is_set():
                 finish_reason = "cancelled"
                 break
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
+            if token is None:
                 finish_reason = "stop"
                 break
             sampled += 1
+            if s.logprobs:
+                logprobs.append(_logprob(llm, token, logits, s.top_logprobs))
             text = stops.feed(decoder.decode(llm.detokenize([token], prev_tokens=previous)))
             previous = [token]
+            if holding:
+                held.append(text)
+                holding = prompt.constraint.tool_reply or constrain.may_be_call("".join(held))
+                text = "" if holding else "".join(held)
             if text:
                 first_token_at = first_token_at or time.perf_counter()
-                yield TextDelta(text, tokens=sampled - reported)
-                reported = sampled
+                yield TextDelta(text, tokens=sampled - reported, logprobs=tuple(logprobs))
+                reported, logprobs = sampled, []
             if stops.stopped:
                 finish_reason = "stop"
                 break
             if sampled >= s.max_tokens or len(prompt.tokens) + sampled >= llm.n_ctx():
                 break  # the context is full: the answer ends there, as at max_tokens
         tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
-        if tail:
+        calls = None
+        if holding:
+            calls = constrain.tool_calls(prompt.constraint, "".join(held) + tail)
+            tail = "" if calls else "".join(held) + tail
+        if calls:
             first_token_at = first_token_at or time.perf_counter()
-            yield TextDelta(tail, tokens=sampled - reported)
+            yield TextDelta("", tokens=sampled - reported, tool_calls=calls, logprobs=tuple(logprobs))
+            finish_reason = "tool_calls" if finish_reason != "cancelled" else finish_reason
+        elif tail or logprobs:
+            first_token_at = first_token_at or time.perf_counter()
+            yield TextDelta(tail, tokens=sampled - reported, logprobs=tuple(logprobs))
         yield Finished(
             finish_reason=finish_reason,
             usage=Usage(prompt_tokens=len(prompt.tokens), completion_tokens=sampled),
@@ -275,6 +323,83 @@ class LlamaCppEngine(CancelFlags, TextEngine):
             if close is not None:
                 await asyncio.to_thread(close)
         self._free = asyncio.Queue()
+
+
+_NOT_WITH_IMAGES = frozenset({"tools", "tool_choice", "parallel_tool_calls", "response_format", "logprobs"})
+
+
+def _sample(llm: Any, prompt: _Prompt, s: Any, bias: Any) -> Iterator[tuple[int | None, Any]]:
+    """Tokens sampled after `prompt`, each with the logits it was drawn from; None at the model's end
+    of turn. Written out (rather than `Llama.generate`) so that a grammar first reads the delivered
+    answer of a failed-over request: the continuation keeps the constraint where it was."""
+    import llama_cpp
+    import numpy as np
+
+    grammar = None
+    if prompt.constraint.schema is not None:
+        from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+        try:
+            grammar = LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(prompt.constraint.schema)))
+        except Exception as exc:  # the converter's own complaint about a schema it cannot express
+            raise InvalidRequest(f"the JSON schema cannot constrain decoding: {exc}", param="response_format") from exc
+    sampler = llm._init_sampler(
+        temp=s.temperature,
+        top_p=s.top_p,
+        presence_penalty=s.presence_penalty,
+        frequency_penalty=s.frequency_penalty,
+        logits_processor=bias,
+        grammar=grammar,
+    )
+    for token in prompt.resumed:
+        sampler.accept(token)
+    tokens = _reuse_cache(llm, prompt.tokens)
+    vocab = llm._model.vocab
+    n_vocab = llm.n_vocab()
+    try:
+        while True:
+            llm.eval(tokens)
+            token = sampler.sample(llm._ctx, -1)
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                yield None, logits
+                return
+            yield token, logits
+            tokens = [token]
+    finally:
+        sampler.close()
+
+
+def _reuse_cache(llm: Any, tokens: list[int]) -> list[int]:
+    """What of `tokens` must still be evaluated: a prefix the context holds from the last request is
+    kept (as `Llama.generate` does), the rest dropped from it."""
+    common = 0
+    for held, wanted in zip(llm._input_ids, tokens[:-1], strict=False):
+        if held != wanted:
+            break
+        common += 1
+    if common and llm._ctx.kv_cache_seq_rm(-1, common, -1):
+        llm.n_tokens = common
+        return tokens[common:]
+    llm.reset()
+    return tokens
+
+
+def _logprob(llm: Any, token: int, logits: Any, top: int) -> TokenLogprob:
+    """The sampled token's log probability under the model's own distribution, and the `top` most likely."""
+    import numpy as np
+
+    shifted = logits - logits.max()
+    logp = shifted - np.log(np.exp(shifted).sum())
+
+    def entry(t: int) -> TopLogprob:
+        piece = llm.detokenize([t], special=True)
+        return TopLogprob(token=piece.decode(errors="replace"), logprob=float(logp[t]), bytes=tuple(piece))
+
+    best = np.argpartition(-logp, top)[:top] if top else np.array([], dtype=np.intc)
+    alternatives = tuple(entry(int(t)) for t in sorted(best, key=lambda t: -logp[t]))
+    own = entry(token)
+    return TokenLogprob(token=own.token, logprob=own.logprob, bytes=own.bytes, top=alternatives)
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:

@@ -1,0 +1,116 @@
+"""OpenAI conformance with the official `openai` client against the running stack (the tiny llama
+model, random weights): tool calls, JSON-schema replies, logprobs, several choices, models.retrieve,
+and the 400 that names a field no engine honours."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import openai
+import pytest
+
+from services.devstack import LocalStack as RunningStack
+
+pytestmark = pytest.mark.e2e
+MODEL = "tiny-llama"
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["c", "f"]}},
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}]
+ASK = [{"role": "user", "content": "Weather in Oslo?"}]
+
+
+@pytest.fixture
+def client(running_stack: RunningStack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{running_stack.url}/v1", api_key=running_stack.api_key, max_retries=0)
+
+
+def test_a_forced_tool_call_is_valid_and_goes_round(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=400, seed=1
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    call = choice.message.tool_calls[0]
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER)
+    # The call and its result go back into the conversation, as an agent loop sends them.
+    history = [
+        *ASK,
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "4 C"},
+    ]
+    follow = client.chat.completions.create(
+        model=MODEL, messages=history, tools=TOOLS, tool_choice="none", max_tokens=4
+    )
+    assert follow.choices[0].message.tool_calls is None and follow.choices[0].message.content is not None
+
+
+def test_a_named_tool_call_streams_in_openais_chunk_shape(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=120,
+        stream=True,
+        seed=2,
+    )
+    name, arguments, finish = "", "", None
+    for chunk in stream:
+        for piece in chunk.choices[0].delta.tool_calls or () if chunk.choices else ():
+            name += (piece.function.name or "") if piece.function else ""
+            arguments += (piece.function.arguments or "") if piece.function else ""
+        finish = (chunk.choices[0].finish_reason if chunk.choices else None) or finish
+    assert name == "get_weather" and finish == "tool_calls"
+    jsonschema.validate(json.loads(arguments), WEATHER)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_json_schema_reply_validates(client: openai.OpenAI, stream: bool) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER, "strict": True}}
+    if stream:
+        chunks = client.chat.completions.create(
+            model=MODEL,
+            messages=ASK,
+            response_format=fmt,
+            max_tokens=120,
+            seed=3,
+            stream=True,  # type: ignore[arg-type]
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        reply = client.chat.completions.create(model=MODEL, messages=ASK, response_format=fmt, max_tokens=120, seed=3)  # type: ignore[arg-type]
+        text = reply.choices[0].message.content or ""
+    jsonschema.validate(json.loads(text), WEATHER)
+
+
+def test_logprobs_and_several_choices(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL, messages=ASK, max_tokens=5, n=2, logprobs=True, top_logprobs=2, logit_bias={"2": -100, "4": -100}
+    )
+    assert [c.index for c in reply.choices] == [0, 1]
+    for choice in reply.choices:
+        assert choice.logprobs is not None and choice.logprobs.content
+        assert "".join(t.token for t in choice.logprobs.content) == choice.message.content
+        assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in choice.logprobs.content)
+    assert reply.usage is not None and reply.usage.completion_tokens == 10
+    legacy = client.completions.create(model=MODEL, prompt="baba", max_tokens=3, logprobs=1, logit_bias={"2": -100})
+    assert legacy.choices[0].logprobs is not None and len(legacy.choices[0].logprobs.tokens or []) == 3
+
+
+def test_models_retrieve(client: openai.OpenAI) -> None:
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
+def test_a_field_no_engine_honours_is_refused_by_name(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model=MODEL, messages=ASK, extra_body={"prediction": {"type": "content", "content": "x"}}
+        )
+    assert refused.value.body["param"] == "prediction"  # type: ignore[index]
