@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp once (cached by pip afterwards): use every core for it.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test test-fast test-gpu bench bench-policies bench-isolation scenario-preemption chaos lint format clean install install-test browser prometheus
+.PHONY: run console test test-fast test-gpu bench bench-policies bench-isolation scenario-preemption chaos lint format clean install install-test browser prometheus test-compose compose-env
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,19 @@ $(VENV)/.installed-test: pyproject.toml | $(PY)
 install: $(VENV)/.installed-run
 install-test: $(VENV)/.installed-test
 
+## console: build the console (npm ci, then vite) into the gateway's package, when missing or older than
+## its sources
+CONSOLE_BUILT := services/gateway/console_dist/index.html
+CONSOLE_SOURCES := $(shell find console/src -type f 2>/dev/null) console/index.html console/vite.config.js \
+  console/package.json console/package-lock.json
+console: $(CONSOLE_BUILT)
+
+$(CONSOLE_BUILT): $(CONSOLE_SOURCES)
+	@command -v npm >/dev/null || { echo "the console needs Node.js 20+ and npm to build (apt-get install nodejs npm)"; exit 1; }
+	cd console && npm ci --no-audit --no-fund --loglevel=error && npm run build
+
 ## run: start NATS and every service on this machine (tiny CPU model), print the URL
-run: install
+run: install console
 	$(PY) -m services.run
 
 # The browser test drives Debian's Chromium; install it where we may (root with apt), else it skips.
@@ -41,11 +52,20 @@ prometheus:
 	   prometheus >/dev/null) || echo "note: no prometheus; its tests will be skipped (apt-get install prometheus)"; }
 
 ## test: install what the tests need, lint, then run unit, integration, end-to-end and browser tests
-test: install-test lint browser prometheus
+test: install-test lint browser prometheus console
 	$(PY) -m pytest -q
 
 test-fast: install-test
 	$(PY) -m pytest -q tests/unit
+
+## test-compose: build the images, bring the fleet up in Docker, check it, tear it down (tests/compose/run.sh:
+## it installs and starts a Docker engine where it may, root with apt, and skips saying why where it cannot)
+test-compose: install-test
+	PY=$(PY) bash tests/compose/run.sh
+
+## compose-env: deploy/compose/.env with random secrets (owner-only); never over an existing one
+compose-env:
+	@$(PYTHON) -m services.compose_env
 
 ## test-gpu: on a CUDA machine, install vLLM (it brings its own torch) and run the GPU tests: vLLM in
 ## process on the tiny Hugging Face LLaMA, diffusers on CUDA

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import FileResponse
 from fastapi.telemetry import TelemetryConfig
 
 from services.common.bus import connect
@@ -17,10 +15,9 @@ from services.gateway.files import Files
 from services.gateway.limits import BodySizeLimit
 from services.gateway.metrics import HttpMetrics, metrics_endpoint
 from services.gateway.relay import Relay
-from services.gateway.routes import admin, fleet, health, media, openai, tasks
+from services.gateway.routes import admin, console, fleet, health, media, openai, tasks
 from services.gateway.settings import GatewaySettings
 
-UI_DIR = Path(__file__).parent / "ui"
 # FastAPI's own OpenTelemetry server span per HTTP request (on when a tracer provider is set: see
 # services.common.tracing) continues the client's `traceparent`; the request's NATS messages carry
 # it on. Prometheus has the HTTP metrics already, and probes are not worth a span.
@@ -37,7 +34,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        bus = await connect(settings.nats_url, "gateway")
+        bus = await connect(settings.nats_url, "gateway", settings.nats_replicas)
         relay = Relay(bus, dead_after_s=settings.dead_after_s, max_inflight_per_model=settings.max_inflight_per_model)
         await relay.start()
         app.state.relay = relay
@@ -61,6 +58,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     errors.install(app, retry_after_s=settings.dead_after_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetrics)
+    app.add_middleware(console.ContentSecurityPolicy, exempt=("/docs", "/redoc"))
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)  # for Prometheus: no key, like /healthz
     app.include_router(health.router)
     app.include_router(openai.router, dependencies=[Depends(authenticate)])
@@ -69,9 +67,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(media.files_router)  # the API key or a signed URL: see Files.authorize
     app.include_router(fleet.router, dependencies=[Depends(authenticate)])
     app.include_router(admin.router, dependencies=[Depends(authenticate), Depends(require_admin)])
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(UI_DIR / "index.html")
+    app.include_router(console.router, dependencies=[Depends(authenticate)])
+    console.mount_assets(app)
 
     return app
