@@ -1,0 +1,63 @@
+"""The console's bus side on a real NATS server: telemetry history sampled by time from the TELEMETRY
+stream, and one hub subscription fanned out to every open console."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+from contracts import subjects
+from contracts.telemetry import NodeTelemetry
+from services.common.bus import Bus
+from services.gateway.routes.console import ConsoleHub, node_history
+
+
+async def publish(bus: Bus, node: str, count: int) -> list[int]:
+    stamps = []
+    for _ in range(count):
+        sample = NodeTelemetry(node=node, cpu_pct=10, mem_used_mb=1, mem_total_mb=2)
+        await bus.js.publish(subjects.telemetry(node), sample.encode())
+        stamps.append(sample.ts_ms)
+        await asyncio.sleep(0.02)
+    return stamps
+
+
+async def test_history_samples_each_stretch_once_and_skips_a_silence(bus: Bus) -> None:
+    node = f"hist-{uuid.uuid4().hex[:8]}"
+    start = time.time()
+    first = await publish(bus, node, 10)
+    await asyncio.sleep(1.5)  # the node is silent
+    second = await publish(bus, node, 10)
+    end = time.time()
+    samples = await node_history(bus.nc, node, start, end, points=40)
+    stamps = [s["ts_ms"] for s in samples]
+    assert stamps == sorted(set(stamps)) and set(stamps) <= set(first + second)
+    assert set(stamps) & set(first) and set(stamps) & set(second)  # both stretches are there
+    assert len(stamps) <= 40
+    # Fewer points than samples: spread, not the first few.
+    few = [s["ts_ms"] for s in await node_history(bus.nc, node, start, end, points=10)]
+    assert few[-1] in second and len(few) <= 10
+    # Before the node published anything: nothing.
+    assert await node_history(bus.nc, node, start - 60, start - 30, points=10) == []
+
+
+async def test_one_subscription_fans_out_to_every_console(bus: Bus) -> None:
+    hub = ConsoleHub(bus.nc)
+    a, b = await hub.join(), await hub.join()
+    subscribed = list(hub._subs)
+    assert len(subscribed) == 3  # telemetry, worker status, alerts: once, however many consoles
+    node = f"hub-{uuid.uuid4().hex[:8]}"
+    await bus.nc.publish(
+        subjects.telemetry(node), NodeTelemetry(node=node, cpu_pct=5, mem_used_mb=1, mem_total_mb=2).encode()
+    )
+    for queue in (a, b):
+        kind, data = await asyncio.wait_for(queue.get(), 5)
+        while json.loads(data).get("node") != node:  # other tests' traffic on the shared server
+            kind, data = await asyncio.wait_for(queue.get(), 5)
+        assert kind == "telemetry"
+    await hub.leave(a)
+    assert hub._subs == subscribed  # b still listens
+    await hub.leave(b)
+    assert hub._subs == [] and all(sub._closed for sub in subscribed)  # nobody listens: unsubscribed
