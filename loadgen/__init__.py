@@ -1,0 +1,1 @@
+"""modalmesh-load: mixed modality classes at set ratios against any OpenAI-compatible server."""
