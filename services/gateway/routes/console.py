@@ -22,7 +22,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import streams, subjects
-from contracts.errors import InvalidRequest
+from contracts.errors import BusUnavailable, InvalidRequest
 from contracts.telemetry import NodeCapabilities, NodeTelemetry
 from contracts.workers import WorkerState, WorkerStatus
 from services.gateway.relay import GatewayFleet, Relay
@@ -30,6 +30,7 @@ from services.gateway.relay import GatewayFleet, Relay
 DIST = Path(__file__).resolve().parent.parent / "console_dist"
 CSP = b"default-src 'self'"
 QUEUE_DEPTH = 512  # events a console may fall behind by before it loses samples (not the gateway's memory)
+GET_BY_TIME = (2, 11)  # the server version whose message get takes a start_time
 HISTORY_RANGES_S = (900, 3600, int(streams.TELEMETRY_MAX_AGE_S))
 # Datacenter GPUs, as a word in NVML's product name ("NVIDIA A100-SXM4-80GB", not "RTX A4000"); any
 # other GPU is a workstation card.
@@ -234,6 +235,11 @@ async def history(
     `streams.TELEMETRY_MAX_AGE_S`), as NodeTelemetry objects oldest first."""
     if range_s not in HISTORY_RANGES_S:
         raise InvalidRequest(f"range_s must be one of {', '.join(map(str, HISTORY_RANGES_S))}")
+    server = relay.bus.nc.connected_server_version
+    if (server.major, server.minor) < GET_BY_TIME:
+        # An older server ignores start_time and answers every slot with the oldest sample: refuse instead.
+        version = f"{server.major}.{server.minor}"
+        raise BusUnavailable(f"telemetry history needs NATS 2.11 or later; this server is {version}")
     info = await relay.bus.js.stream_info(streams.TELEMETRY, subjects_filter=subjects.TELEMETRY_ALL)
     names = sorted(s.split(".", 1)[1] for s in (info.state.subjects or {}))
     end = time.time()
