@@ -40,8 +40,8 @@ _TOOLS = frozenset({"tools", "tool_choice", "parallel_tool_calls"})
 
 ENGINE_FIELDS: dict[str, frozenset[str]] = {
     "llama_cpp": _BASIC | _PENALTIES | _TOOLS | {"logprobs", "top_logprobs", "response_format"},
-    "vllm": _BASIC,
-    "openai_upstream": _BASIC,
+    "vllm": _BASIC | _PENALTIES | {"logprobs", "top_logprobs", "response_format"},
+    "openai_upstream": _BASIC | _PENALTIES | _TOOLS | {"logprobs", "top_logprobs", "response_format"},
     "simulated": frozenset({"temperature", "top_p", "max_tokens"}),
 }
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from contracts.requests import ChatMessage, ChatRequest, Tool
 from contracts.results import ToolCallDelta
+from services.workers.chat_format import openai_message
 
 MAX_CALLS = 4  # calls in one reply under `required`: a grammar's array must end somewhere
 CALL_OPEN = "<tool_call>"
@@ -95,26 +96,12 @@ def tools_prompt(tools: tuple[Tool, ...]) -> str:
     )
 
 
-def openai_tools(tools: tuple[Tool, ...]) -> list[dict[str, Any]]:
-    return [
-        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
-        for t in tools
-    ]
-
-
 def _message(message: ChatMessage, native_tools: bool) -> dict[str, Any]:
+    if native_tools:
+        return openai_message(message)
     out: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.name:
         out["name"] = message.name
-    if native_tools:
-        if message.tool_calls:
-            out["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                for c in message.tool_calls
-            ]
-        if message.tool_call_id:
-            out["tool_call_id"] = message.tool_call_id
-        return out
     written = "".join(
         f'{CALL_OPEN}{{"name": {json.dumps(c.name)}, "arguments": {c.arguments}}}{CALL_CLOSE}'
         for c in message.tool_calls

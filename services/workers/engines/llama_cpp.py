@@ -24,7 +24,7 @@ from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, TextRequest
 from contracts.results import Timings, TokenLogprob, TopLogprob, Usage
 from services.workers import constrain
-from services.workers.chat_format import openai_messages
+from services.workers.chat_format import openai_messages, openai_tools
 from services.workers.engine import (
     CancelFlags,
     EngineEvent,
@@ -131,7 +131,7 @@ class LlamaCppEngine(CancelFlags, TextEngine):
         rule = constrain.FREE_TEXT
         may_call = False
         if isinstance(request, ChatRequest):
-            tools = constrain.openai_tools(request.tools) if request.calls_tools and self._native_tools else None
+            tools = openai_tools(request.tools) if request.calls_tools and self._native_tools else None
             messages = constrain.template_messages(request, self._native_tools)
             rendered = self._formatter(messages=messages, tools=tools)
             text, stop = rendered.prompt, tuple(_as_list(rendered.stop))

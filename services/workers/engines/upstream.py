@@ -16,11 +16,12 @@ from typing import Any, cast
 
 import httpx
 
+from contracts.capabilities import check_fields, fields_in_use
 from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, ChatMessage, ChatRequest, CompletionRequest, Modality, TextRequest
-from contracts.results import Timings, Usage
+from contracts.results import Timings, TokenLogprob, ToolCallDelta, TopLogprob, Usage
 from services.common.ports import free_port
-from services.workers.chat_format import openai_messages
+from services.workers.chat_format import openai_messages, openai_tools
 from services.workers.engine import (
     BackendLost,
     Engine,
@@ -132,6 +133,7 @@ class UpstreamEngine(StopEvents, Engine):
 
     async def generate(self, any_request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
         request = cast(TextRequest, expect(any_request, (ChatRequest, CompletionRequest), self.kind))
+        check_fields(self.kind, request)
         path, body = self._wire.body(request, self.config.upstream_model or request.model, resume_text)
         cancelled = self.flag(request.request_id)
         started = time.perf_counter()
@@ -157,9 +159,9 @@ class UpstreamEngine(StopEvents, Engine):
                     if piece.token:
                         pieces += 1
                         unreported += 1
-                    if piece.text:
+                    if piece.text or piece.tool_calls or piece.logprobs:
                         first_at = first_at or time.perf_counter()
-                        yield TextDelta(piece.text, tokens=unreported)
+                        yield TextDelta(piece.text, unreported, piece.tool_calls, piece.logprobs)
                         unreported = 0
                     finish = piece.finish or finish
         except httpx.TransportError as exc:  # connection refused, reset, cut off mid-stream
@@ -169,7 +171,7 @@ class UpstreamEngine(StopEvents, Engine):
         finally:
             self.drop(request.request_id)
         yield Finished(
-            finish_reason=finish if finish in ("stop", "length", "cancelled") else "stop",
+            finish_reason=finish if finish in ("stop", "length", "cancelled", "tool_calls") else "stop",
             usage=Usage(
                 prompt_tokens=prompt_tokens or 0,
                 completion_tokens=completion_tokens if completion_tokens is not None else pieces,
@@ -193,6 +195,83 @@ class Piece:
     finish: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+def _openai_fields(request: TextRequest) -> dict[str, Any]:
+    """The request's fields beyond plain sampling, as OpenAI's API names them (the server honours them)."""
+    s = request.sampling
+    body: dict[str, Any] = {}
+    if s.presence_penalty:
+        body["presence_penalty"] = s.presence_penalty
+    if s.frequency_penalty:
+        body["frequency_penalty"] = s.frequency_penalty
+    if s.logprobs and isinstance(request, ChatRequest):
+        body |= {"logprobs": True, **({"top_logprobs": s.top_logprobs} if s.top_logprobs else {})}
+    elif s.logprobs:
+        body["logprobs"] = s.top_logprobs
+    if not isinstance(request, ChatRequest):
+        return body
+    if request.tools:
+        choice = request.tool_choice
+        body |= {
+            "tools": openai_tools(request.tools),
+            "tool_choice": {"type": "function", "function": {"name": choice.name}}
+            if choice.mode == "function"
+            else choice.mode,
+            "parallel_tool_calls": request.parallel_tool_calls,
+        }
+    fmt = request.response_format
+    if fmt.type == "json_schema":
+        schema = {"name": fmt.name, "schema": fmt.json_schema or {"type": "object"}, "strict": fmt.strict}
+        body["response_format"] = {"type": "json_schema", "json_schema": schema}
+    elif fmt.type == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    return body
+
+
+def _tool_pieces(delta: dict[str, Any]) -> tuple[ToolCallDelta, ...]:
+    pieces = []
+    for i, call in enumerate(delta.get("tool_calls") or ()):
+        function = call.get("function") or {}
+        pieces.append(
+            ToolCallDelta(
+                index=call.get("index", i),
+                id=call.get("id"),
+                name=function.get("name"),
+                arguments=function.get("arguments") or "",
+            )
+        )
+    return tuple(pieces)
+
+
+def _logprob_entries(choice: dict[str, Any]) -> tuple[TokenLogprob, ...]:
+    """A chunk's log probabilities, from chat's `logprobs.content` or the legacy parallel lists."""
+    logprobs = choice.get("logprobs") or {}
+    if logprobs.get("content") is not None:
+        return tuple(
+            TokenLogprob(
+                token=t["token"],
+                logprob=t["logprob"],
+                bytes=tuple(t.get("bytes") or ()),
+                top=tuple(
+                    TopLogprob(token=a["token"], logprob=a["logprob"], bytes=tuple(a.get("bytes") or ()))
+                    for a in t.get("top_logprobs") or ()
+                ),
+            )
+            for t in logprobs["content"]
+        )
+    tokens, values = logprobs.get("tokens") or (), logprobs.get("token_logprobs") or ()
+    tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+    return tuple(
+        TokenLogprob(
+            token=token,
+            logprob=value if value is not None else 0.0,
+            top=tuple(TopLogprob(token=k, logprob=v) for k, v in (top or {}).items()),
+        )
+        for token, value, top in zip(tokens, values, tops, strict=False)
+    )
 
 
 class OpenAIWire:
@@ -221,6 +300,7 @@ class OpenAIWire:
             body["stop"] = list(s.stop)
         if s.logit_bias:
             body["logit_bias"] = {str(k): v for k, v in s.logit_bias.items()}
+        body |= _openai_fields(request)
         if isinstance(request, ChatRequest):
             return "/chat/completions", {**body, "messages": openai_messages(request, resume_text)}
         return "/completions", {**body, "prompt": request.prompt + resume_text}
@@ -233,16 +313,20 @@ class OpenAIWire:
     def piece(chunk: dict[str, Any]) -> Piece:
         usage = chunk.get("usage") or {}
         text, token, finish = "", False, None
+        calls: tuple[ToolCallDelta, ...] = ()
+        logprobs: tuple[TokenLogprob, ...] = ()
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
             content = delta.get("content") or choice.get("text") or ""
             text += content
+            calls += _tool_pieces(delta)
+            logprobs += _logprob_entries(choice)
             # One content chunk per token, even an empty one (a token that ends mid-character), but
             # not the closing chunk: the count when the server sends no usage.
             if ("content" in delta or "text" in choice) and (content or not choice.get("finish_reason")):
                 token = True
             finish = choice.get("finish_reason") or finish
-        return Piece(text, token, finish, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        return Piece(text, token, finish, usage.get("prompt_tokens"), usage.get("completion_tokens"), calls, logprobs)
 
 
 class OllamaWire:
@@ -258,14 +342,22 @@ class OllamaWire:
     @staticmethod
     def body(request: TextRequest, model: str, resume_text: str) -> tuple[str, dict[str, Any]]:
         s = request.sampling
-        if s.logit_bias:
-            raise InvalidRequest("logit_bias is not supported by this model's server (Ollama)")
+        for field in ("logit_bias", "logprobs", "tools"):
+            if field in fields_in_use(request):
+                raise InvalidRequest(f"`{field}` is not supported by `{request.model}` (its server is Ollama)", field)
         options: dict[str, Any] = {"num_predict": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p}
+        if s.presence_penalty:
+            options["presence_penalty"] = s.presence_penalty
+        if s.frequency_penalty:
+            options["frequency_penalty"] = s.frequency_penalty
         if s.seed is not None:
             options["seed"] = s.seed
         if s.stop:
             options["stop"] = list(s.stop)
         body: dict[str, Any] = {"model": model, "stream": True, "options": options}
+        if isinstance(request, ChatRequest) and request.response_format.type != "text":
+            fmt = request.response_format  # Ollama's `format`: "json", or a JSON schema
+            body["format"] = fmt.json_schema if fmt.type == "json_schema" else "json"
         if isinstance(request, ChatRequest):
             # A last assistant message is continued, not answered: the failover's resume.
             resume = [{"role": "assistant", "content": resume_text}] if resume_text else []

@@ -20,9 +20,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from contracts.capabilities import check_fields
 from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, TextRequest
-from contracts.results import Timings, Usage
+from contracts.results import Timings, TokenLogprob, TopLogprob, Usage
 from contracts.workers import BatchLoad
 from services.common.domains import gpu_memory_share
 from services.workers.engine import EngineEvent, Finished, StopEvents, TextDelta, TextEngine, expect, until_set
@@ -155,11 +156,16 @@ class VllmEngine(StopEvents, TextEngine):
             seed=s.seed,
             stop=list(s.stop) or None,
             output_kind=RequestOutputKind.DELTA,
+            presence_penalty=s.presence_penalty,
+            frequency_penalty=s.frequency_penalty,
+            **({"logprobs": s.top_logprobs} if s.logprobs else {}),
             **({"logit_bias": dict(s.logit_bias)} if s.logit_bias else {}),
+            **_structured(structured_spec(request)),
         )
 
     async def generate(self, any_request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
         request = cast(TextRequest, expect(any_request, (ChatRequest, CompletionRequest), self.kind))
+        check_fields(self.kind, request)
         if self._llm is None:
             raise EngineError("the vLLM engine is not started")
         started = time.perf_counter()
@@ -168,6 +174,9 @@ class VllmEngine(StopEvents, TextEngine):
         first_at: float | None = None
         finish, prompt_tokens, completion_tokens = "length", 0, 0
         outputs = self._llm.generate(prompt, params, request_id=request.request_id)
+        # vLLM's structured decoding cannot resume a grammar mid-reply: a constrained reply is sent
+        # whole, so a failover before its end starts it over rather than continuing unconstrained.
+        held: list[TextDelta] | None = [] if structured_spec(request) else None
         try:
             async for output in until_set(cancelled, outputs):
                 if output is None:
@@ -178,9 +187,22 @@ class VllmEngine(StopEvents, TextEngine):
                     completion_tokens += len(choice.token_ids)
                     if choice.text:
                         first_at = first_at or time.perf_counter()
-                        yield TextDelta(choice.text, tokens=max(1, len(choice.token_ids)))
+                        delta = TextDelta(
+                            choice.text,
+                            tokens=max(1, len(choice.token_ids)),
+                            logprobs=_logprobs(choice, request.sampling.top_logprobs),
+                        )
+                        if held is None:
+                            yield delta
+                        else:
+                            held.append(delta)
                     if output.finished:
                         finish = _FINISH.get(choice.finish_reason or "", "stop")
+            if held:
+                whole = held[0]
+                for delta in held[1:]:
+                    whole = whole + delta
+                yield whole
         finally:
             self.drop(request.request_id)
             await outputs.aclose()  # closing vLLM's generator aborts the request inside the engine
@@ -197,6 +219,45 @@ class VllmEngine(StopEvents, TextEngine):
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.shutdown()
+
+
+def structured_spec(request: TextRequest) -> dict[str, Any]:
+    """vLLM's structured-output spec for the request's response_format ({} when free text)."""
+    if not isinstance(request, ChatRequest) or request.response_format.type == "text":
+        return {}
+    if request.response_format.type == "json_object":
+        return {"json_object": True}
+    return {"json": request.response_format.json_schema or {"type": "object"}}
+
+
+def _structured(spec: dict[str, Any]) -> dict[str, Any]:
+    """The SamplingParams argument for `spec`: `structured_outputs` (vLLM 0.11 and later) or
+    `guided_decoding` (0.10)."""
+    if not spec:
+        return {}
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return {"structured_outputs": StructuredOutputsParams(**spec)}
+    except ImportError:
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(**spec)}
+
+
+def _logprobs(choice: Any, top: int) -> tuple[TokenLogprob, ...]:
+    """vLLM's per-token logprob maps (token id to Logprob, the sampled one among them) in OpenAI's terms."""
+
+    def entry(e: Any) -> TopLogprob:
+        text = e.decoded_token or ""
+        return TopLogprob(token=text, logprob=e.logprob, bytes=tuple(text.encode()))
+
+    out = []
+    for token_id, entries in zip(choice.token_ids, choice.logprobs or (), strict=False):
+        own = entry(entries[token_id])
+        best = sorted((e for e in entries.values() if e.rank is not None and e.rank <= top), key=lambda e: e.rank)
+        out.append(TokenLogprob(token=own.token, logprob=own.logprob, bytes=own.bytes, top=tuple(map(entry, best))))
+    return tuple(out)
 
 
 def _image(payload: str) -> Any:
