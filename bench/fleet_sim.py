@@ -15,7 +15,7 @@ from services.common.bus import Bus, connect
 from services.common.shutdown import wait_or_stop
 from services.gateway.relay import Relay
 from services.monitor.gpus import estimate_fp16_tflops
-from services.scheduler.handlers import Scheduler
+from services.scheduler.app import Scheduler
 from services.scheduler.policy import Policy
 from services.scheduler.settings import SchedulerSettings
 from services.workers.engines.simulated import SimulatedEngine, SpeedProfile

@@ -31,7 +31,7 @@ from contracts.telemetry import GpuInfo, GpuSample, NodeCapabilities, NodeTeleme
 from contracts.workers import WorkerStatus
 from services.common.runtime import run
 from services.devstack import NatsServer
-from services.scheduler.handlers import Scheduler
+from services.scheduler.app import Scheduler
 from services.scheduler.policy import Policy
 from services.scheduler.settings import SchedulerSettings
 from services.workers.engines.simulated import PROFILES, SpeedProfile
@@ -191,8 +191,8 @@ def decision_ms_p99(workers: int = 64, decisions: int = 5000) -> float:
         )
     request = ChatRequest(request_id="r", model=MODEL, deadline_ms=0, messages=(ChatMessage(role="user", content="x"),))
     for _ in range(decisions):
-        scheduler.decide(request)
-    return pct(scheduler.decision_seconds, 99) * 1000
+        scheduler.dispatcher.decide(request)
+    return pct(scheduler.dispatcher.decision_seconds, 99) * 1000
 
 
 def progress(label: str, done: int, total: int) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from services.common.bus import Bus, connect
 from services.devstack import NatsServer, free_port
-from services.scheduler.handlers import Scheduler
+from services.scheduler.app import Scheduler
 from services.scheduler.settings import SchedulerSettings
 
 __all__ = ["NatsServer", "free_port", "scheduler_on_own_server"]

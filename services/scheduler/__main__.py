@@ -8,7 +8,7 @@ from services.common.metrics import serve_metrics
 from services.common.runtime import run
 from services.common.shutdown import stop_event_on_signals
 from services.common.tracing import setup_tracing
-from services.scheduler.handlers import Scheduler
+from services.scheduler.app import Scheduler
 from services.scheduler.settings import SchedulerSettings
 
 

@@ -16,7 +16,7 @@ from services.common.bus import connect
 from services.gateway.app import create_app
 from services.gateway.relay import Relay
 from services.gateway.settings import GatewaySettings
-from services.scheduler.handlers import Scheduler
+from services.scheduler.app import Scheduler
 from services.scheduler.settings import SchedulerSettings
 from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
 from services.workers.runner import Worker

@@ -22,7 +22,7 @@ from contracts.workers import ModelEntry
 from services.aggregator.app import Aggregator
 from services.common.bus import Bus, connect
 from services.gateway.relay import Relay, RequestStream
-from services.scheduler.handlers import Scheduler
+from services.scheduler.app import Scheduler
 from services.scheduler.settings import SchedulerSettings
 from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
 from services.workers.runner import Worker

@@ -26,7 +26,7 @@ from services.common.merge import RequestMerge
 from services.common.results import replay_results
 from services.gateway.relay import ChunkStream, Relay, RequestStream
 from services.scheduler.failover import Failover, queued_assignments
-from services.scheduler.handlers import Scheduler
+from services.scheduler.app import Scheduler
 from services.scheduler.settings import SchedulerSettings
 from services.workers.engines.espeak import EspeakEngine
 from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine

@@ -22,7 +22,7 @@ from services.aggregator.app import Aggregator
 from services.common.bus import connect
 from services.devstack import LlamaServer
 from services.gateway.relay import Relay
-from services.scheduler.handlers import Scheduler
+from services.scheduler.app import Scheduler
 from services.scheduler.settings import SchedulerSettings
 from services.workers.engines.upstream import UpstreamConfig, UpstreamEngine
 from services.workers.runner import Worker
