@@ -37,6 +37,31 @@ def _nothing_to_release(worker_id: str) -> None:
     """For callers whose `choose` takes no slot."""
 
 
+@dataclass(frozen=True)
+class Died:
+    """A worker that missed its heartbeats: everything in its queue moves, unless the very process
+    declared dead is heard from again (it was cut off, not dead)."""
+
+    process_ms: int | None  # when the process declared dead started; None when none was heard
+
+    def moves(self, assigned_ms: int) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """A new process under a worker's id: what was assigned before it started was the old one's, and
+    moves; what came after is the new process's own."""
+
+    since_ms: int
+
+    def moves(self, assigned_ms: int) -> bool:
+        return assigned_ms < self.since_ms
+
+
+Orphaned = Died | Restarted  # why a worker's queued work is to move, and which of it
+
+
 async def queued_assignments(bus: Bus, worker_id: str) -> AsyncIterator[tuple[RawStreamMsg, Assignment]]:
     """The assignments waiting in ASSIGNMENTS for `worker_id` (unacknowledged), oldest first, each
     with its stored message (sequence and trace headers)."""
@@ -56,11 +81,9 @@ class Failover:
     choose: Callable[[AnyRequest, str | None], str | None]  # (request, worker to avoid) -> worker, its slot taken
     max_attempts: int = 3
     release: Callable[[str], None] = _nothing_to_release  # gives back a slot `choose` took but a move did not use
-    # Worker -> move only assignments made before this epoch ms (a restart), or all of them (None: a death).
-    orphaned: dict[str, int | None] = field(default_factory=dict)
+    orphaned: dict[str, Orphaned] = field(default_factory=dict)  # the workers whose queued work is to move
     reassigned: int = 0
     started: dict[str, int] = field(default_factory=dict)  # worker -> start of its process, from heartbeats
-    dead_process: dict[str, int | None] = field(default_factory=dict)  # worker -> start of the process declared dead
     _drains: SerialPasses = field(init=False)
 
     def __post_init__(self) -> None:
@@ -69,8 +92,7 @@ class Failover:
     async def worker_died(self, worker_id: str) -> None:
         """`worker_id` missed its heartbeats."""
         log.warning("worker %s missed its heartbeats: re-assigning its work", worker_id)
-        self.orphaned[worker_id] = None
-        self.dead_process[worker_id] = self.started.get(worker_id)
+        self.orphaned[worker_id] = Died(self.started.get(worker_id))
         await self.drain()
 
     async def heard(self, worker_id: str, started_ms: int) -> None:
@@ -82,7 +104,7 @@ class Failover:
         previous = self.started.get(worker_id)
         self.started[worker_id] = started_ms
         if previous is None:
-            self.orphaned.setdefault(worker_id, started_ms)
+            self.orphaned.setdefault(worker_id, Restarted(started_ms))
             await self.drain()
         elif previous != started_ms:
             await self.worker_restarted(worker_id, started_ms)
@@ -92,17 +114,16 @@ class Failover:
         """From the very process declared dead, a heartbeat means that process was cut off (a network
         partition, a starved machine), not dead, and still works on what it holds: what was not
         moved yet stays with it, rather than run twice at the cost of an attempt."""
-        if self.orphaned.get(worker_id, 0) is None and self.dead_process.get(worker_id) == started_ms:
+        if self.orphaned.get(worker_id) == Died(started_ms):
             log.warning("worker %s is back: its remaining work stays with it", worker_id)
             del self.orphaned[worker_id]
-            del self.dead_process[worker_id]
 
     async def worker_restarted(self, worker_id: str, started_ms: int) -> None:
         """A new process under the same id: what the old one held would only come back after the
         redelivery timeout, from scratch; move it now, as for a death."""
         log.warning("worker %s restarted: re-assigning what its previous process held", worker_id)
-        if self.orphaned.get(worker_id, 0) is not None:
-            self.orphaned[worker_id] = started_ms
+        if not isinstance(self.orphaned.get(worker_id), Died):  # a death moves all of it already
+            self.orphaned[worker_id] = Restarted(started_ms)
         await self.drain()
 
     async def drain(self) -> None:
@@ -116,14 +137,13 @@ class Failover:
         await self._drains.idle()
 
     async def _drain_once(self) -> None:
-        for worker_id, before_ms in sorted(self.orphaned.items()):
-            if await self._drain_worker(worker_id, before_ms):
+        for worker_id in sorted(self.orphaned):
+            if await self._drain_worker(worker_id, self.orphaned[worker_id]):
                 self.orphaned.pop(worker_id, None)
-                self.dead_process.pop(worker_id, None)
 
-    async def _drain_worker(self, worker_id: str, before_ms: int | None) -> bool:
+    async def _drain_worker(self, worker_id: str, orphaned: Orphaned) -> bool:
         async for raw, old in queued_assignments(self.bus, worker_id):
-            if before_ms is not None and old.assigned_ms >= before_ms:
+            if not orphaned.moves(old.assigned_ms):
                 continue  # given to the new process: it is working on it
             with tracer.start_as_current_span(
                 "fail over",
