@@ -15,6 +15,7 @@ function options(width, height, series, span) {
     width,
     height,
     cursor: { drag: { x: false, y: false } },
+    legend: { live: false }, // series names only: values belong to the cards beside the chart
     scales: {
       // The x axis shows the chosen range up to now, however few samples it holds yet.
       x: { time: true, range: () => [Date.now() / 1000 - span.current, Date.now() / 1000] },
