@@ -15,7 +15,7 @@ from services.gateway.files import Files
 from services.gateway.limits import BodySizeLimit
 from services.gateway.metrics import HttpMetrics, metrics_endpoint
 from services.gateway.relay import Relay
-from services.gateway.routes import admin, console, fleet, health, media, openai, tasks
+from services.gateway.routes import admin, console, fleet, health, media, openai, responses, tasks
 from services.gateway.settings import GatewaySettings
 
 # FastAPI's own OpenTelemetry server span per HTTP request (on when a tracer provider is set: see
@@ -62,6 +62,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)  # for Prometheus: no key, like /healthz
     app.include_router(health.router)
     app.include_router(openai.router, dependencies=[Depends(authenticate)])
+    app.include_router(responses.router, dependencies=[Depends(authenticate)])
     app.include_router(media.router, dependencies=[Depends(authenticate)])
     app.include_router(tasks.router, dependencies=[Depends(authenticate)])
     app.include_router(media.files_router)  # the API key or a signed URL: see Files.authorize

@@ -114,3 +114,40 @@ def test_a_field_no_engine_honours_is_refused_by_name(client: openai.OpenAI) -> 
             model=MODEL, messages=ASK, extra_body={"prediction": {"type": "content", "content": "x"}}
         )
     assert refused.value.body["param"] == "prediction"  # type: ignore[index]
+
+
+def test_a_response_whole_and_streamed(client: openai.OpenAI) -> None:
+    whole = client.responses.create(model=MODEL, input="hi", instructions="Be brief.", max_output_tokens=6, store=False)
+    assert whole.status == "incomplete" and whole.output_text  # ran to max_output_tokens
+    assert whole.usage is not None and whole.usage.output_tokens == 6
+    kinds, text, final = [], "", None
+    events = client.responses.create(
+        model=MODEL, input=[{"role": "user", "content": "hi"}], max_output_tokens=6, store=False, stream=True
+    )
+    for event in events:
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta":
+            text += event.delta
+        if event.type in ("response.completed", "response.incomplete"):
+            final = event.response
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert "response.output_text.delta" in kinds and kinds[-1] == "response.incomplete"
+    assert final is not None and final.usage is not None and final.usage.output_tokens == 6
+    assert final.output_text == text and text
+
+
+def test_a_response_with_a_forced_function_call(client: openai.OpenAI) -> None:
+    tool = {"type": "function", "name": "get_weather", "parameters": WEATHER, "strict": True}
+    reply = client.responses.create(
+        model=MODEL,
+        input="Weather in Oslo?",
+        tools=[tool],
+        tool_choice="required",
+        max_output_tokens=400,
+        store=False,  # type: ignore[list-item]
+    )
+    calls = [item for item in reply.output if item.type == "function_call"]
+    assert calls and calls[0].name == "get_weather"
+    jsonschema.validate(json.loads(calls[0].arguments), WEATHER)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model=MODEL, input="hi", previous_response_id="resp_x", store=False)

@@ -129,7 +129,7 @@ async def _serve(
         streams = [chunks_of(stream, first) for stream, first in submitted]
         return EventSourceResponse(_sse_choices(streams, shape, body.include_usage), sep="\n", ping=15)
     try:
-        gathered = asyncio.gather(*(_collect(stream, first, i) for i, (stream, first) in enumerate(submitted)))
+        gathered = asyncio.gather(*(collect_choice(stream, first, i) for i, (stream, first) in enumerate(submitted)))
         results: list[tuple[Choice, Usage]] = await until_disconnected(take.request, gathered)
         return JSONResponse(shape.complete([c for c, _ in results], _summed([u for _, u in results])))
     finally:
@@ -148,7 +148,7 @@ def _summed(usages: list[Usage]) -> Usage:
     )
 
 
-async def _collect(stream: ChunkStream, first: Any, index: int) -> tuple[Choice, Usage]:
+async def collect_choice(stream: ChunkStream, first: Any, index: int) -> tuple[Choice, Usage]:
     choice = Choice(index=index)
     chunk = first
     while not isinstance(chunk, FinalChunk):
