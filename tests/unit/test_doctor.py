@@ -14,6 +14,7 @@ from services.common.domains import ram_mb
 from services.doctor.bus import redacted, server_time
 from services.doctor.node import GpuView, TorchView, check_disk, check_domains, check_driver, check_gpus
 from services.doctor.report import Check, Report, Status, table
+from services.doctor.smi import agreement, parse_csv
 
 H100 = GpuInfo(index=0, name="NVIDIA H100 80GB HBM3", vram_mb=81559.0)
 H100_NOW = GpuSample(index=0, name=H100.name, util_pct=3, mem_used_mb=500, mem_total_mb=81559, temp_c=31)
@@ -113,3 +114,26 @@ def test_server_time_keeps_nanoseconds_and_zones() -> None:
 def test_passwords_never_reach_the_report() -> None:
     shown = redacted("nats://worker:s3cret@10.0.0.1:4222,nats://10.0.0.2:4222")
     assert "s3cret" not in shown and "worker:***@10.0.0.1:4222" in shown
+
+
+SMI_CSV = "0, GPU-1234, NVIDIA H100 80GB HBM3, 520, 81559, 4, 33, 71.52, 345, 2619\n"
+
+
+def test_nvidia_smi_readings_agree_with_nvml_within_their_tolerances() -> None:
+    [row] = parse_csv(SMI_CSV)
+    assert row["uuid"] == "GPU-1234" and row["power.draw"] == "71.52"
+    nvml = H100_NOW.model_copy(update={"power_w": 70.0, "sm_clock_mhz": 345.0, "mem_clock_mhz": 2619.0})
+    fields = agreement(nvml, row, nvml.model_copy(update={"mem_used_mb": 530.0}))
+    assert fields["memory.used"]["agrees"] and fields["power.draw"]["agrees"]
+    assert fields["temperature.gpu"] == {"nvml": [31, 31], "smi": 33.0, "tolerance": 2.0, "agrees": True}
+    off = agreement(
+        nvml.model_copy(update={"mem_used_mb": 9000.0}), row, nvml.model_copy(update={"mem_used_mb": 9000.0})
+    )
+    assert off["memory.used"]["agrees"] is False
+
+
+def test_a_reading_nvidia_smi_does_not_support_is_left_unjudged() -> None:
+    [row] = parse_csv(SMI_CSV.replace("71.52", "[N/A]"))
+    assert agreement(H100_NOW, row, H100_NOW)["power.draw"]["agrees"] is None
+    with pytest.raises(ValueError, match="expected 10 fields"):
+        parse_csv("0, GPU-1234, H100\n")
