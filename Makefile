@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp once (cached by pip afterwards): use every core for it.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run console test test-fast test-gpu bench bench-policies bench-isolation scenario-preemption chaos lint format clean install install-test browser prometheus test-compose compose-env
+.PHONY: run console test test-fast test-gpu gpu-proof bench bench-policies bench-isolation scenario-preemption chaos lint format clean install install-test browser prometheus test-compose compose-env
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ compose-env:
 test-gpu: install-test
 	$(PIP) install --quiet -e '.[vllm]'
 	$(PY) -m pytest -q -rs tests/gpu
+
+## gpu-proof: the wheels the GPU machine lacks (.data/gpu-proof, at most 60 MiB, checked), for
+## deploy/gpu-proof/run.sh to run there: the doctor, tests/gpu, NVML against nvidia-smi, the overhead bench
+gpu-proof: install-test
+	$(PY) deploy/gpu-proof/prepare.py
 
 ## bench: control-plane overhead and streaming throughput -> .data/bench/overhead.json, then media
 ## (embeddings through the gateway vs direct, image time to first progress) -> .data/bench/media.json, then
