@@ -29,9 +29,5 @@ class Assignment(Message):
     def request_id(self) -> str:
         return self.request.request_id
 
-    @property
-    def dedup_id(self) -> str:
-        return f"{self.request.request_id}:{self.attempt}"
-
 
 __all__ = ["Assignment", "ChatRequest", "CompletionRequest"]

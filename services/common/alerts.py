@@ -6,7 +6,7 @@ import logging
 
 import httpx
 
-from contracts import subjects
+from contracts import dedup, subjects
 from contracts.telemetry import Alert
 from services.common.bus import Bus
 
@@ -14,10 +14,7 @@ log = logging.getLogger(__name__)
 
 
 async def publish_alert(bus: Bus, alert: Alert, webhook_url: str | None = None) -> None:
-    msg_id = f"{alert.name}:{alert.node}:{alert.subject_key}:{alert.state.value}:{alert.ts_ms}"
-    await bus.js.publish(
-        subjects.alert(alert.severity.value, alert.node), alert.encode(), headers={"Nats-Msg-Id": msg_id}
-    )
+    await bus.js.publish(subjects.alert(alert.severity.value, alert.node), alert.encode(), headers=dedup.alert(alert))
     log.warning("alert %s %s: %s", alert.name, alert.state.value, alert.message)
     if webhook_url:
         try:

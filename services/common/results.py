@@ -12,7 +12,7 @@ from typing import Any
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from contracts import streams, subjects
+from contracts import dedup, streams, subjects
 from contracts.errors import ErrorCode
 from contracts.results import (
     AnyChunk,
@@ -60,7 +60,7 @@ class ResultPublisher:
     _unsettled: list[tuple[bytes, dict[str, str], asyncio.Future[Any]]] = field(default_factory=list)
 
     def _headers(self) -> dict[str, str]:
-        return {"Nats-Msg-Id": f"{self.request_id}:{self.attempt}:{self.seq}"}
+        return dedup.chunk(self.request_id, self.attempt, self.seq)
 
     def _ids(self) -> dict[str, Any]:
         return {
@@ -110,7 +110,7 @@ class ResultPublisher:
         for payload, headers, ack in self._unsettled:
             if ack.done() and not ack.cancelled() and ack.exception() is None:
                 continue
-            log.warning("delta %s got no acknowledgement: sending it again", headers["Nats-Msg-Id"])
+            log.warning("delta %s got no acknowledgement: sending it again", headers[dedup.MSG_ID])
             await self._publish_retrying(payload, headers)
         self._unsettled.clear()
 

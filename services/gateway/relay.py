@@ -17,7 +17,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import DeliverPolicy
 from nats.js.kv import KeyValue
 
-from contracts import streams, subjects
+from contracts import dedup, streams, subjects
 from contracts.base import now_ms
 from contracts.control import Cancel
 from contracts.errors import (
@@ -140,7 +140,7 @@ class Relay:
             ack = await self.bus.js.publish(
                 subjects.request(request.modality),
                 request.encode(),
-                headers=inject({"Nats-Msg-Id": request.request_id}),
+                headers=inject(dedup.request(request.request_id)),
             )
         except nats.errors.Error as exc:
             await stream.close()  # it may be stored after all (the acknowledgement was lost): cancelled
@@ -177,7 +177,7 @@ class Relay:
             await self.bus.js.publish(
                 subjects.request(request.modality),
                 request.encode(),
-                headers=inject({"Nats-Msg-Id": request.request_id}),
+                headers=inject(dedup.request(request.request_id)),
             )
         except nats.errors.Error as exc:
             raise BusUnavailable("the message bus did not confirm the task; retry it (same key) shortly") from exc

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from nats.aio.msg import Msg
 from opentelemetry.trace import Span
 
-from contracts import subjects
+from contracts import dedup, subjects
 from contracts.assignments import Assignment
 from contracts.requests import AnyRequest
 from services.common.bus import Bus
@@ -126,7 +126,7 @@ class Dispatcher:
     async def _assign(self, request: AnyRequest, worker: str, fallback_for: str | None = None) -> None:
         assignment = Assignment(worker_id=worker, request=request, fallback_for=fallback_for)
         await self.bus.js.publish(
-            subjects.assign(worker), assignment.encode(), headers=inject({"Nats-Msg-Id": assignment.dedup_id})
+            subjects.assign(worker), assignment.encode(), headers=inject(dedup.assignment(assignment))
         )
 
     def free_worker(self, request: AnyRequest, exclude: str | None = None) -> str | None:

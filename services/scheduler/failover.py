@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
-from contracts import streams, subjects
+from contracts import dedup, streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import ErrorCode
@@ -196,7 +196,7 @@ class Failover:
             first_seq=merge.next_seq,
             fallback_for=old.fallback_for,
         )
-        await self.bus.js.publish(subjects.assign(worker), new.encode(), headers=inject({"Nats-Msg-Id": new.dedup_id}))
+        await self.bus.js.publish(subjects.assign(worker), new.encode(), headers=inject(dedup.assignment(new)))
         self.reassigned += 1
         REASSIGNED.labels("moved").inc()
         log.info("request %s: attempt %d on %s after %d delivered tokens", rid, attempt, worker, merge.delivered_tokens)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import nats
 from nats.aio.msg import Msg
 
-from contracts import streams, subjects
+from contracts import dedup, streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import ErrorCode
@@ -115,7 +115,7 @@ class Intake:
             log.warning("max-deliveries advisory not handled: %s", exc)
             return
         dead = subjects.dead(request.modality)
-        await self.bus.js.publish(dead, raw.data or b"", headers={"Nats-Msg-Id": f"dead:{request.request_id}"})
+        await self.bus.js.publish(dead, raw.data or b"", headers=dedup.dead_letter(request.request_id))
         tries = self.settings.max_deliver
         message = f"gave up after {tries} tries: no worker could take it (kept in {dead})"
         await fail(self.bus, request, ErrorCode.no_live_worker, message)
@@ -148,6 +148,6 @@ class Intake:
         # once dispatched, continues after what was delivered.
         log.info("request %s: no worker holds %s now; re-queued", old.request_id, old.request.model)
         metrics.REASSIGNED.labels("requeued").inc()
-        headers = {"Nats-Msg-Id": f"{old.request_id}:requeue:{old.attempt}", ATTEMPT_HEADER: str(old.attempt)}
+        headers = {**dedup.requeued(old.request_id, old.attempt), ATTEMPT_HEADER: str(old.attempt)}
         await self.bus.js.publish(subjects.request(old.request.modality), old.request.encode(), headers=inject(headers))
         return True

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.js.errors import NotFoundError
 
-from contracts import streams, subjects
+from contracts import dedup, streams, subjects
 from contracts.base import now_ms
 from contracts.errors import ErrorCode
 from contracts.requests import ChatMessage, ChatRequest
@@ -37,7 +37,7 @@ async def test_a_request_nobody_takes_goes_to_dead_letters_and_its_client_gets_a
     )
     results = await scheduled.nc.subscribe(subjects.result(request.request_id))
     await scheduled.js.publish(
-        subjects.request(request.modality), request.encode(), headers={"Nats-Msg-Id": request.request_id}
+        subjects.request(request.modality), request.encode(), headers=dedup.request(request.request_id)
     )
     chunk = decode_chunk((await results.next_msg(timeout=20)).data)
     assert isinstance(chunk, ErrorChunk) and chunk.code is ErrorCode.no_live_worker

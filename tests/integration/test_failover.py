@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from contracts import subjects
+from contracts import dedup, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.errors import EngineError
@@ -25,8 +25,8 @@ from services.common.bus import Bus, connect
 from services.common.merge import RequestMerge
 from services.common.results import replay_results
 from services.gateway.relay import ChunkStream, Relay, RequestStream
-from services.scheduler.failover import Failover, queued_assignments
 from services.scheduler.app import Scheduler
+from services.scheduler.failover import Failover, queued_assignments
 from services.scheduler.settings import SchedulerSettings
 from services.workers.engines.espeak import EspeakEngine
 from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
@@ -252,7 +252,7 @@ async def test_a_scheduler_that_first_hears_a_restarted_worker_moves_what_its_ol
     old = Assignment(worker_id="fh-a", request=long_chat(50), assigned_ms=started - 5_000)
     since = Assignment(worker_id="fh-a", request=long_chat(50), assigned_ms=started + 10)
     for assignment in (old, since):
-        await bus.js.publish(subjects.assign("fh-a"), assignment.encode(), headers={"Nats-Msg-Id": assignment.dedup_id})
+        await bus.js.publish(subjects.assign("fh-a"), assignment.encode(), headers=dedup.assignment(assignment))
     moves = Failover(bus, choose=lambda request, exclude: "fh-b")
     await moves.heard("fh-a", started)
     await moves.settled()
@@ -341,7 +341,7 @@ async def test_speech_cut_off_by_a_death_starts_over_and_says_so(fleet: Fleet) -
         await stream.open()
         second = Assignment(worker_id="fs-speech", attempt=2, request=request)  # the first one's worker died
         await fleet.relay.bus.js.publish(
-            subjects.assign("fs-speech"), second.encode(), headers={"Nats-Msg-Id": second.dedup_id}
+            subjects.assign("fs-speech"), second.encode(), headers=dedup.assignment(second)
         )
         chunks = await _whole(stream)
     finally:

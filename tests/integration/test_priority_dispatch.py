@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 from nats.aio.subscription import Subscription
 
-from contracts import streams, subjects
+from contracts import dedup, streams, subjects
 from contracts.assignments import Assignment
 from contracts.base import now_ms
 from contracts.control import Cancel
@@ -52,7 +52,7 @@ class Harness:
 
     async def send(self, request: ChatRequest | ImageRequest) -> None:
         await self.bus.js.publish(
-            subjects.request(request.modality), request.encode(), headers={"Nats-Msg-Id": request.request_id}
+            subjects.request(request.modality), request.encode(), headers=dedup.request(request.request_id)
         )
 
 

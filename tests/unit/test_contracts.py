@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from contracts import subjects
+from contracts import dedup, subjects
 from contracts.assignments import Assignment
 from contracts.errors import ErrorCode, ModelNotFound, error_for
 from contracts.requests import ChatMessage, ChatRequest, CompletionRequest, Modality, decode_request
@@ -39,7 +39,7 @@ def test_assignment_round_trip_keeps_request() -> None:
     a = Assignment(worker_id="w1", attempt=2, request=chat(), resume_text="already said")
     back = Assignment.decode(a.encode())
     assert back == a
-    assert back.dedup_id == "r1:2" and back.request_id == "r1"
+    assert dedup.assignment(back) == {"Nats-Msg-Id": "r1:2"} and back.request_id == "r1"
 
 
 def test_chunks_round_trip_by_kind() -> None:
