@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp once (cached by pip afterwards): use every core for it.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run console test test-fast test-gpu gpu-proof bench bench-policies bench-isolation scenario-preemption chaos lint format clean install install-test browser prometheus test-compose compose-env
+.PHONY: run console bench-console test test-fast test-gpu gpu-proof bench bench-policies bench-isolation scenario-preemption chaos bench-peers lint format clean install install-test browser prometheus test-compose compose-env
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -99,9 +99,25 @@ bench-isolation: install-test
 scenario-preemption: install-test
 	$(PY) -m bench.preemption
 
+## bench-console: the console's first load, heartbeat-to-chart latency in Chromium, and chat TTFT with 0 and
+## 50 open consoles in turns -> .data/bench/console.json
+bench-console: install-test console browser
+	$(PY) -m bench.console
+
 ## chaos: SIGKILL workers, scheduler, aggregator and NATS under load -> .data/bench/chaos.json
 chaos: install-test
 	$(PY) -m bench.chaos
+
+# LiteLLM in a virtual environment of its own (its pins are not ours); pip honours PIP_CERT / the CA bundle env.
+LITELLM_VENV ?= .data/venvs/litellm
+$(LITELLM_VENV)/bin/litellm:
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet 'litellm[proxy]'
+
+## bench-peers: one llama_cpp.server direct, through ModalMesh and through the LiteLLM proxy, in turns by
+## modalmesh-load: TTFT overhead over direct (p50, p99) and requests/s -> .data/bench/peers.{json,png}
+bench-peers: install-test $(LITELLM_VENV)/bin/litellm
+	$(PY) -m loadgen.peers --litellm $(LITELLM_VENV)/bin/litellm
 
 lint: install-test
 	$(VENV)/bin/ruff check .

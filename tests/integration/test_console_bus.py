@@ -1,5 +1,5 @@
 """The console's bus side on a real NATS server: telemetry history sampled by time from the TELEMETRY
-stream, and one hub subscription fanned out to every open console."""
+stream, and one hub subscription fanned out to every open console in batches."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import uuid
 
 from contracts import subjects
-from contracts.telemetry import NodeTelemetry
+from contracts.telemetry import Alert, AlertState, NodeTelemetry, Severity
 from services.common.bus import Bus
 from services.gateway.routes.console import ConsoleHub, node_history
 
@@ -43,21 +43,44 @@ async def test_history_samples_each_stretch_once_and_skips_a_silence(bus: Bus) -
     assert await node_history(bus.nc, node, start - 60, start - 30, points=10) == []
 
 
-async def test_one_subscription_fans_out_to_every_console(bus: Bus) -> None:
+async def test_one_subscription_fans_out_batches_to_every_console(bus: Bus) -> None:
     hub = ConsoleHub(bus.nc)
+    hub.FLUSH_S = 1.0  # every publication below lands in one batch, however busy the machine
     a, b = await hub.join(), await hub.join()
     subscribed = list(hub._subs)
     assert len(subscribed) == 3  # telemetry, worker status, alerts: once, however many consoles
     node = f"hub-{uuid.uuid4().hex[:8]}"
-    await bus.nc.publish(
-        subjects.telemetry(node), NodeTelemetry(node=node, cpu_pct=5, mem_used_mb=1, mem_total_mb=2).encode()
-    )
+    for cpu in (5, 6, 7):  # within one batch: only the node's latest sample goes out
+        await bus.nc.publish(subjects.telemetry(node), telemetry(node, cpu).encode())
+    for severity in ("warning", "critical"):  # alerts: every one
+        alert = Alert(name="hot", node=node, severity=Severity(severity), state=AlertState.firing)
+        await bus.nc.publish(subjects.alert(severity, node), alert.encode())
     for queue in (a, b):
-        kind, data = await asyncio.wait_for(queue.get(), 5)
-        while json.loads(data).get("node") != node:  # other tests' traffic on the shared server
-            kind, data = await asyncio.wait_for(queue.get(), 5)
-        assert kind == "telemetry"
+        events = await mine(queue, node)
+        assert [(kind, data.get("cpu_pct") or data.get("severity")) for kind, data in events] == [
+            ("telemetry", 7),
+            ("alert", "warning"),
+            ("alert", "critical"),
+        ]
     await hub.leave(a)
     assert hub._subs == subscribed  # b still listens
     await hub.leave(b)
     assert hub._subs == [] and all(sub._closed for sub in subscribed)  # nobody listens: unsubscribed
+
+
+def telemetry(node: str, cpu: float) -> NodeTelemetry:
+    return NodeTelemetry(node=node, cpu_pct=cpu, mem_used_mb=1, mem_total_mb=2)
+
+
+async def mine(queue: asyncio.Queue[bytes], node: str) -> list[tuple[str, dict[str, object]]]:
+    """The events about `node` in the first batch that has any (other tests share the server)."""
+    while True:
+        batch = (await asyncio.wait_for(queue.get(), 5)).decode()
+        events = []
+        for frame in batch.strip().split("\n\n"):
+            kind_line, data_line = frame.split("\n")
+            data = json.loads(data_line.removeprefix("data: "))
+            if data.get("node") == node:
+                events.append((kind_line.removeprefix("event: "), data))
+        if events:
+            return events

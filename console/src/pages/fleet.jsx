@@ -61,7 +61,7 @@ function NodeCard({ node, state, ageS, samples, span }) {
   const caps = node.capabilities;
   const nodeData = useMemo(() => nodeColumns(samples), [samples]);
   return (
-    <article class="card node" data-node={node.node} aria-label={`node ${node.node}`}>
+    <article class="card node" data-node={node.node} data-ts={t?.ts_ms} aria-label={`node ${node.node}`}>
       <header>
         <h3>{node.node}</h3>
         <span class={`state ${state}`}>{state}</span>

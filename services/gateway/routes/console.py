@@ -29,7 +29,7 @@ from services.gateway.relay import GatewayFleet, Relay
 
 DIST = Path(__file__).resolve().parent.parent / "console_dist"
 CSP = b"default-src 'self'"
-QUEUE_DEPTH = 512  # events a console may fall behind by before it loses samples (not the gateway's memory)
+QUEUE_DEPTH = 64  # batches a console may fall behind by before it loses samples (not the gateway's memory)
 GET_BY_TIME = (2, 11)  # the server version whose message get takes a start_time
 HISTORY_RANGES_S = (900, 3600, int(streams.TELEMETRY_MAX_AGE_S))
 # Datacenter GPUs, as a word in NVML's product name ("NVIDIA A100-SXM4-80GB", not "RTX A4000"); any
@@ -64,29 +64,38 @@ class ContentSecurityPolicy:
 
 class ConsoleHub:
     """One subscription per gateway to telemetry, worker heartbeats and alerts, fanned out to every open
-    console: fifty consoles cost the bus nothing more than one. Subscribed while any console listens."""
+    console: fifty consoles cost the bus nothing more than one. Subscribed while any console listens.
+
+    Events are sent in batches, one write per console every `FLUSH_S` at most, each event framed once
+    for all consoles; within a batch only the latest telemetry of a node and status of a worker is kept
+    (alerts are all kept). A worker sends a status on every slot it takes or frees, and relaying each
+    to every console at once put fifty writes in the path of every chat's first token."""
 
     KINDS = (
         ("telemetry", subjects.TELEMETRY_ALL),
         ("worker", subjects.WORKER_STATUS_ALL),
         ("alert", subjects.ALERTS_ALL),
     )
+    FLUSH_S = 0.25
 
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
-        self.listeners: set[asyncio.Queue[tuple[str, str]]] = set()
+        self.listeners: set[asyncio.Queue[bytes]] = set()
         self._subs: list[Any] = []
         self._lock = asyncio.Lock()
+        self._pending: dict[tuple[str, str | int], bytes] = {}
+        self._flush: asyncio.TimerHandle | None = None
+        self._alerts = 0
 
-    async def join(self) -> asyncio.Queue[tuple[str, str]]:
-        queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(QUEUE_DEPTH)
+    async def join(self) -> asyncio.Queue[bytes]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_DEPTH)
         async with self._lock:
             if not self._subs:
                 self._subs = [await self.nc.subscribe(subject, cb=self._relay(kind)) for kind, subject in self.KINDS]
             self.listeners.add(queue)
         return queue
 
-    async def leave(self, queue: asyncio.Queue[tuple[str, str]]) -> None:
+    async def leave(self, queue: asyncio.Queue[bytes]) -> None:
         async with self._lock:
             self.listeners.discard(queue)
             if not self.listeners:
@@ -97,12 +106,24 @@ class ConsoleHub:
     def _relay(self, kind: str) -> Any:
         async def on_message(msg: Msg) -> None:
             # The bus carries JSON already (Message.encode): relayed as it is, never decoded here.
-            event = (kind, msg.data.decode())
-            for queue in self.listeners:
-                if not queue.full():
-                    queue.put_nowait(event)
+            if kind == "alert":
+                self._alerts += 1
+                key: str | int = self._alerts
+            else:
+                key = msg.subject
+            self._pending.pop((kind, key), None)  # the latest goes last, in arrival order
+            self._pending[(kind, key)] = b"event: %s\ndata: %s\n\n" % (kind.encode(), msg.data)
+            if self._flush is None:
+                self._flush = asyncio.get_running_loop().call_later(self.FLUSH_S, self._send)
 
         return on_message
+
+    def _send(self) -> None:
+        self._flush = None
+        batch, self._pending = b"".join(self._pending.values()), {}
+        for queue in self.listeners:
+            if not queue.full():  # a console that fell this far behind loses samples, not our memory
+                queue.put_nowait(batch)
 
 
 def _relay(request: Request) -> Relay:
@@ -130,12 +151,11 @@ async def events(request: Request, hub: HubDep) -> EventSourceResponse:
     events, each the bus message's JSON, after one `ready` event."""
     queue = await hub.join()
 
-    async def relayed() -> AsyncIterator[ServerSentEvent]:
+    async def relayed() -> AsyncIterator[ServerSentEvent | bytes]:
         try:
             yield ServerSentEvent(event="ready", data="{}")
             while True:
-                kind, data = await queue.get()
-                yield ServerSentEvent(event=kind, data=data)
+                yield await queue.get()  # a batch of events, framed already
         finally:
             await hub.leave(queue)
 
