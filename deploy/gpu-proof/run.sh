@@ -22,14 +22,18 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" --version
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
-step "a venv over the system's packages, with the carried wheels, offline"
-"$PYTHON" -m venv --system-site-packages /tmp/modalmesh-venv
-PY=/tmp/modalmesh-venv/bin/python
-if ! "$PY" -m pip install -q --no-index --find-links "$PROOF/wheels" -r "$PROOF/requirements.txt"; then
-    # A requirement the image meets in another version than asked: install what was carried as is,
-    # and let the steps below show whether it works.
-    echo "pip could not resolve with the image's packages; installing the carried wheels without their deps"
-    "$PY" -m pip install -q --no-index --no-deps "$PROOF"/wheels/*.whl
+if [ -n "${PROOF_PYTHON:-}" ]; then  # a rehearsal where everything is installed: PROOF_PYTHON=.venv/bin/python
+    PY=$PROOF_PYTHON
+else
+    step "a venv over the system's packages, with the carried wheels, offline"
+    "$PYTHON" -m venv --system-site-packages /tmp/modalmesh-venv
+    PY=/tmp/modalmesh-venv/bin/python
+    if ! "$PY" -m pip install -q --no-index --find-links "$PROOF/wheels" -r "$PROOF/requirements.txt"; then
+        # A requirement the image meets in another version than asked: install what was carried as is,
+        # and let the steps below show whether it works.
+        echo "pip could not resolve with the image's packages; installing the carried wheels without their deps"
+        "$PY" -m pip install -q --no-index --no-deps "$PROOF"/wheels/*.whl
+    fi
 fi
 "$PY" -m pip list 2>/dev/null | grep -iE '^(torch|diffusers|transformers|nvidia-ml-py|pydantic|nats-py) '
 

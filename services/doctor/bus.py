@@ -90,7 +90,7 @@ async def check_nats(url: str, timeout_s: float) -> tuple[Check, Client | None]:
     details: dict[str, Any] = {
         "url": redacted(url),
         "connected": f"{where.hostname}:{where.port}" if where else None,
-        "server_version": str(nc.connected_server_version),
+        "server_version": _version(nc),
         "rtt_ms": round(rtt_ms, 3),
     }
     try:
@@ -104,6 +104,11 @@ async def check_nats(url: str, timeout_s: float) -> tuple[Check, Client | None]:
         f"{rtt_ms:.1f} ms, JetStream on with {account.streams} stream(s)"
     )
     return Check(name="nats", status=Status.ok, reason=reason, details=details), nc
+
+
+def _version(nc: Client) -> str:
+    v = nc.connected_server_version
+    return f"{v.major}.{v.minor}.{v.patch}"
 
 
 def server_time(text: str) -> float:

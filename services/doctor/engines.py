@@ -146,6 +146,7 @@ def summary(events: list[EngineEvent]) -> dict[str, Any]:
         "tokens": sum(e.tokens for e in events if isinstance(e, TextDelta)),
         "text": "".join(e.text for e in events if isinstance(e, TextDelta))[:80],
         "data_bytes": sum(len(e.data) for e in events if isinstance(e, Data)),
+        "data_type": next((e.content_type for e in events if isinstance(e, Data)), None),
         "files": [f"{e.content_type}, {len(e.data)} bytes" for e in events if isinstance(e, File)],
         "finish_reason": final.finish_reason if final else None,
         "completion_tokens": final.usage.completion_tokens if final else 0,
@@ -159,7 +160,10 @@ def _produced(out: dict[str, Any]) -> str | None:
     if out["files"]:
         return "; ".join(out["files"])
     if out["data_bytes"]:
-        return f"{out['data_bytes']} bytes of output"
+        kind = out["data_type"] or ""
+        if (dims := kind.partition("dims=")[2]).isdigit():  # packed float32 vectors
+            return f"{out['data_bytes'] // 4 // int(dims)} vector(s) of {dims} dimensions"
+        return f"{kind}, {out['data_bytes']} bytes"
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ async def test_the_json_report_of_this_node_against_a_real_server(bus: Bus, nats
         assert isinstance(check["details"], dict) and check["seconds"] >= 0
     by_name = {c["name"]: c for c in body["checks"]}
     assert by_name["nats"]["status"] == "ok" and by_name["nats"]["details"]["rtt_ms"] > 0
+    assert re.fullmatch(r"\d+\.\d+\.\d+", by_name["nats"]["details"]["server_version"])
     assert by_name["clock"]["status"] == "ok", by_name["clock"]
     assert body["ok"] is (body["counts"]["fail"] == 0)
 
