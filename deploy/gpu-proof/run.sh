@@ -5,6 +5,7 @@
 # skip where vLLM is absent); the monitor's NVML source against nvidia-smi; the control-plane
 # overhead bench with the simulated engine. Results go to $OUT (default .data/gpu-proof/out):
 #   run.log  doctor.json  doctor.txt  gpu-tests.xml  nvml_vs_smi.json  sim_overhead.json  summary.json
+# Each step has its own timeout; together at most about 7 minutes (a few, as rehearsed on CPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PROOF=.data/gpu-proof
@@ -44,7 +45,7 @@ NATS_PORT=14222
 NATS_PID=$!
 trap 'kill $NATS_PID 2>/dev/null' EXIT
 export MODALMESH_NATS_URL=nats://127.0.0.1:$NATS_PORT
-timeout 30 "$PY" -c 'import asyncio, os
+timeout 20 "$PY" -c 'import asyncio, os
 from services.common.bus import connect
 async def main():
     bus = await connect(os.environ["MODALMESH_NATS_URL"], "gpu-proof")
@@ -52,7 +53,7 @@ async def main():
 asyncio.run(main())' && echo "bootstrapped $MODALMESH_NATS_URL"
 
 step "modalmesh doctor (every engine, on the best device)"
-timeout 240 "$PY" -m services.doctor --json --timeout 90 >"$OUT/doctor.json"
+timeout 150 "$PY" -m services.doctor --json --timeout 60 >"$OUT/doctor.json"
 rc[doctor]=$?
 "$PY" -c 'import json, sys
 from services.doctor.report import Report, table
@@ -60,16 +61,16 @@ body = json.load(open(sys.argv[1]))
 print(table(Report(node=body["node"], checks=body["checks"])))' "$OUT/doctor.json" | tee "$OUT/doctor.txt"
 
 step "gpu tests"
-timeout 240 "$PY" -m pytest -q -rs -p no:cacheprovider tests/gpu --junitxml="$OUT/gpu-tests.xml"
+timeout 150 "$PY" -m pytest -q -rs -p no:cacheprovider tests/gpu --junitxml="$OUT/gpu-tests.xml"
 rc[gpu_tests]=$?
 
 step "NVML against nvidia-smi"
-timeout 60 "$PY" -m services.doctor.smi --out "$OUT/nvml_vs_smi.json"
+timeout 30 "$PY" -m services.doctor.smi --out "$OUT/nvml_vs_smi.json"
 rc[nvml_vs_smi]=$?
 
 step "control-plane overhead, simulated engine"
 LABEL="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), $(nproc) cores"
-timeout 150 "$PY" -m bench.sim_overhead --runs 300 --concurrency 8,32 --label "$LABEL" --out "$OUT/sim_overhead.json"
+timeout 90 "$PY" -m bench.sim_overhead --runs 300 --concurrency 8,32 --label "$LABEL" --out "$OUT/sim_overhead.json"
 rc[sim_overhead]=$?
 
 step "summary"

@@ -176,7 +176,7 @@ async def check_engine(name: str, device: str, timeout_s: float) -> Check:
         return Check(
             name=check, status=Status.warn, reason="installed, but it runs on a CUDA GPU only and none is here"
         )
-    from services.workers.__main__ import build_engine
+    from services.workers.registry import build_engine
 
     try:
         engine = build_engine(WorkerSettings(engine=name, device=device, **probe.settings(device)))
