@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from contracts.telemetry import GpuInfo, GpuSample
-from services.common.domains import DOMAINS_FILE_ENV, Domains, ram_mb
+from services.common.confinement import ram_mb
+from services.common.domains import DOMAINS_FILE_ENV, Domains
 from services.doctor.report import Check, Status
 from services.monitor.agent import make_source
 from services.monitor.sources import Reading, Source
@@ -150,6 +151,12 @@ def check_driver(view: GpuView, versions: dict[str, str], torch_view: TorchView)
         if torch_view.cuda_build
         else f"torch {torch_view.version}, a CPU build"
     )
+    if not versions and view.source == "jtop":  # Jetson's integrated GPU has no NVML; CUDA is what counts
+        status = Status.ok if torch_view.cuda_devices else Status.fail
+        seen = "sees the GPU" if torch_view.cuda_devices else "sees no CUDA device: a Jetson needs NVIDIA's torch wheel"
+        return Check(
+            name="driver", status=status, reason=f"Jetson (no NVML there); {torch_says}, {seen}", details=details
+        )
     if not versions:
         status = Status.fail if torch_view.cuda_devices else Status.warn
         return Check(name="driver", status=status, reason=f"no NVIDIA driver (NVML does not load); {torch_says}")
@@ -218,25 +225,17 @@ def check_torch_cap(torch_view: TorchView, fraction: float = 0.05) -> Check:
         return Check(name="torch-cap", status=Status.ok, reason="no CUDA device here: no GPU memory to cap")
     import torch
 
-    from services.common.domains import GPU_SHARE_ENV, limit_gpu_memory
+    from services.common.gpu_share import limit_gpu_memory
 
     total = torch.cuda.get_device_properties(0).total_memory
     over, under = int(total * fraction * 1.5), int(total * fraction * 0.5)
-    import os
-
-    previous = os.environ.get(GPU_SHARE_ENV)
-    os.environ[GPU_SHARE_ENV] = str(fraction)
     try:
-        limit_gpu_memory("cuda:0")
+        limit_gpu_memory("cuda:0", fraction)
         refused = _allocates(torch, over) is False
         served = _allocates(torch, under) is True
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, 0)
         torch.cuda.empty_cache()
-        if previous is None:
-            os.environ.pop(GPU_SHARE_ENV, None)
-        else:
-            os.environ[GPU_SHARE_ENV] = previous
     details = {"fraction": fraction, "over_mb": over // 2**20, "under_mb": under // 2**20, "refused": refused}
     details["served"] = served
     if refused and served:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from contracts.telemetry import GpuInfo, GpuSample
-from services.common.domains import ram_mb
+from services.common.confinement import ram_mb
 from services.doctor.bus import redacted, server_time
 from services.doctor.node import GpuView, TorchView, check_disk, check_domains, check_driver, check_gpus
 from services.doctor.report import Check, Report, Status, table
@@ -137,3 +137,10 @@ def test_a_reading_nvidia_smi_does_not_support_is_left_unjudged() -> None:
     assert agreement(H100_NOW, row, H100_NOW)["power.draw"]["agrees"] is None
     with pytest.raises(ValueError, match="expected 10 fields"):
         parse_csv("0, GPU-1234, H100\n")
+
+
+def test_a_jetson_is_judged_by_whether_torch_sees_its_gpu_not_by_nvml() -> None:
+    orin = GpuView(source="jtop", static=[GpuInfo(index=0, name="Jetson AGX Orin", vram_mb=65536.0)])
+    assert check_driver(orin, {}, TorchView("2.5.0a0+nv24.08", "12.6", 1)).status is Status.ok
+    cpu_torch = check_driver(orin, {}, TorchView("2.5.0", None, 0))
+    assert cpu_torch.status is Status.fail and "NVIDIA's torch wheel" in cpu_torch.reason
