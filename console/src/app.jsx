@@ -6,12 +6,14 @@ import { Chat } from "./pages/chat.jsx";
 import { Fleet } from "./pages/fleet.jsx";
 import { Media } from "./pages/media.jsx";
 import { Models } from "./pages/models.jsx";
+import { Requests } from "./pages/requests.jsx";
 
 const PAGES = [
   { path: "fleet", title: "Fleet", component: Fleet },
   { path: "models", title: "Models", component: Models },
   { path: "chat", title: "Chat", component: Chat },
   { path: "media", title: "Images & speech", component: Media },
+  { path: "requests", title: "Requests", component: Requests },
   { path: "alerts", title: "Alerts", component: Alerts },
 ];
 

@@ -178,6 +178,24 @@ def state_of(stack: LocalStack, worker_id: str) -> str | None:
     return workers[worker_id]["state"] if worker_id in workers else None
 
 
+def test_requests_page_finds_a_request_and_opens_its_result(console: Console) -> None:
+    answer = chat(console.stack).json()
+    rid, text = answer["id"], answer["choices"][0]["message"]["content"]
+    console.goto("requests")
+    page = console.page
+    page.wait_for_selector("#requests tbody tr")
+    page.fill("#request-search", rid)
+    row = f"#requests tr[data-request='{rid}']"
+    page.wait_for_selector(row)
+    assert page.locator("#requests tbody tr").count() == 1  # the search leaves only it
+    cells = page.eval_on_selector_all(f"{row} td", "cs => cs.map(c => c.textContent)")
+    assert cells[3:5] == ["completed", "1"]
+    page.click(f"{row} button")
+    assert page.text_content("#request-detail .result-text") == text
+    console.shoot("requests")
+    console.assert_clean()
+
+
 def test_alerts_badge_and_page(console: Console) -> None:
     alerts = api(console.stack, "GET", "/v1/alerts").json()
     page = console.page

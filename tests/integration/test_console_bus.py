@@ -1,5 +1,6 @@
 """The console's bus side on a real NATS server: telemetry history sampled by time from the TELEMETRY
-stream, and one hub subscription fanned out to every open console in batches."""
+stream, one hub subscription fanned out to every open console in batches, and the latest requests read
+back from the `tasks` bucket."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import json
 import time
 import uuid
 
-from contracts import subjects
+from contracts import streams, subjects
+from contracts.tasks import TaskState, TaskStatus
 from contracts.telemetry import Alert, AlertState, NodeTelemetry, Severity
 from services.common.bus import Bus
-from services.gateway.routes.console import ConsoleHub, node_history
+from services.gateway.routes.console import ConsoleHub, node_history, recent_requests
 
 
 async def publish(bus: Bus, node: str, count: int) -> list[int]:
@@ -84,3 +86,21 @@ async def mine(queue: asyncio.Queue[bytes], node: str) -> list[tuple[str, dict[s
                 events.append((kind_line.removeprefix("event: "), data))
         if events:
             return events
+
+
+async def test_recent_requests_are_the_latest_states_newest_first(bus: Bus) -> None:
+    tasks = await bus.js.key_value(streams.KV_TASKS)
+    ids = [f"req-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    for rid in ids:
+        await tasks.put(rid, TaskState(request_id=rid, status=TaskStatus.queued, model="m").encode())
+    for rid in ids[1:3]:  # written again: a new revision, the old one deleted (the bucket keeps one)
+        await tasks.put(rid, TaskState(request_id=rid, status=TaskStatus.completed, model="m").encode())
+    latest = await recent_requests(bus.js, 5)
+    assert [(s["request_id"], s["status"]) for s in latest] == [
+        (ids[2], "completed"),
+        (ids[1], "completed"),
+        (ids[4], "queued"),
+        (ids[3], "queued"),
+        (ids[0], "queued"),
+    ]
+    assert [s["request_id"] for s in await recent_requests(bus.js, 2)] == [ids[2], ids[1]]

@@ -18,6 +18,8 @@ from fastapi.responses import FileResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -269,6 +271,39 @@ async def history(
         "end_ms": int(end * 1000),
         "nodes": [{"node": n, "samples": s} for n, s in zip(names, series, strict=True)],
     }
+
+
+async def _stored(js: JetStreamContext, stream: str, seq: int) -> bytes | None:
+    try:
+        msg = await js.get_msg(stream, seq)
+    except NotFoundError:
+        return None  # an older revision, deleted when its key was written again
+    return msg.data or None  # a delete marker has no data
+
+
+async def recent_requests(js: JetStreamContext, limit: int) -> list[dict[str, Any]]:
+    """The states of the latest `limit` requests, newest first, read backwards from the `tasks` bucket's
+    stream: it keeps one revision a key, so each stored message is a different request."""
+    stream = f"KV_{streams.KV_TASKS}"
+    state = (await js.stream_info(stream)).state
+    found: list[dict[str, Any]] = []
+    seq = state.last_seq
+    while seq >= max(1, state.first_seq) and len(found) < limit:
+        # Each request leaves a few deleted revisions behind it: ask for a few times what is missing.
+        batch = range(seq, max(state.first_seq, seq - 3 * (limit - len(found))) - 1, -1)
+        for data in await asyncio.gather(*(_stored(js, stream, s) for s in batch)):
+            if data is not None:
+                found.append(json.loads(data))
+        seq = batch[-1] - 1
+    return found[:limit]
+
+
+@router.get("/requests")
+async def requests(
+    relay: RelayDep, limit: Annotated[int, Query(ge=1, le=500, description="How many, newest first.")] = 100
+) -> dict[str, Any]:
+    """Recent requests and tasks of every modality with their state (TaskState objects), newest first."""
+    return {"object": "list", "data": await recent_requests(relay.bus.js, limit)}
 
 
 def mount_assets(app: FastAPI) -> None:
