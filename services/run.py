@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from services.common.domains import Domains, confined_command
+from services.common.confinement import confined_command
+from services.common.settings import ServiceSettings
 from services.gateway.auth import key_hash
 from services.natsauth import NatsUsers
 from services.workers import host as model_host
@@ -169,10 +170,10 @@ def programs(
                 },
             )
         )
-    domains = Domains.load()  # read once: the control plane's CPUs, when the file names them
+    domains_file = ServiceSettings().domains_file  # the control plane's CPUs, when the file names them
 
     def control(command: str) -> str:
-        return confined_command(command, domains)
+        return confined_command(command, domains_file)
 
     return [
         Program(

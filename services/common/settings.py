@@ -4,6 +4,7 @@ fields keep their one name (MODALMESH_NATS_URL, ...) whatever the service's pref
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,11 @@ class ServiceSettings(BaseSettings):
         description="Copies of each stream and bucket; 0: three on a NATS cluster of three or more, else one.",
     )
     log_level: str = Field(default="INFO", validation_alias=_shared("log_level"))
+    domains_file: Path | None = Field(
+        default=None,
+        validation_alias=_shared("domains_file"),
+        description="The resource domains' YAML file (services/common/domains.py); unset: no caps or shares.",
+    )
     metrics_port: int | None = Field(
         default=None,
         ge=1,

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class Scheduler:
     settings: SchedulerSettings
     bus: Bus
-    domains: Domains = field(default_factory=Domains.load)
+    domains: Domains | None = None  # None: the settings' domains file
     scheduler_id: str = field(default_factory=lambda: f"{socket.gethostname().split('.')[0]}-{os.getpid()}")
     fleet: FleetState = field(init=False)
     queues: Queues[Msg] = field(init=False)
@@ -54,14 +54,15 @@ class Scheduler:
 
     def __post_init__(self) -> None:
         s = self.settings
+        domains = self.domains = self.domains or Domains.load(s.domains_file)
         self.queues = Queues(aging_s=s.aging_s)
         self.fleet = FleetState(dead_after_s=s.dead_after_s)
-        self.dispatcher = Dispatcher(s, self.bus, self.fleet, self.queues, self.domains)
+        self.dispatcher = Dispatcher(s, self.bus, self.fleet, self.queues, domains)
         self.intake = Intake(s, self.bus, self.dispatcher)
         self.placer = Placer(self.bus, self.fleet, s.placement_interval_s, s.placement_grace_s)
         self.fleet.on_override = self.placer.soon
         self.reporter = Reporter(
-            s, self.bus, self.fleet, self.queues, self.domains, self.scheduler_id, self.placer.placements
+            s, self.bus, self.fleet, self.queues, domains, self.scheduler_id, self.placer.placements
         )
 
     @property

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 from services.common.bus import connect
-from services.common.domains import Domains, DomainSpec, confine, default_domain, memory_limit_note, share_budget_mb
+from services.common.confinement import confine, memory_limit_note
+from services.common.domains import Domains, DomainSpec, default_domain
+from services.common.gpu_share import share_budget_mb
 from services.common.logs import setup_logging
 from services.common.metrics import serve_metrics
 from services.common.runtime import run
@@ -43,8 +45,9 @@ async def main() -> None:
     settings = await trusted_weights(settings)
     engine = build_engine(settings)
     domain = settings.domain or default_domain(engine.modalities)
-    spec = Domains.load().spec(domain)
+    spec = Domains.load(settings.domains_file).spec(domain)
     confine(spec)  # before the engine starts its threads, which inherit it
+    engine.gpu_memory_fraction = spec.gpu_memory_fraction
     if (host := engine.host()) is not None:
         host.memory_mb = host_memory_mb(settings, spec)
     try:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from services.common.domains import limit_gpu_memory
+from services.common.gpu_share import limit_gpu_memory
 from services.workers.engine import Emit, Progress, check
 
 
@@ -21,16 +21,16 @@ def pick_device(wanted: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_pipeline(pipeline_class: Any, path: Path, device: str) -> Any:
-    """`pipeline_class.from_pretrained(path)` on `device`: half precision on CUDA, full on CPU, and
-    never a download (a missing file is an error, not a fetch)."""
+def load_pipeline(pipeline_class: Any, path: Path, device: str, gpu_memory_fraction: float | None) -> Any:
+    """`pipeline_class.from_pretrained(path)` on `device`: half precision on CUDA, full on CPU, held
+    to `gpu_memory_fraction` of the GPU, and never a download (a missing file is an error, not a fetch)."""
     import torch
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not Path(path).is_dir():
         raise FileNotFoundError(f"no pipeline folder at {path}")
     target = pick_device(device)
-    limit_gpu_memory(target)
+    limit_gpu_memory(target, gpu_memory_fraction)
     dtype = torch.float16 if target.startswith("cuda") else torch.float32
     pipe = pipeline_class.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
     pipe = pipe.to(target)

@@ -83,6 +83,8 @@ class Engine(abc.ABC):
     kind: str = "engine"
     memory_mb: float = 0.0
     """The memory it may fill with the models it loads on command; 0 for an engine of one model."""
+    gpu_memory_fraction: float | None = None
+    """Its domain's share of its GPU's memory, set by the worker before `start`; None: no cap."""
 
     @property
     @abc.abstractmethod

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from contracts.base import now_ms
 from contracts.requests import AnyRequest, Modality
 from contracts.workers import HeldModel, ModelEntry, ModelState
-from services.common.domains import memory_limit_note
+from services.common.confinement import memory_limit_note
 from services.workers.engine import BackendLost, Engine, EngineEvent
 from services.workers.registry import EngineKind
 from services.workers.settings import WorkerSettings
@@ -200,10 +200,15 @@ class ModelHost(Engine):
 
 
 def from_settings(settings: WorkerSettings) -> ModelHost:
-    """A host that starts empty and builds each catalog model's engine from the catalog entry."""
+    """A host that starts empty and builds each catalog model's engine from the catalog entry, held
+    to the host's own GPU share."""
     from services.workers.loading import load_entry
 
-    return ModelHost(settings.memory_mb, lambda entry: load_entry(settings, entry), settings.drain_timeout_s)
+    def loader(entry: ModelEntry) -> Awaitable[Engine]:
+        return load_entry(settings, entry, host.gpu_memory_fraction)
+
+    host = ModelHost(settings.memory_mb, loader, settings.drain_timeout_s)
+    return host
 
 
 ENGINE = EngineKind(ModelHost.kind, from_settings)

@@ -21,9 +21,10 @@ from services.workers.weights import WeightsError, copy_shared, fetch, verify
 log = logging.getLogger(__name__)
 
 
-async def load_entry(settings: WorkerSettings, entry: ModelEntry) -> Engine:
-    """A started engine for a catalog entry, on a host worker."""
+async def load_entry(settings: WorkerSettings, entry: ModelEntry, gpu_memory_fraction: float | None = None) -> Engine:
+    """A started engine for a catalog entry, on a host worker, held to the host's GPU share."""
     engine = build_engine(await trusted_weights(entry_settings(settings, entry)))
+    engine.gpu_memory_fraction = gpu_memory_fraction
     await engine.start()
     return engine
 

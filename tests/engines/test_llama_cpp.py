@@ -66,7 +66,8 @@ def test_a_context_beyond_the_domains_ram_share_fails_to_load_instead_of_taking_
     why, instead of taking memory another domain owns."""
     code = """
 import asyncio
-from services.common.domains import DomainSpec, confine, memory_limit_note, private_mb, ram_mb
+from services.common.confinement import confine, memory_limit_note, private_mb, ram_mb
+from services.common.domains import DomainSpec
 from services.workers.engines.llama_cpp import LlamaCppConfig, LlamaCppEngine
 from services.workers.tiny_model import BENCH_SPEC, ensure_tiny_gguf
 path = ensure_tiny_gguf(BENCH_SPEC)

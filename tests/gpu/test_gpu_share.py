@@ -7,21 +7,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.common.domains import GPU_SHARE_ENV, DomainSpec, confine, limit_gpu_memory, share_budget_mb
+from services.common.domains import DomainSpec
+from services.common.gpu_share import limit_gpu_memory, share_budget_mb
 
 pytestmark = pytest.mark.gpu
 SHARE = 0.1
 
 
 @pytest.fixture
-def confined(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
-    """This process confined to a domain with a 0.1 share of GPU 0; the card's bytes. The cap is
-    lifted after, and the variable `confine` sets goes back to what it was."""
+def confined() -> Iterator[int]:
+    """This process held to a 0.1 share of GPU 0, as a torch engine of such a domain is; the card's
+    bytes. The cap is lifted after."""
     import torch
 
-    monkeypatch.setenv(GPU_SHARE_ENV, "1")  # so the teardown restores it, whatever `confine` sets
-    confine(DomainSpec(gpu_memory_fraction=SHARE))
-    limit_gpu_memory("cuda:0")
+    limit_gpu_memory("cuda:0", SHARE)
     try:
         yield torch.cuda.get_device_properties(0).total_memory
     finally:

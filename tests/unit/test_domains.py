@@ -10,20 +10,16 @@ from pathlib import Path
 import pytest
 
 from contracts.requests import Modality
-from services.common.domains import (
+from services.common.confinement import (
     CGROUP_ROOT,
-    GPU_SHARE_ENV,
-    Domains,
-    DomainSpec,
     cgroup_memory_limit_mb,
-    confine,
     confined_command,
-    default_domain,
     held_mb,
     memory_limit_note,
     ram_mb,
-    share_budget_mb,
 )
+from services.common.domains import Domains, DomainSpec, default_domain
+from services.common.gpu_share import share_budget_mb
 from services.workers.__main__ import host_memory_mb
 from services.workers.engines.vllm import VllmConfig, engine_args
 from services.workers.settings import WorkerSettings
@@ -41,9 +37,8 @@ def test_the_file_names_caps_and_shares(tmp_path: Path) -> None:
     assert domains.spec("llm") == DomainSpec()  # not named: no cap
 
 
-def test_without_a_file_no_domain_has_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MODALMESH_DOMAINS_FILE", raising=False)
-    assert Domains.load().domains == {} and Domains.load().spec("image") == DomainSpec()
+def test_without_a_file_no_domain_has_a_cap() -> None:
+    assert Domains.load(None).domains == {} and Domains.load(None).spec("image") == DomainSpec()
 
 
 @pytest.mark.parametrize(
@@ -74,7 +69,7 @@ def test_confine_keeps_the_process_and_its_new_threads_to_the_domains_cpus_and_n
     core = max(os.sched_getaffinity(0))
     code = (
         "import os, threading\n"
-        "from services.common.domains import DomainSpec, confine\n"
+        "from services.common.confinement import confine\nfrom services.common.domains import DomainSpec\n"
         f"confine(DomainSpec(cpus=({core},), nice=7))\n"
         "seen = []\n"
         "t = threading.Thread(target=lambda: seen.append((os.sched_getaffinity(0), os.nice(0)))); t.start(); t.join()\n"
@@ -93,7 +88,7 @@ def test_confine_also_holds_the_threads_already_running() -> None:
     core = max(os.sched_getaffinity(0))
     code = (
         "import os, threading\n"
-        "from services.common.domains import DomainSpec, confine\n"
+        "from services.common.confinement import confine\nfrom services.common.domains import DomainSpec\n"
         "go, seen = threading.Event(), []\n"
         "def early():\n"
         "    go.wait()\n"
@@ -112,7 +107,7 @@ def test_confine_also_holds_the_threads_already_running() -> None:
 def test_a_sched_idle_domain_runs_its_process_and_new_threads_at_the_idle_policy() -> None:
     code = (
         "import os, threading\n"
-        "from services.common.domains import DomainSpec, confine\n"
+        "from services.common.confinement import confine\nfrom services.common.domains import DomainSpec\n"
         "confine(DomainSpec(sched_idle=True))\n"
         "seen = []\n"
         "t = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0))); t.start(); t.join()\n"
@@ -124,25 +119,23 @@ def test_a_sched_idle_domain_runs_its_process_and_new_threads_at_the_idle_policy
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPU cores to show a confinement")
-def test_control_plane_commands_run_on_the_control_planes_cpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_control_plane_commands_run_on_the_control_planes_cpus(tmp_path: Path) -> None:
     """`make run` starts NATS and the control-plane services through this wrapper when the domains
     file names `control_plane`: the command it execs runs on those CPUs only."""
     path = tmp_path / "domains.yaml"
     path.write_text("control_plane: {cpus: [0]}\ndomains:\n  image: {cpus: [1], nice: 19}\n")
-    env = {**os.environ, "MODALMESH_DOMAINS_FILE": str(path)}
     probe = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)), os.nice(0))"]
     out = subprocess.run(
-        [sys.executable, "-m", "services.common.domains", "--", *probe],
-        env=env,
+        [sys.executable, "-m", "services.common.confinement", str(path), "--", *probe],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     assert out.split() == ["[0]", "0"]
-    monkeypatch.setenv("MODALMESH_DOMAINS_FILE", str(path))
-    assert confined_command("nats-server -js").endswith("-m services.common.domains -- nats-server -js")
-    monkeypatch.delenv("MODALMESH_DOMAINS_FILE")
-    assert confined_command("nats-server -js") == "nats-server -js"  # no file: as it was
+    assert confined_command("nats-server -js", path).endswith(
+        f"-m services.common.confinement {path} -- nats-server -js"
+    )
+    assert confined_command("nats-server -js", None) == "nats-server -js"  # no file: as it was
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA is enforced on Linux")
@@ -151,7 +144,8 @@ def test_a_ram_share_holds_the_worker_and_what_it_starts_to_it() -> None:
     starts; the process that confined nothing is not held."""
     code = (
         "import subprocess, sys\n"
-        "from services.common.domains import DomainSpec, confine, memory_limit_note, private_mb, ram_mb\n"
+        "from services.common.confinement import confine, memory_limit_note, private_mb, ram_mb\n"
+        "from services.common.domains import DomainSpec\n"
         "confine(DomainSpec(ram_fraction=(private_mb() + 400) / ram_mb()))\n"
         "within = len(bytearray(200 * 2**20))\n"
         "try:\n"
@@ -215,7 +209,9 @@ def test_a_worker_in_a_memory_limited_control_group_plans_within_that_limit() ->
     try:
         (group / "memory.limit_in_bytes").write_text(str(512 * 2**20))
         code = (
-            "from services.common.domains import DomainSpec, ram_mb, share_budget_mb, held_mb\n"
+            "from services.common.confinement import held_mb, ram_mb\n"
+            "from services.common.domains import DomainSpec\n"
+            "from services.common.gpu_share import share_budget_mb\n"
             "print(round(ram_mb()), round(share_budget_mb(DomainSpec(ram_fraction=0.5), 'cpu') + held_mb()))\n"
         )
         out = subprocess.run(
@@ -247,12 +243,10 @@ def test_a_host_worker_fills_its_domains_ram_share_less_what_it_holds() -> None:
         host_memory_mb(WorkerSettings(engine="host"), DomainSpec())
 
 
-def test_vllm_takes_its_domains_gpu_share_unless_the_worker_names_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(GPU_SHARE_ENV, "")  # undone after the test, with what `confine` sets below
+def test_vllm_takes_its_domains_gpu_share_unless_the_worker_names_one() -> None:
     config = VllmConfig("m", "/models/m")
     assert engine_args(config)["gpu_memory_utilization"] == 0.9  # no share: vLLM's usual
-    confine(DomainSpec(gpu_memory_fraction=0.3))
-    assert engine_args(config)["gpu_memory_utilization"] == 0.3
-    assert engine_args(VllmConfig("m", "/models/m", gpu_memory_utilization=0.5))["gpu_memory_utilization"] == 0.5
-    told = engine_args(VllmConfig("m", "/models/m", engine_args={"gpu_memory_utilization": 0.6, "dtype": "half"}))
+    assert engine_args(config, 0.3)["gpu_memory_utilization"] == 0.3
+    assert engine_args(VllmConfig("m", "/models/m", gpu_memory_utilization=0.5), 0.3)["gpu_memory_utilization"] == 0.5
+    told = engine_args(VllmConfig("m", "/models/m", engine_args={"gpu_memory_utilization": 0.6, "dtype": "half"}), 0.3)
     assert told["gpu_memory_utilization"] == 0.6 and told["dtype"] == "half"

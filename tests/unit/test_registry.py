@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from contracts.requests import Modality
+from contracts.workers import ModelEntry
 from services.workers.engines.espeak import EspeakEngine
 from services.workers.host import ModelHost
 from services.workers.registry import build_engine, kinds, names
@@ -45,3 +47,16 @@ def test_the_runner_learns_from_the_interface_whether_an_engine_hosts_catalog_mo
     assert (fixed.host(), fixed.memory_mb, fixed.held(), fixed.max_unacked) == (None, 0.0, {}, fixed.slots)
     assert (host.host(), host.memory_mb, host.held()) == (host, 512, {})
     assert host.max_unacked > host.slots  # its slots come with its models; the scheduler counts them
+
+
+async def test_a_host_holds_each_engine_it_loads_to_its_own_gpu_share() -> None:
+    host = build_engine(WorkerSettings(engine="host", memory_mb=512))
+    assert isinstance(host, ModelHost)
+    host.gpu_memory_fraction = 0.25  # as the worker sets it from the host's domain
+    voice = ModelEntry(id="voice", modality=(Modality.speech,), engine="espeak", source="tiny")
+    assert await host.load(voice)
+    try:
+        loaded = host.engine_of("voice")
+        assert isinstance(loaded, EspeakEngine) and loaded.gpu_memory_fraction == 0.25
+    finally:
+        await host.cleanup()

@@ -44,7 +44,9 @@ class DiffusersImageEngine(BlockingEngine):
     def load(self) -> None:
         from diffusers import AutoPipelineForText2Image
 
-        self._pipe = load_pipeline(AutoPipelineForText2Image, self.config.model_path, self.config.device)
+        self._pipe = load_pipeline(
+            AutoPipelineForText2Image, self.config.model_path, self.config.device, self.gpu_memory_fraction
+        )
         log.info("loaded %s (%s) from %s", self.model_id, type(self._pipe).__name__, self.config.model_path)
 
     def run(self, request: AnyRequest, cancelled: threading.Event, emit: Emit) -> None:

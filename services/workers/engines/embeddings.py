@@ -22,7 +22,7 @@ import numpy as np
 from contracts.errors import InvalidRequest
 from contracts.requests import AnyRequest, EmbeddingRequest, Modality
 from contracts.results import Timings, Usage
-from services.common.domains import limit_gpu_memory
+from services.common.gpu_share import limit_gpu_memory
 from services.common.vectors import encode_vectors, vectors_content_type
 from services.workers.engine import Data, EngineEvent, Finished, ThreadedEngine, expect
 from services.workers.registry import EngineKind
@@ -81,7 +81,7 @@ class EmbeddingsEngine(ThreadedEngine):
 
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        limit_gpu_memory(self.config.device)
+        limit_gpu_memory(self.config.device, self.gpu_memory_fraction)
         self._model = SentenceTransformer(str(self.config.model_path), device=self.config.device, local_files_only=True)
         log.info("loaded %s (%d dims) from %s", self.model_id, self.dims, self.config.model_path)
 

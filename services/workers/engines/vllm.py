@@ -25,7 +25,6 @@ from contracts.errors import EngineError, InvalidRequest
 from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, TextRequest
 from contracts.results import Timings, TokenLogprob, TopLogprob, Usage
 from contracts.workers import BatchLoad
-from services.common.domains import gpu_memory_share
 from services.workers.engine import EngineEvent, Finished, StopEvents, TextDelta, TextEngine, expect, until_set
 from services.workers.registry import EngineKind
 from services.workers.settings import WorkerSettings
@@ -47,9 +46,9 @@ class VllmConfig:
     engine_args: dict[str, Any] = field(default_factory=dict)  # any other AsyncEngineArgs field
 
 
-def engine_args(c: VllmConfig) -> dict[str, Any]:
-    """vLLM's AsyncEngineArgs for `c`: the GPU share its domain gives the worker unless the config
-    names one, and any `engine_args` over the rest (the operator's word wins)."""
+def engine_args(c: VllmConfig, domain_share: float | None = None) -> dict[str, Any]:
+    """vLLM's AsyncEngineArgs for `c`: the GPU share its domain gives the worker (`domain_share`)
+    unless the config names one, and any `engine_args` over the rest (the operator's word wins)."""
     return {
         "model": c.model,
         "served_model_name": [c.model_id],
@@ -57,7 +56,7 @@ def engine_args(c: VllmConfig) -> dict[str, Any]:
         "max_model_len": c.max_model_len,
         "tensor_parallel_size": c.tensor_parallel_size,
         "dtype": c.dtype,
-        "gpu_memory_utilization": c.gpu_memory_utilization or gpu_memory_share() or 0.9,
+        "gpu_memory_utilization": c.gpu_memory_utilization or domain_share or 0.9,
         **({"limit_mm_per_prompt": {"image": c.images_per_prompt}} if c.images_per_prompt else {}),
         **c.engine_args,
     }
@@ -94,7 +93,7 @@ class VllmEngine(StopEvents, TextEngine):
         from vllm.v1.engine.async_llm import AsyncLLM
 
         c = self.config
-        args = AsyncEngineArgs(**engine_args(c))
+        args = AsyncEngineArgs(**engine_args(c, self.gpu_memory_fraction))
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger(self._record)])
         self._template = await asyncio.to_thread(self._load_template)
         log.info("vLLM serves %s from %s (%d sequences at once)", c.model_id, c.model, c.max_num_seqs)
