@@ -53,11 +53,14 @@ def parser() -> argparse.ArgumentParser:
 
 async def doctor(args: argparse.Namespace) -> Report:
     settings = WorkerSettings()
-    gpus = node.look()
+    started = time.perf_counter()
+    gpus = node.look()  # read once: the GPU, driver and domain checks all judge it
+    looked_s = time.perf_counter() - started
     torch_view = node.look_torch()
+    torch_s = time.perf_counter() - started - looked_s
     checks: list[Check] = [
-        timed("gpu", lambda: node.check_gpus(gpus)),
-        timed("driver", lambda: node.check_driver(gpus, node.nvml_versions(), torch_view)),
+        timed("gpu", lambda: node.check_gpus(gpus), plus_s=looked_s),
+        timed("driver", lambda: node.check_driver(gpus, node.nvml_versions(), torch_view), plus_s=torch_s),
         timed("domains", lambda: node.check_domains(gpus, args.domains)),
         timed("torch-cap", lambda: node.check_torch_cap(torch_view)),
         timed("disk", lambda: node.check_disk(_model_folders(settings), args.disk_warn_gb, args.disk_fail_gb)),

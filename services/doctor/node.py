@@ -49,6 +49,9 @@ def look(sources: tuple[str, ...] = GPU_SOURCES) -> GpuView:
             continue
         try:
             view.source, view.static, view.samples = name, source.static().gpus, source.read().gpus
+        except Exception as exc:  # a driver that opens and then fails a query: say so, try the next
+            view.why_not[name] = f"opened, then {type(exc).__name__}: {exc}"
+            continue
         finally:
             source.close()
         break

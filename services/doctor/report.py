@@ -46,14 +46,15 @@ class Report(BaseModel):
         return json.dumps(body, indent=2)
 
 
-def timed(name: str, check: Callable[[], Check]) -> Check:
-    """Run one check, timing it; an exception it did not expect is its failure, not the doctor's."""
+def timed(name: str, check: Callable[[], Check], plus_s: float = 0.0) -> Check:
+    """Run one check, timing it (`plus_s`: the reading it judges, taken before); an exception it did
+    not expect is its failure, not the doctor's."""
     started = time.perf_counter()
     try:
         result = check()
     except Exception as exc:
         result = Check(name=name, status=Status.fail, reason=f"the check itself failed: {type(exc).__name__}: {exc}")
-    return result.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
+    return result.model_copy(update={"seconds": round(time.perf_counter() - started + plus_s, 3)})
 
 
 async def timed_async(name: str, check: Callable[[], Awaitable[Check]]) -> Check:

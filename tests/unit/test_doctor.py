@@ -144,3 +144,20 @@ def test_a_jetson_is_judged_by_whether_torch_sees_its_gpu_not_by_nvml() -> None:
     assert check_driver(orin, {}, TorchView("2.5.0a0+nv24.08", "12.6", 1)).status is Status.ok
     cpu_torch = check_driver(orin, {}, TorchView("2.5.0", None, 0))
     assert cpu_torch.status is Status.fail and "NVIDIA's torch wheel" in cpu_torch.reason
+
+
+def test_modalmesh_doctor_is_the_console_script_and_has_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import entry_points
+
+    from services.doctor.cli import main
+
+    [script] = [e for e in entry_points(group="console_scripts") if e.name == "modalmesh"]
+    assert script.value == "services.doctor.cli:main"
+    with pytest.raises(SystemExit) as done:
+        main(["doctor", "--help"])
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(option in shown for option in ("--json", "--engines", "--skip-engines", "--nats-url"))
+    with pytest.raises(SystemExit) as refused:
+        main(["doctor", "--engines", "llama_cpp,warp_drive"])
+    assert refused.value.code == 2 and "warp_drive" in capsys.readouterr().err
