@@ -174,3 +174,36 @@ async def test_slo_search_bisects_to_the_boundary() -> None:
     assert probed[:4] == [1.0, 9.0, 5.0, 7.0]
     assert found["best"] == pytest.approx(5.0)
     assert (await slo_search(spec, "concurrency", 1, 64, 10, run_at))["best"] == 5
+
+
+def test_example_spec_loads_and_flags_override_it() -> None:
+    from loadgen.cli import build_parser, spec_from_args
+
+    path = Path(__file__).parents[2] / "loadgen" / "examples" / "mix.yaml"
+    args = build_parser().parse_args(["run", "--spec", str(path), "--rate", "2", "--burstiness", "0.5"])
+    spec = spec_from_args(args)
+    assert [c.kind for c in spec.classes] == ["chat", "embedding", "image", "speech"]
+    assert spec.shape.kind == "rate" and spec.shape.rate == 2 and spec.shape.burstiness == 0.5
+    assert spec.requests == 60 and spec.classes[0].slo.ttft_ms == 500
+    flags = ["run", "--class", "chat:m:2", "--class", "speech", "--rate", "1", "--end-rate", "4"]
+    built = spec_from_args(build_parser().parse_args(flags))
+    assert [(c.kind, c.model, c.weight) for c in built.classes] == [("chat", "m", 2.0), ("speech", "espeak", 1.0)]
+    assert built.shape.kind == "ramp" and built.shape.end_rate == 4
+
+
+def test_live_view_shows_each_class() -> None:
+    from rich.console import Console
+
+    from loadgen.live import view
+    from loadgen.runner import Progress
+
+    progress = Progress(total=4, deadline=60, phase="measure")
+    progress.records += [text_record(0.0, 0.1, [0.01] * 3), text_record(0.2, 0.1, [], ok=False)]
+    progress.in_flight = {"chat": 2}
+    console = Console(record=True, width=140)
+    console.print(view(progress, {"chat": "chat", "embed": "embedding"}))
+    text = console.export_text()
+    assert "measure: 2/4 requests" in text
+    chat_row = next(line for line in text.splitlines() if line.startswith("│ chat"))
+    assert [cell.strip() for cell in chat_row.split("│")[1:6]] == ["chat", "chat", "1", "1", "2"]
+    assert "100.0" in chat_row  # first token p50 in ms
