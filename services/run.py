@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -18,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.confinement import confined_command
-from services.common.settings import ServiceSettings
 from services.gateway.auth import key_hash
 from services.natsauth import NatsUsers
 from services.workers import host as model_host
@@ -29,6 +29,28 @@ from services.workers.engines import upstream as openai_upstream
 from services.workers.registry import EngineKind
 from services.workers.tiny_diffusion import ensure_tiny_sd, ensure_tiny_video, tiny_pipelines_cached
 from services.workers.tiny_model import ensure_tiny_gguf, ensure_tiny_mmproj
+
+
+class RunSettings(BaseSettings):
+    """What `make run` starts, from MODALMESH_*; the command line's options override the first ones."""
+
+    model_config = SettingsConfigDict(env_prefix="MODALMESH_", extra="ignore")
+
+    port: int = Field(default=8000, description="The gateway's port.")
+    nats_port: int = 4222
+    host: str = Field(default="127.0.0.1", description="The address the gateway listens on.")
+    metrics_port: int = Field(default=9101, description="The monitor agent's Prometheus port; the others follow.")
+    data: Path = Field(default=Path(".data"), description="NATS's store, the logs, the keys.")
+    workers: int = Field(default=1, ge=0, description="LLM worker processes (llm-1 ... llm-N).")
+    modalities: str = Field(default="", description="Which workers to start, comma-separated; empty: all.")
+    api_key: str = Field(default="", description="The operator's API key; empty: the data folder's, or a new one.")
+    worker_slots: int = Field(default=2, ge=1, description="Requests each LLM worker runs at once.")
+    piper_voice: Path | None = Field(default=None, description="A Piper voice (.onnx): one more speech worker.")
+    host_memory_mb: float | None = Field(
+        default=None, gt=0, description="A worker that hosts catalog models on command, in this much memory."
+    )
+    upstream_url: str | None = Field(default=None, description="An OpenAI-compatible server as one more worker.")
+    domains_file: Path | None = Field(default=None, description="Resource domains (services/common/domains.py).")
 
 
 @dataclass(frozen=True)
@@ -47,10 +69,10 @@ def nats_server_binary() -> str:
     return found
 
 
-def api_key(data: Path) -> str:
-    """MODALMESH_API_KEY when set; else the key this data folder was given before; else a new one.
-    The plain key stays in an owner-only file for the launcher to print; the gateway gets its hash."""
-    given = os.environ.get("MODALMESH_API_KEY", "").strip()
+def api_key(data: Path, given: str = "") -> str:
+    """`given` (MODALMESH_API_KEY) when set; else the key this data folder was given before; else a
+    new one. The plain key stays in an owner-only file for the launcher to print; the gateway gets its hash."""
+    given = given.strip()
     stored = data / "api_key"
     if given:
         key = given
@@ -85,8 +107,10 @@ def programs(
     metrics_port: int,
     workers: int = 1,
     modalities: tuple[str, ...] = ALL_MODALITIES,
+    settings: RunSettings | None = None,
 ) -> list[Program]:
     py = sys.executable
+    s = settings or RunSettings()
     users = NatsUsers.load_or_create(data / "nats-auth")
 
     def as_role(role: str) -> dict[str, str]:
@@ -99,81 +123,29 @@ def programs(
         return {METRICS_PORT: str(next(ports))}
 
     scheduler_metrics, aggregator_metrics = metrics(), metrics()
-    # A worker keeps the output of servers it manages beside the stack's other logs.
-    common = {**as_role("worker"), "MODALMESH_WORKER_LOGS_DIR": str(data / "logs")}
-    slots = os.environ.get("MODALMESH_WORKER_SLOTS", "2")
-    worker_programs = [
-        Program(
-            f"worker-llm-{i}",
-            f"{py} -m services.workers",
-            20,
-            {**common, **metrics(), "MODALMESH_WORKER_WORKER_ID": f"llm-{i}", "MODALMESH_WORKER_SLOTS": slots},
-        )
-        for i in range(1, workers + 1)
-        if "text" in modalities
-    ]
+
+    def worker(wid: str, engine: EngineKind | None = None, **settings: str) -> Program:
+        """Worker `wid` of `engine` (None: the workers' default, llama.cpp), with more of its settings
+        by name; it keeps the output of servers it manages beside the stack's other logs."""
+        env = {f"MODALMESH_WORKER_{name.upper()}": value for name, value in settings.items()}
+        env |= {"MODALMESH_WORKER_ENGINE": engine.name} if engine is not None else {}
+        env |= {"MODALMESH_WORKER_WORKER_ID": wid, "MODALMESH_WORKER_LOGS_DIR": str(data / "logs")}
+        return Program(f"worker-{wid}", f"{py} -m services.workers", 20, {**as_role("worker"), **metrics(), **env})
+
+    text = [f"llm-{i}" for i in range(1, workers + 1)] if "text" in modalities else []
+    worker_programs = [worker(wid, slots=str(s.worker_slots)) for wid in text]
     worker_programs += [
-        Program(
-            f"worker-{wid}",
-            f"{py} -m services.workers",
-            20,
-            {**common, **metrics(), "MODALMESH_WORKER_WORKER_ID": wid, "MODALMESH_WORKER_ENGINE": engine.name},
-        )
-        for modality, (wid, engine) in MEDIA_WORKERS.items()
-        if modality in modalities
+        worker(wid, engine) for modality, (wid, engine) in MEDIA_WORKERS.items() if modality in modalities
     ]
-    # A neural voice when one is configured: a Piper `.onnx` with its `.onnx.json` beside it.
-    if voice := os.environ.get("MODALMESH_PIPER_VOICE"):
-        worker_programs.append(
-            Program(
-                "worker-speech-piper",
-                f"{py} -m services.workers",
-                20,
-                {
-                    **common,
-                    **metrics(),
-                    "MODALMESH_WORKER_WORKER_ID": "speech-piper",
-                    "MODALMESH_WORKER_ENGINE": piper.ENGINE.name,
-                    "MODALMESH_WORKER_MODEL_PATH": voice,
-                },
-            )
-        )
-    # A worker that hosts catalog models on the placement controller's command, in this much memory.
-    if host_memory := os.environ.get("MODALMESH_HOST_MEMORY_MB"):
-        worker_programs.append(
-            Program(
-                "worker-host-1",
-                f"{py} -m services.workers",
-                20,
-                {
-                    **common,
-                    **metrics(),
-                    "MODALMESH_WORKER_WORKER_ID": "host-1",
-                    "MODALMESH_WORKER_ENGINE": model_host.ENGINE.name,
-                    "MODALMESH_WORKER_MEMORY_MB": host_memory,
-                },
-            )
-        )
-    # Any OpenAI-compatible server (vllm serve, Ollama, llama-server, ...) as a worker's engine.
-    if upstream := os.environ.get("MODALMESH_UPSTREAM_URL"):
-        worker_programs.append(
-            Program(
-                "worker-upstream-1",
-                f"{py} -m services.workers",
-                20,
-                {
-                    **common,
-                    **metrics(),
-                    "MODALMESH_WORKER_WORKER_ID": "upstream-1",
-                    "MODALMESH_WORKER_ENGINE": openai_upstream.ENGINE.name,
-                    "MODALMESH_WORKER_UPSTREAM_URL": upstream,
-                },
-            )
-        )
-    domains_file = ServiceSettings().domains_file  # the control plane's CPUs, when the file names them
+    if s.piper_voice:  # a neural voice: a Piper `.onnx` with its `.onnx.json` beside it
+        worker_programs.append(worker("speech-piper", piper.ENGINE, model_path=str(s.piper_voice)))
+    if s.host_memory_mb:  # catalog models on the placement controller's command, in this much memory
+        worker_programs.append(worker("host-1", model_host.ENGINE, memory_mb=f"{s.host_memory_mb:g}"))
+    if s.upstream_url:  # any OpenAI-compatible server (vllm serve, Ollama, llama-server, ...)
+        worker_programs.append(worker("upstream-1", openai_upstream.ENGINE, upstream_url=s.upstream_url))
 
     def control(command: str) -> str:
-        return confined_command(command, domains_file)
+        return confined_command(command, s.domains_file)  # the control plane's CPUs, when the file names them
 
     return [
         Program(
@@ -295,27 +267,18 @@ def wait_until_serving(
 
 
 def main() -> None:
+    settings = RunSettings()
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=int(os.environ.get("MODALMESH_PORT", 8000)))
-    parser.add_argument("--nats-port", type=int, default=int(os.environ.get("MODALMESH_NATS_PORT", 4222)))
-    parser.add_argument("--host", default=os.environ.get("MODALMESH_HOST", "127.0.0.1"))
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(os.environ.get("MODALMESH_METRICS_PORT", 9101)),
-        help="the monitor agent's Prometheus port",
-    )
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MODALMESH_DATA", ".data")))
+    parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument("--nats-port", type=int, default=settings.nats_port)
+    parser.add_argument("--host", default=settings.host)
+    parser.add_argument("--metrics-port", type=int, default=settings.metrics_port, help="the monitor's Prometheus port")
+    parser.add_argument("--data-dir", type=Path, default=settings.data)
     parser.add_argument("--ready-timeout", type=float, default=180.0)
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=int(os.environ.get("MODALMESH_WORKERS", 1)),
-        help="LLM worker processes (llm-1 ... llm-N)",
-    )
+    parser.add_argument("--workers", type=int, default=settings.workers, help="LLM worker processes (llm-1 ... llm-N)")
     parser.add_argument(
         "--modalities",
-        default=os.environ.get("MODALMESH_MODALITIES", ",".join(ALL_MODALITIES)),
+        default=settings.modalities or ",".join(ALL_MODALITIES),
         help=f"which workers to start, comma-separated from {', '.join(ALL_MODALITIES)}",
     )
     args = parser.parse_args()
@@ -334,11 +297,11 @@ def main() -> None:
             print("preparing the tiny image and video pipelines (first run only) ...", flush=True)
         ensure_tiny_sd()
         ensure_tiny_video()
-    key = api_key(data)
+    key = api_key(data, settings.api_key)
     conf = data / "supervisord.conf"  # holds the services' NATS passwords: owner-only
     conf.touch(mode=0o600)
     conf.chmod(0o600)
-    progs = programs(data, args.port, args.nats_port, args.host, args.metrics_port, args.workers, modalities)
+    progs = programs(data, args.port, args.nats_port, args.host, args.metrics_port, args.workers, modalities, settings)
     conf.write_text(supervisord_conf(data, progs))
     (data / "prometheus.yml").write_text(prometheus_config(progs, args.port, args.metrics_port))
     # Own session: Ctrl-C reaches this launcher only, which stops supervisord, which stops the rest in order.
@@ -357,9 +320,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     url = f"http://{args.host}:{args.port}"
     try:
-        expected = len(modalities) + sum(
-            bool(os.environ.get(v)) for v in ("MODALMESH_PIPER_VOICE", "MODALMESH_UPSTREAM_URL")
-        )
+        expected = len(modalities) + bool(settings.piper_voice) + bool(settings.upstream_url)
         live = wait_until_serving(
             url,
             key,

@@ -52,3 +52,14 @@ class ServiceSettings(BaseSettings):
         validation_alias=_shared("metrics_port"),
         description="Port of this service's Prometheus /metrics (none: not served).",
     )
+
+
+class CacheSettings(BaseSettings):
+    """Where the models the project writes itself (the tiny test and demo models) are kept."""
+
+    model_config = SettingsConfigDict(env_prefix="MODALMESH_", extra="ignore")
+
+    cache: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "modalmesh",
+        description="MODALMESH_CACHE: the folder; its models/ holds the tiny models, written on first use.",
+    )

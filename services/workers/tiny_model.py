@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from services.common.settings import CacheSettings
+
 # ChatML, with content either a string or a list of parts (text, and images as their marker text).
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -258,8 +260,8 @@ def write_tiny_mmproj(path: Path, spec: TinyVisionSpec) -> None:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("MODALMESH_CACHE") or Path.home() / ".cache" / "modalmesh"
-    return Path(root) / "models"
+    """Where the tiny models are written (see `CacheSettings`)."""
+    return CacheSettings().cache / "models"
 
 
 def _cached(name: str, digest: str, write: Callable[[Path], None]) -> Path:
