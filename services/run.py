@@ -246,8 +246,8 @@ def wait_until_serving(
     url: str, key: str, supervisor: subprocess.Popen[bytes], timeout_s: float, expected: int = 1, workers: int = 1
 ) -> list[str]:
     """Poll the gateway until `expected` models are live and it hears all `workers` (a host worker
-    serves no model until the placement controller loads one, and a request for a catalog model
-    before its first heartbeat was refused, 503); return the live model ids."""
+    serves no model until the placement controller loads one, and the gateway refuses a request for
+    a catalog model, 503, until it has heard a host worker); return the live model ids."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if supervisor.poll() is not None:

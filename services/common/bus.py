@@ -34,8 +34,8 @@ async def ack_confirmed(msg: Msg, within_s: float = ACK_WITHIN_S) -> None:
     """Acknowledge a JetStream message and wait for the server to confirm it, again through a NATS
     restart. A plain ack lost in a restart leaves the message pending until its ack_wait (30 s for an
     assignment), and a consumer whose max_ack_pending is full (a one-slot worker's) is sent nothing
-    else meanwhile: the chaos bench saw new work wait 24 s behind an answer finished long before.
-    The server confirms an ack of a message acknowledged or deleted already, so a retry is safe."""
+    else meanwhile: new work would wait that long behind an answer already finished. The server
+    confirms an ack of a message acknowledged or deleted already, so a retry is safe."""
     try:
         async for attempt in while_unanswered(within_s):
             with attempt:

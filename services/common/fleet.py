@@ -98,8 +98,9 @@ class FleetView:
         self.nodes.hold(now)
 
     async def _hold_while_cut_off(self, bus: Bus) -> None:
-        """Through a NATS restart: without this, every worker went silent for the outage's length, and
-        the gateway refused requests (no live worker) until each one's next heartbeat came in."""
+        """Through a NATS restart no heartbeat arrives, and silence then proves nothing: held, every
+        worker stays live, rather than counting as dead for the outage's length and having requests
+        refused (no live worker) until its next heartbeat comes in."""
         while True:
             if not bus.nc.is_connected:
                 self.hold(time.monotonic())

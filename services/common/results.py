@@ -103,8 +103,8 @@ class ResultPublisher:
 
     async def settle(self) -> None:
         """Wait until every chunk published so far is stored (resending those that were lost). One
-        wait of ACK_WAIT_S for all of them: after a NATS restart, each of many lost deltas waiting
-        its own turn held the answer's end back by ACK_WAIT_S apiece."""
+        wait of ACK_WAIT_S for all of them, not one each: a NATS restart can lose many deltas at
+        once, and a wait per delta would hold the answer's end back by ACK_WAIT_S for every one."""
         if self._unsettled:
             await asyncio.wait([ack for _, _, ack in self._unsettled], timeout=ACK_WAIT_S)
         for payload, headers, ack in self._unsettled:
