@@ -27,8 +27,12 @@ if [ -n "${PROOF_PYTHON:-}" ]; then  # a rehearsal where everything is installed
     PY=$PROOF_PYTHON
 else
     step "a venv over the system's packages, with the carried wheels, offline"
-    "$PYTHON" -m venv --system-site-packages /tmp/modalmesh-venv
+    "$PYTHON" -m venv --without-pip --system-site-packages /tmp/modalmesh-venv
     PY=/tmp/modalmesh-venv/bin/python
+    # python3 there is itself a venv (/opt/torch/.venv): a venv made from it sees the base interpreter's
+    # packages, not its own, so its site-packages (torch, pip ...) are named too, after the new venv's.
+    "$PYTHON" -c 'import site; print("\n".join(site.getsitepackages()))' \
+        >"$("$PY" -c 'import site; print(site.getsitepackages()[0])')/modalmesh-parent.pth"
     if ! "$PY" -m pip install -q --no-index --find-links "$PROOF/wheels" -r "$PROOF/requirements.txt"; then
         # A requirement the image meets in another version than asked: install what was carried as is,
         # and let the steps below show whether it works.
