@@ -15,10 +15,12 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 RUN mkdir contracts services && touch contracts/__init__.py services/__init__.py
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/pip \
-    with-ca pip install ".[${EXTRAS}]" && pip uninstall -y modalmesh
+    with-ca pip install ".[${EXTRAS}]" && pip uninstall -y modalmesh \
+    && rm -rf build modalmesh.egg-info contracts services
 COPY contracts contracts
 COPY services services
-RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/pip with-ca pip install --no-deps .
+RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/pip with-ca pip install --no-deps . \
+    && pip uninstall -y -q pip setuptools && rm -rf /opt/venv/lib/python*/site-packages/numpy/*/tests
 
 FROM ${PYTHON_IMAGE}
 ARG SERVICE=gateway

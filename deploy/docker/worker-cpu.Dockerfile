@@ -1,5 +1,5 @@
-# A CPU worker for the llama.cpp engine (the tiny model it writes itself, or MODALMESH_WORKER_MODEL_PATH),
-# without torch; and, as target `llama-server`, the project's own llama.cpp server image
+# A CPU worker for the llama.cpp engine (the tiny model it writes itself, or MODALMESH_WORKER_MODEL_PATH)
+# and the OpenAI-compatible upstream engine (httpx), without torch; and, as target `llama-server`, the project's own llama.cpp server image
 # (`python -m llama_cpp.server`), which the Docker-managed upstream engine runs. Both take
 # llama-cpp-python from one wheel, compiled once in the `llama-wheel` stage and reused from the build
 # cache afterwards. Base and CA bundle as in service.Dockerfile.
@@ -23,10 +23,12 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 RUN mkdir contracts services && touch contracts/__init__.py services/__init__.py
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/pip \
-    with-ca pip install ".[llama,otlp]" && pip uninstall -y modalmesh
+    with-ca pip install ".[llama,otlp]" "httpx>=0.27" && pip uninstall -y modalmesh \
+    && rm -rf build modalmesh.egg-info contracts services
 COPY contracts contracts
 COPY services services
-RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/pip with-ca pip install --no-deps .
+RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/pip with-ca pip install --no-deps . \
+    && pip uninstall -y -q pip setuptools && rm -rf /opt/venv/lib/python*/site-packages/numpy/*/tests
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN --mount=type=secret,id=build-ca --mount=type=bind,source=deploy/docker/with-ca.sh,target=/usr/local/bin/with-ca \

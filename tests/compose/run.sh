@@ -64,4 +64,4 @@ if [ -z "${PYTHON_IMAGE:-}" ]; then
 fi
 
 export MODALMESH_COMPOSE_TESTS=1
-"$PY" -m pytest -q -p no:cacheprovider -o cache_dir="$STATE/.pytest_cache" tests/compose "$@"
+"$PY" -m pytest -q -p no:cacheprovider "${@:-tests/compose}"
