@@ -3,6 +3,7 @@ import { useEffect, useMemo, useState } from "preact/hooks";
 import { fleetEvents, get, getKey, setKey } from "./api.js";
 import { Alerts } from "./pages/alerts.jsx";
 import { Chat } from "./pages/chat.jsx";
+import { Embeddings } from "./pages/embeddings.jsx";
 import { Fleet } from "./pages/fleet.jsx";
 import { Media } from "./pages/media.jsx";
 import { Models } from "./pages/models.jsx";
@@ -13,6 +14,7 @@ const PAGES = [
   { path: "models", title: "Models", component: Models },
   { path: "chat", title: "Chat", component: Chat },
   { path: "media", title: "Images & speech", component: Media },
+  { path: "embeddings", title: "Embeddings", component: Embeddings },
   { path: "requests", title: "Requests", component: Requests },
   { path: "alerts", title: "Alerts", component: Alerts },
 ];

@@ -34,3 +34,15 @@ export function asPythonChat(body) {
     "print()",
   ].join("\n");
 }
+
+export function asPythonEmbeddings(body) {
+  return [
+    "import os",
+    "from openai import OpenAI",
+    "",
+    `client = OpenAI(base_url="${location.origin}/v1", api_key=os.environ["MODALMESH_API_KEY"])`,
+    `result = client.embeddings.create(model=${JSON.stringify(body.model)}, input=${py(body.input).replace(/\n/g, "\n    ")})`,
+    "for item in result.data:",
+    "    print(item.index, len(item.embedding), item.embedding[:4])",
+  ].join("\n");
+}

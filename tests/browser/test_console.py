@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from services.devstack import LocalStack
@@ -219,6 +220,7 @@ def test_media_page_makes_an_image_and_speech(media_console: Console) -> None:
         page,
         "document.getElementById('media-status').textContent.includes('stop')"
         " || document.querySelector('#media-status.error') !== null",
+        timeout_s=240,  # twelve diffusion steps on a CPU the whole stack shares
     )
     assert "image stop" in (page.text_content("#media-status") or "")
     assert page.eval_on_selector("#media-progress", "e => e.value") == 1
@@ -250,3 +252,34 @@ def test_phone_width_in_dark_mode(browser: Any, running_stack: LocalStack) -> No
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         console.shoot("fleet-phone-dark", full_page=True)
         console.assert_clean()
+
+
+def test_embeddings_page_shows_similarities_of_the_real_model(media_console: Console) -> None:
+    media_console.goto("embeddings")
+    page = media_console.page
+    page.wait_for_selector("#embedding-model option[value='all-minilm-l6-v2']", state="attached")
+    texts = ["A cat sits on the mat.", "A kitten is resting on a rug.", "The stock market fell sharply today."]
+    page.fill("#embedding-texts", "\n".join(texts))
+    page.click("#embed")
+    page.wait_for_selector("#similarity td.sim")
+    shown = page.eval_on_selector_all(
+        "#similarity tbody tr", "rows => rows.map(r => [...r.querySelectorAll('td')].map(c => Number(c.dataset.sim)))"
+    )
+    # The same texts through the API, compared here: the page's matrix is theirs.
+    vectors = np.array(
+        [
+            d["embedding"]
+            for d in api(
+                media_console.stack, "POST", "/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": texts}
+            ).json()["data"]
+        ]
+    )
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert np.allclose(shown, unit @ unit.T, atol=1e-3)
+    assert shown[0][1] > shown[0][2]  # a real model: the cat is nearer the kitten than the stock market
+    python = page.text_content("#embedding-python") or ""
+    env = {**os.environ, "MODALMESH_API_KEY": media_console.stack.api_key}
+    ran = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True, env=env, timeout=60)
+    assert ran.returncode == 0 and len(ran.stdout.splitlines()) == 3, ran.stderr
+    media_console.shoot("embeddings")
+    media_console.assert_clean()
