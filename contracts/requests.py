@@ -21,6 +21,8 @@ class Modality(str, Enum):
     image = "image"
     speech = "speech"
     video = "video"
+    rerank = "rerank"
+    transcription = "transcription"
 
 
 TEXT_MODALITIES = frozenset({Modality.chat, Modality.completion})
@@ -207,7 +209,36 @@ class VideoRequest(_RequestBase):
     seed: int | None = None
 
 
-AnyRequest = ChatRequest | CompletionRequest | EmbeddingRequest | ImageRequest | SpeechRequest | VideoRequest
+class RerankRequest(_RequestBase):
+    """Documents scored for their relevance to a query; the scores come back in document order."""
+
+    modality: Literal[Modality.rerank] = Modality.rerank
+    query: str = Field(min_length=1)
+    documents: tuple[str, ...] = Field(min_length=1)
+
+
+class TranscriptionRequest(_RequestBase):
+    """Speech to text: an audio file (any format ffmpeg reads) to its text, or to English text."""
+
+    modality: Literal[Modality.transcription] = Modality.transcription
+    audio_b64: str = Field(min_length=1, description="The uploaded file's bytes, base64.")
+    filename: str = ""
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str | None = Field(default=None, description="ISO-639-1 code; None: the model detects it.")
+    prompt: str = ""
+    timestamps: bool = Field(default=False, description="Return segments with their times.")
+
+
+AnyRequest = (
+    ChatRequest
+    | CompletionRequest
+    | EmbeddingRequest
+    | ImageRequest
+    | SpeechRequest
+    | VideoRequest
+    | RerankRequest
+    | TranscriptionRequest
+)
 InferenceRequest = Annotated[AnyRequest, Field(discriminator="modality")]
 TextRequest = ChatRequest | CompletionRequest
 

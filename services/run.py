@@ -24,7 +24,7 @@ from services.common.confinement import confined_command
 from services.gateway.auth import key_hash
 from services.natsauth import NatsUsers
 from services.workers import host as model_host
-from services.workers.engines import diffusers_image, diffusers_video, embeddings, espeak, piper
+from services.workers.engines import diffusers_image, diffusers_video, embeddings, espeak, piper, rerank, whisper
 from services.workers.engines import upstream as openai_upstream
 from services.workers.registry import EngineKind
 from services.workers.tiny_diffusion import ensure_tiny_sd, ensure_tiny_video, tiny_pipelines_cached
@@ -94,6 +94,8 @@ MEDIA_WORKERS: dict[str, tuple[str, EngineKind]] = {
     "image": ("image-1", diffusers_image.ENGINE),
     "speech": ("speech-1", espeak.ENGINE),
     "video": ("video-1", diffusers_video.ENGINE),
+    "rerank": ("rerank-1", rerank.ENGINE),
+    "transcription": ("stt-1", whisper.ENGINE),
 }
 ALL_MODALITIES = ("text", *MEDIA_WORKERS)
 METRICS_PORT = "MODALMESH_METRICS_PORT"

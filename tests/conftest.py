@@ -56,13 +56,13 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
 
 @pytest.fixture(scope="session")
 def media_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """The stack with one worker per media modality (embeddings, images, speech, video) and their default
-    models, and a Piper worker with the tiny voice."""
+    """The stack with one worker per media modality (embeddings, images, speech, video, rerank, speech to
+    text) and their default models, and a Piper worker with the tiny voice."""
     from services.workers.tiny_voice import ensure_tiny_voice
 
     stack = LocalStack(
         data=Path(tmp_path_factory.mktemp("media")),
-        modalities="embedding,image,speech,video",
+        modalities="embedding,image,speech,video,rerank,transcription",
         env={"MODALMESH_PIPER_VOICE": str(ensure_tiny_voice())},
     )
     try:

@@ -15,7 +15,18 @@ from services.gateway.files import Files
 from services.gateway.limits import BodySizeLimit
 from services.gateway.metrics import HttpMetrics, metrics_endpoint
 from services.gateway.relay import Relay
-from services.gateway.routes import admin, console, fleet, health, media, openai, responses, tasks
+from services.gateway.routes import (
+    admin,
+    console,
+    fleet,
+    health,
+    media,
+    openai,
+    rerank,
+    responses,
+    tasks,
+    transcriptions,
+)
 from services.gateway.settings import GatewaySettings
 
 # FastAPI's own OpenTelemetry server span per HTTP request (on when a tracer provider is set: see
@@ -63,6 +74,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(openai.router, dependencies=[Depends(authenticate)])
     app.include_router(responses.router, dependencies=[Depends(authenticate)])
+    app.include_router(rerank.router, dependencies=[Depends(authenticate)])
+    app.include_router(transcriptions.router, dependencies=[Depends(authenticate)])
     app.include_router(media.router, dependencies=[Depends(authenticate)])
     app.include_router(tasks.router, dependencies=[Depends(authenticate)])
     app.include_router(media.files_router)  # the API key or a signed URL: see Files.authorize

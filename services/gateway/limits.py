@@ -11,7 +11,9 @@ from contracts.requests import (
     CompletionRequest,
     EmbeddingRequest,
     ImageRequest,
+    RerankRequest,
     SpeechRequest,
+    TranscriptionRequest,
     VideoRequest,
 )
 from services.gateway.errors import error_body
@@ -37,6 +39,12 @@ def check_request(request: AnyRequest, settings: GatewaySettings) -> None:
         chars = len(request.prompt)
     elif isinstance(request, SpeechRequest):
         chars = len(request.input)
+    elif isinstance(request, RerankRequest):
+        if len(request.documents) > settings.max_embedding_inputs:
+            raise InvalidRequest(f"at most {settings.max_embedding_inputs} documents per rerank request")
+        chars = len(request.query) + max(len(text) for text in request.documents)
+    elif isinstance(request, TranscriptionRequest):
+        chars = len(request.prompt)
     if chars > settings.max_prompt_chars:
         raise InvalidRequest(f"the prompt has {chars} characters; the limit is {settings.max_prompt_chars}")
     if request.sampling.max_tokens > settings.max_tokens_limit:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from contracts.errors import InvalidRequest, ModalMeshError, error_for
@@ -122,7 +122,12 @@ class ResponsesBody(BaseModel):
             )
         if fmt := (self.text or {}).get("format"):
             chat["response_format"] = _chat_format(fmt)
-        return ChatCompletionBody.model_validate({k: v for k, v in chat.items() if v is not None})
+        try:
+            return ChatCompletionBody.model_validate({k: v for k, v in chat.items() if v is not None})
+        except ValidationError as exc:  # what the Responses shape let through and the chat shape does not
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidRequest(f"{where}: {first['msg']}", param=where.split(".")[0] or None) from None
 
 
 def _chat_tool(tool: dict[str, Any]) -> dict[str, Any]:
