@@ -150,13 +150,9 @@ class LlamaCppEngine(CancelFlags, TextEngine):
         # A resumed answer may fill the context with what it said already: it ends there (in _run).
         if len(tokens) >= self.config.n_ctx and not resume_text:
             raise EngineError(f"prompt of {len(tokens)} tokens exceeds the context of {self.config.n_ctx}")
-        resumed = tuple(llm.tokenize(resume_text.encode(), add_bos=False, special=False)) if resume_text else ()
+        resumed = _resumed(llm, text, tokens, resume_text) if resume_text and rule.schema is not None else ()
         return _Prompt(
-            tokens=tokens,
-            stop=tuple(request.sampling.stop) + stop,
-            constraint=rule,
-            resumed=resumed if rule.schema is not None else (),
-            may_call=may_call,
+            tokens=tokens, stop=tuple(request.sampling.stop) + stop, constraint=rule, resumed=resumed, may_call=may_call
         )
 
     async def generate(self, any_request: AnyRequest, resume_text: str = "") -> AsyncIterator[EngineEvent]:
@@ -368,6 +364,19 @@ def _sample(llm: Any, prompt: _Prompt, s: Any, bias: Any) -> Iterator[tuple[int 
             tokens = [token]
     finally:
         sampler.close()
+
+
+def _resumed(llm: Any, prompt_text: str, tokens: list[int], resume_text: str) -> tuple[int, ...]:
+    """The delivered answer as tokens whose pieces spell exactly it, for the grammar to read first.
+    A token the grammar would refuse (a tokenizer's added space prefix) aborts llama.cpp itself, so
+    a spelling that does not match is an error here, before the grammar sees it."""
+    alone = llm.tokenize(resume_text.encode(), add_bos=False, special=False)
+    head = llm.tokenize(prompt_text.encode(), add_bos=True, special=True)
+    in_context = tokens[len(head) :] if tokens[: len(head)] == head else []
+    for candidate in (in_context, alone):
+        if candidate and b"".join(llm.detokenize([t]) for t in candidate).decode(errors="replace") == resume_text:
+            return tuple(candidate)
+    raise EngineError("the delivered reply does not tokenize back to itself: its constraint cannot be resumed")
 
 
 def _reuse_cache(llm: Any, tokens: list[int]) -> list[int]:
