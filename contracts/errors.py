@@ -89,6 +89,6 @@ _BY_CODE: dict[ErrorCode, type[ModalMeshError]] = {
 }
 
 
-def error_for(code: ErrorCode, message: str) -> ModalMeshError:
+def error_for(code: ErrorCode, message: str, param: str | None = None) -> ModalMeshError:
     """The exception that a bus error code stands for."""
-    return _BY_CODE.get(code, ModalMeshError)(message)
+    return _BY_CODE.get(code, ModalMeshError)(message, param)

@@ -126,6 +126,7 @@ class ErrorChunk(_ChunkBase):
     kind: Literal["error"] = "error"
     code: ErrorCode
     message: str
+    param: str | None = Field(default=None, description="The request field at fault, when one is.")
 
 
 AnyChunk = DeltaChunk | ProgressChunk | DataChunk | ArtifactChunk | FinalChunk | ErrorChunk

@@ -118,8 +118,8 @@ class ResultPublisher:
         chunk = FinalChunk(**self._ids(), finish_reason=finish_reason, usage=usage, timings=timings)  # type: ignore[arg-type]
         await self._publish_acked(chunk.encode())
 
-    async def error(self, code: ErrorCode, message: str) -> None:
-        chunk = ErrorChunk(**self._ids(), code=code, message=message)
+    async def error(self, code: ErrorCode, message: str, param: str | None = None) -> None:
+        chunk = ErrorChunk(**self._ids(), code=code, message=message, param=param)
         await self._publish_acked(chunk.encode())
 
     async def _publish_acked(self, payload: bytes) -> None:

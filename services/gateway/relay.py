@@ -304,7 +304,7 @@ class RequestStream:
         if isinstance(chunk, (FinalChunk, ErrorChunk)):
             self.finished = True
         if isinstance(chunk, ErrorChunk):
-            raise error_for(chunk.code, chunk.message)
+            raise error_for(chunk.code, chunk.message, chunk.param)
         return chunk
 
     async def _backfill(self) -> list[AnyChunk]:

@@ -293,7 +293,7 @@ class Worker:
                 await out.error(exc.code, exc.message)
             await ack_confirmed(msg)
         except ModalMeshError as exc:
-            await out.error(exc.code, exc.message)
+            await out.error(exc.code, exc.message, exc.param)
             await ack_confirmed(msg)
         except Exception as exc:
             log.exception("request %s failed", rid)

@@ -151,3 +151,12 @@ def test_a_response_with_a_forced_function_call(client: openai.OpenAI) -> None:
     jsonschema.validate(json.loads(calls[0].arguments), WEATHER)
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model=MODEL, input="hi", previous_response_id="resp_x", store=False)
+
+
+def test_a_schema_the_engine_cannot_enforce_is_refused_by_the_engine_naming_the_field(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=MODEL, messages=ASK, response_format=fmt, max_tokens=8)  # type: ignore[arg-type]
+    assert refused.value.body["param"] == "response_format"  # type: ignore[index]
+    assert "minimum" in refused.value.body["message"]  # type: ignore[index]

@@ -155,7 +155,7 @@ async def collect_choice(stream: ChunkStream, first: Any, index: int) -> tuple[C
         if isinstance(chunk, DeltaChunk):
             choice.add(chunk)
         elif isinstance(chunk, ErrorChunk):
-            raise error_for(chunk.code, chunk.message)
+            raise error_for(chunk.code, chunk.message, chunk.param)
         chunk = await stream.next()
     choice.finish_reason = public_finish_reason(chunk.finish_reason)
     return choice, chunk.usage
@@ -181,7 +181,7 @@ async def _sse_choices(
                 finish = shape.finish_chunk(public_finish_reason(chunk.finish_reason), None, index)
                 yield _event(json.dumps(finish)).encode()
             elif isinstance(chunk, ErrorChunk):
-                raise error_for(chunk.code, chunk.message)
+                raise error_for(chunk.code, chunk.message, chunk.param)
         if include_usage:
             yield _event(json.dumps(shape.usage_chunk(_summed(usages)))).encode()
     except ModalMeshError as exc:
@@ -243,7 +243,7 @@ async def _sse(
                 if include_usage:
                     events.append(_event(json.dumps(shape.usage_chunk(chunk.usage))))
             elif isinstance(chunk, ErrorChunk):
-                raise error_for(chunk.code, chunk.message)
+                raise error_for(chunk.code, chunk.message, chunk.param)
             if events:
                 yield head + b"".join(event.encode() for event in events)
                 head = b""

@@ -254,7 +254,7 @@ async def _events(built: Built, chunks: AsyncIterator[Any]) -> AsyncIterator[Ser
             if isinstance(chunk, DeltaChunk):
                 choice.add(chunk)
             elif isinstance(chunk, ErrorChunk):
-                raise error_for(chunk.code, chunk.message)
+                raise error_for(chunk.code, chunk.message, chunk.param)
             elif isinstance(chunk, FinalChunk):
                 choice.finish_reason = chunk.finish_reason
                 async for done in _closing(built, choice, opened, event, chunk.usage):
