@@ -63,5 +63,20 @@ if [ -z "${PYTHON_IMAGE:-}" ]; then
   set -a; . "$STATE/images.env"; set +a
 fi
 
+# The images, built here rather than in a test's fixture: a cold build (llama.cpp compiled once) takes
+# longer than a test may, and its progress shows in the log.
+rm -f "$STATE/build.env"
+"$PY" -m services.compose_env "$STATE/build.env" >/dev/null
+echo "test-compose: building the images"
+SECONDS=0
+set +o pipefail
+docker compose --progress plain --env-file "$STATE/build.env" -f deploy/compose/docker-compose.yml --profile engines \
+  build 2>&1 | tee "$STATE/build.log" | grep -E --line-buffered '^#[0-9]+ \[|Built$|ERROR'
+built=${PIPESTATUS[0]}
+set -o pipefail
+[ "$built" = 0 ] || { echo "test-compose: the build failed (log: $STATE/build.log)"; exit 1; }
+echo "test-compose: images built in ${SECONDS}s"
+docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^modalmesh/' | tee "$STATE/image-sizes.txt"
+
 export MODALMESH_COMPOSE_TESTS=1
 "$PY" -m pytest -q -p no:cacheprovider "${@:-tests/compose}"
