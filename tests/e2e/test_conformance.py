@@ -160,3 +160,27 @@ def test_a_schema_the_engine_cannot_enforce_is_refused_by_the_engine_naming_the_
         client.chat.completions.create(model=MODEL, messages=ASK, response_format=fmt, max_tokens=8)  # type: ignore[arg-type]
     assert refused.value.body["param"] == "response_format"  # type: ignore[index]
     assert "minimum" in refused.value.body["message"]  # type: ignore[index]
+
+
+def test_two_choices_stream_interleaved_with_their_logprobs(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=ASK,
+        max_tokens=4,
+        n=2,
+        stream=True,
+        logprobs=True,
+        logit_bias={"2": -100, "4": -100},
+        stream_options={"include_usage": True},
+    )
+    text, tokens, finish, usage = {0: "", 1: ""}, {0: "", 1: ""}, {}, None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            text[choice.index] += choice.delta.content or ""
+            tokens[choice.index] += "".join(t.token for t in (choice.logprobs.content or [])) if choice.logprobs else ""
+            if choice.finish_reason:
+                finish[choice.index] = choice.finish_reason
+    assert finish == {0: "length", 1: "length"} and all(text.values())
+    assert tokens == text  # each choice's log probabilities spell its text
+    assert usage is not None and usage.completion_tokens == 8
