@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from services.devstack import LocalStack
+from services.gateway.routes import console as console_routes
 
 SCREENS = Path(".data/screens")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -67,6 +68,8 @@ class Console:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
+    if not (console_routes.DIST / "index.html").is_file():
+        pytest.fail("the console is not built: run `make console` (make test does)")
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
