@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import jsonschema
 import openai
 import pytest
@@ -184,3 +185,9 @@ def test_two_choices_stream_interleaved_with_their_logprobs(client: openai.OpenA
     assert finish == {0: "length", 1: "length"} and all(text.values())
     assert tokens == text  # each choice's log probabilities spell its text
     assert usage is not None and usage.completion_tokens == 8
+
+
+def test_a_task_refuses_what_it_cannot_honour(running_stack: RunningStack) -> None:
+    body = {"modality": "chat", "model": MODEL, "messages": ASK, "n": 2}
+    reply = httpx.post(f"{running_stack.url}/v1/tasks", json=body, headers=running_stack.headers, timeout=30)
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "n"

@@ -16,9 +16,10 @@ from pydantic import Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from contracts import subjects
+from contracts.capabilities import check_fields
 from contracts.control import Cancel
-from contracts.errors import ModelNotFound
-from contracts.requests import TEXT_MODALITIES, AnyRequest, Modality
+from contracts.errors import InvalidRequest, ModelNotFound
+from contracts.requests import TEXT_MODALITIES, AnyRequest, ChatRequest, CompletionRequest, Modality
 from contracts.results import AnyChunk, ErrorChunk
 from contracts.tasks import FINAL_STATUSES, TASK_PREFIX, TaskState
 from services.common.bus import Bus
@@ -91,10 +92,15 @@ class TaskNotFound(ModelNotFound):
 @router.post("/tasks", status_code=202)
 async def create_task(body: TaskBody, take: Take) -> dict[str, Any]:
     """Queue any request; the answer carries the task id and status `queued` at once."""
+    if isinstance(body, (ChatTask, CompletionTask)) and body.n > 1:
+        raise InvalidRequest("`n` above 1 is not supported for tasks: a task makes one choice", param="n")
     rid = take.request_id(f"{TASK_PREFIX}{body.modality}")
     bus_request = take.prioritized(await _to_request(body, rid, take.deadline_ms, take.request), body.priority)
     check_request(bus_request, take.settings)
     relay: Relay = take.request.app.state.relay
+    entry = relay.fleet.catalog.get(bus_request.model)
+    if entry is not None and isinstance(bus_request, (ChatRequest, CompletionRequest)):
+        check_fields(entry.engine, bus_request)  # what the engine cannot honour is refused now, not failed later
     return await _task_object(take.request, await relay.enqueue(bus_request))
 
 
