@@ -58,8 +58,18 @@ REFUSED_FIELDS: frozenset[str] = frozenset(
         "best_of",
         "echo",
         "suffix",
+        "store",
+        "verbosity",
+        "service_tier",
     }
 )
+# What a refused field may say and still be served: its neutral value (store: false, service_tier: auto ...).
+NEUTRAL_VALUES: tuple[object, ...] = (None, False, 1, "", [], {}, ["text"], "auto", "default")
+
+
+def is_neutral(value: object) -> bool:
+    """Whether `value` is one of NEUTRAL_VALUES, of its type too (true is not 1)."""
+    return any(type(value) is type(v) and value == v for v in NEUTRAL_VALUES)
 
 
 def unhonoured(engine: str, fields: Iterable[str]) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from contracts.capabilities import REFUSED_FIELDS
+from contracts.capabilities import REFUSED_FIELDS, is_neutral
 from contracts.errors import InvalidRequest
 from contracts.requests import (
     ChatMessage,
@@ -50,7 +50,7 @@ class _Body(BaseModel):
     def _no_refused_fields(self) -> _Body:
         """OpenAI fields no engine here serves are refused by name, not ignored; unknown ones are ignored."""
         for name, value in (self.model_extra or {}).items():
-            if name in REFUSED_FIELDS and value not in (None, False, 1, "", [], {}, ["text"]):
+            if name in REFUSED_FIELDS and not is_neutral(value):
                 raise InvalidRequest(f"`{name}` is not supported by model `{self.model}`", param=name)
         return self
 

@@ -153,6 +153,7 @@ def test_tools_and_response_format_reach_the_bus_request() -> None:
         ({"tool_choice": "required"}, "tool_choice"),  # no tools
         ({"tools": [_TOOL], "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice"),
         ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),  # OpenAI's, served by no engine here
+        ({"store": True}, "store"),  # nothing is kept: store false is fine, true is refused
         ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs
         (
             {"response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": 5}}}},
