@@ -141,3 +141,15 @@ async def test_a_schema_keyword_no_grammar_enforces_is_refused_not_ignored(engin
     with pytest.raises(InvalidRequest) as refused:
         await run(engine, chat(response_format=ResponseFormat(type="json_schema", json_schema=schema)))
     assert refused.value.param == "response_format" and "properties.n.minimum" in refused.value.message
+
+
+async def test_auto_streams_text_or_makes_calls_and_none_never_calls(engine: LlamaCppEngine) -> None:
+    for seed in (1, 2):
+        deltas, final = await run(engine, chat(seed, max_tokens=30, tools=(WEATHER,)))
+        calls = [c for d in deltas for c in d.tool_calls]
+        text = "".join(d.text for d in deltas)
+        assert bool(calls) == (final.finish_reason == "tool_calls") and bool(calls) != bool(text.strip())
+        for call in calls:
+            jsonschema.validate(json.loads(call.arguments), WEATHER.parameters)
+    deltas, final = await run(engine, chat(3, max_tokens=10, tools=(WEATHER,), tool_choice=ToolChoice(mode="none")))
+    assert not [c for d in deltas for c in d.tool_calls] and final.finish_reason != "tool_calls"
