@@ -109,15 +109,21 @@ class Dispatcher:
     def _pick(self, waiting: Waiting[Msg]) -> str | None:
         """A worker with a free slot for the waiting request; failing that, one for its model's catalog
         fallback once it is due (see `Route.fallback_due`), the request then re-addressed to it."""
-        way = self.route(waiting.request.model)
-        waiting.domain = way.served_in or waiting.domain  # a model placed since it came
+        where = self.route(waiting.request.model)
+        waiting.domain = where.served_in or waiting.domain  # a model placed since it came
         worker = self.decide(waiting.request, domain=waiting.domain)
         waited = time.monotonic() - waiting.since
-        if worker is None and waiting.fallback_for is None and way.fallback_due(waited, self.settings.fallback_after_s):
-            rerouted = waiting.request.model_copy(update={"model": way.fallback})
-            worker = self.decide(rerouted, domain=way.fallback_in)
+        if (
+            worker is None
+            and waiting.fallback_for is None
+            and where.fallback_due(waited, self.settings.fallback_after_s)
+        ):
+            rerouted = waiting.request.model_copy(update={"model": where.fallback})
+            worker = self.decide(rerouted, domain=where.fallback_in)
             if worker is not None:
-                log.info("request %s: %s has no capacity, served by %s", waiting.request_id, way.model, way.fallback)
+                log.info(
+                    "request %s: %s has no capacity, served by %s", waiting.request_id, where.model, where.fallback
+                )
                 waiting.fallback_for, waiting.request = waiting.request.model, rerouted
         if worker is not None:
             self.fleet.recent[worker] += 1  # its slot is taken from now on

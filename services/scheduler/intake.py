@@ -66,25 +66,27 @@ class Intake:
             await fail(self.bus, request, ErrorCode.deadline_exceeded, "deadline passed before a worker was free")
             await msg.ack()
             return
-        way = self.dispatcher.route(request.model)  # served, else its fallback's domain, else where placed
-        if way.domain is None:
+        route = self.dispatcher.route(request.model)  # served, else its fallback's domain, else where placed
+        if route.domain is None:
             # Not an error yet: a worker may be starting. Redelivered, ever less often, until the
             # deadline or `max_deliver`.
             tries = msg.metadata.num_delivered or 1
             await msg.nak(delay=min(self.settings.retry_max_s, self.settings.retry_no_worker_s * 2 ** (tries - 1)))
             return
         queues = self.dispatcher.queues
-        max_queue = self.dispatcher.domains.spec(way.domain).max_queue
-        if max_queue is not None and request.request_id not in queues and queues.depth(way.domain) >= max_queue:
-            message = f"the {way.domain} queue is full ({max_queue} waiting); retry shortly"
+        max_queue = self.dispatcher.domains.spec(route.domain).max_queue
+        if max_queue is not None and request.request_id not in queues and queues.depth(route.domain) >= max_queue:
+            message = f"the {route.domain} queue is full ({max_queue} waiting); retry shortly"
             await fail(self.bus, request, ErrorCode.overloaded, message)
             await msg.ack()
             return
         now = time.monotonic()
         attempt = int((msg.headers or {}).get(ATTEMPT_HEADER, 0))
         trace = dict(msg.headers or {})
-        cold = way.way is not Way.served
-        queues.add(Waiting(request, way.domain, msg, now, now, cold=cold, handed_back=attempt, trace=trace))
+        cold = route.way is not Way.served
+        queues.add(
+            Waiting(request, route.domain, msg, since=now, touched=now, cold=cold, handed_back=attempt, trace=trace)
+        )
         await self.dispatcher.dispatch()
 
     async def tend(self) -> None:
