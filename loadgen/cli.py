@@ -15,13 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from loadgen.promview import Sampler, speaks_modalmesh
-from loadgen.report import compare, flat_figures, load_summary, write_json, write_run
+from loadgen.report import compare, flat_figures, load_summary, rewrite_run, write_json, write_run
 from loadgen.runner import Run, RunResult
 from loadgen.search import By, slo_search, sweep
 from loadgen.spec import PromptSource, RunSpec, Shape, Slo, TargetNotAllowed, load_spec, parse_class
 from loadgen.stats import summarize
 
-COMMANDS = ("run", "sweep", "slo-search", "compare")
+COMMANDS = ("run", "sweep", "slo-search", "compare", "report")
 EXAMPLE = """examples:
   modalmesh-load --target http://127.0.0.1:8000 --class chat:tiny-llama:4 --class embedding::2 \\
       --class speech:espeak:1 --concurrency 4 --requests 60
@@ -29,6 +29,7 @@ EXAMPLE = """examples:
   modalmesh-load sweep --spec mix.yaml --rates 0.5,1,2,4
   modalmesh-load slo-search --spec mix.yaml --by concurrency --low 1 --high 32
   modalmesh-load compare .data/load/A .data/load/B
+  modalmesh-load report .data/load/A          (figures, plots and HTML again from the saved requests)
 """
 
 
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("a", type=Path)
     cmp.add_argument("b", type=Path)
     cmp.add_argument("--json", action="store_true", help="print the rows as JSON")
+    again = sub.add_parser("report", help="a run's summary, plots and HTML again from its requests.json")
+    again.add_argument("run", type=Path)
     return parser
 
 
@@ -162,7 +165,7 @@ class Driver:
         out = self.out / f"run-{self.runs:02d}" if self.multi else self.out
         self.runs += 1
         summary, files = await self.execute(spec, out)
-        self.console.print(summary_table(summary, f"{spec.shape.kind} {shape_label(spec.shape)}"))
+        self.console.print(summary_table(summary, shape_label(spec.shape)))
         self.console.print(f"results in {out} (report: {files['report_html'].name})")
         return summary
 
@@ -242,6 +245,10 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or (argv[0] not in COMMANDS and argv[0] not in {"-h", "--help"}):
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)
+    if args.command == "report":
+        files = rewrite_run(args.run)
+        print(f"rewrote {', '.join(sorted(p.name for p in files.values()))} in {args.run}")
+        return
     if args.command == "compare":
         rows = compare(load_summary(args.a), load_summary(args.b))
         if args.json:

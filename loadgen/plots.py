@@ -47,7 +47,7 @@ def plot_run(path: Path, result: RunResult, metrics: list[dict[str, Any]] | None
     axes[0].set_title("Latency per class")
     kept = measured(result.records)
     span = max((r.end for r in kept), default=1.0)
-    bucket = max(0.5, span / 40)
+    bucket = max(1.0, span / 15)
     for cls in result.spec.classes:
         series = throughput_series([r for r in kept if r.cls == cls.name], bucket)
         axes[1].plot([p["t"] for p in series], [p["requests_per_s"] for p in series], label=cls.name)

@@ -14,8 +14,8 @@ from typing import Any
 
 from loadgen.record import CSV_FIELDS, Record, csv_row
 from loadgen.runner import RunResult
-from loadgen.spec import TEXT_KINDS, RequestClass
-from loadgen.stats import measured, percentile, tpot, window
+from loadgen.spec import TEXT_KINDS, RequestClass, RunSpec
+from loadgen.stats import measured, percentile, summarize, tpot, window
 
 # The figures `compare` and the summary CSV show for each class, when the class has them.
 KEY_FIGURES = (
@@ -180,6 +180,19 @@ def html_report(document: dict[str, Any], png: Path) -> str:
         f"in {document['overall']['duration_s']:.1f} s; errors {errors}</p>"
         f"<table><tr>{head}</tr>{body}</table><img alt=report src='data:image/png;base64,{image}'>"
     )
+
+
+def rewrite_run(out: Path) -> dict[str, Path]:
+    """Every file of a run again from its saved spec, requests and metrics (after a change to the figures
+    or plots, without sending anything)."""
+    document = load_summary(out)
+    spec = RunSpec.model_validate(document["spec"])
+    records = [Record.from_dict(r) for r in json.loads((out / "requests.json").read_text())]
+    metrics_file = out / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+    result = RunResult(spec, records, document["started_at"], document["duration_s"])
+    summary = summarize(records, {c.name: (c.kind, c.slo) for c in spec.classes})
+    return write_run(out, result, summary, metrics)
 
 
 def load_summary(path: Path) -> dict[str, Any]:

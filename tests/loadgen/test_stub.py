@@ -6,6 +6,7 @@ the tool's figures are held to the kept ones within 1 ms, and the kept ones to t
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import uvicorn
 
 from loadgen.record import Record
-from loadgen.report import write_run
+from loadgen.report import rewrite_run, write_run
 from loadgen.runner import Run
 from loadgen.spec import RequestClass, RunSpec, Shape
 from loadgen.stats import percentile, summarize
@@ -124,6 +125,8 @@ async def test_known_delays_measured_within_a_millisecond(stub: Stub, tmp_path: 
     files = write_run(tmp_path, result, summary)
     assert files["report_png"].stat().st_size > 10_000
     assert "vllm_chat" in files and "vllm_limited" in files
+    again = json.loads(rewrite_run(tmp_path)["summary_json"].read_text())  # `modalmesh-load report`
+    assert again["classes"] == json.loads(json.dumps(classes))
 
 
 async def test_poisson_rate_and_bounds(stub: Stub) -> None:
