@@ -1,8 +1,12 @@
-"""The Models page's actions in Chromium on a stack whose scheduler places a catalog model on a host
-worker: unload, load, priority and pin from the page, each checked through the admin API."""
+"""The console in Chromium on a stack of its own: its scheduler places a catalog model on a host worker
+(unload, load, priority and pin from the Models page, each checked through the admin API), and the
+test plays a GPU server's and a Jetson board's monitors on its bus (the Fleet page's GPU and Jetson
+fields, and both nodes offline once silent)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from contracts import streams, subjects
+from contracts.telemetry import GpuInfo, GpuSample, NodeCapabilities, NodeTelemetry
+from services.common.bus import connect
 from services.devstack import LocalStack
 from tests.browser.conftest import NEEDS_CHROMIUM, Console, open_console
 
@@ -73,4 +80,88 @@ def test_unload_load_priority_and_pin_from_the_page(console: Console) -> None:
     until(stack, "was pinned", lambda r: r["pinned"])
     assert page.is_checked(f"{row} input.pin")
     console.shoot("models-placed")
+    console.assert_clean()
+
+
+class Monitors:
+    """Plays the monitor agents of a GPU server and a Jetson board on the stack's bus (this machine has
+    neither): their capabilities in the `nodes` bucket, then a telemetry sample every 0.5 s until stopped."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.url = stack.nats_url
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.publish()), daemon=True)
+
+    async def publish(self) -> None:
+        bus = await connect(self.url, "test-monitors")
+        try:
+            nodes = await bus.js.key_value(streams.KV_NODES)
+            for caps in (GPU_NODE, JETSON):
+                await nodes.put(caps.node, caps.encode())
+            while not self.stop.is_set():
+                for sample in (gpu_sample(), jetson_sample()):
+                    await bus.nc.publish(subjects.telemetry(sample.node), sample.encode())
+                await asyncio.sleep(0.5)
+        finally:
+            await bus.close()
+
+    def __enter__(self) -> Monitors:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+H100 = "NVIDIA H100 80GB HBM3"
+GPU_NODE = NodeCapabilities(
+    node="dgx-test",
+    arch="x86_64",
+    cpu_cores=64,
+    mem_total_mb=512_000,
+    gpus=tuple(GpuInfo(index=i, name=H100, vram_mb=81_559) for i in range(2)),
+)
+JETSON = NodeCapabilities(node="orin-test", arch="aarch64", cpu_cores=12, mem_total_mb=61_000, jetson_model="AGX Orin")
+
+
+def gpu_sample() -> NodeTelemetry:
+    gpus = tuple(
+        GpuSample(
+            index=i, name=H100, util_pct=40 + i, mem_used_mb=20_000, mem_total_mb=81_559, temp_c=61, power_w=300 + i
+        )
+        for i in range(2)
+    )
+    return NodeTelemetry(node=GPU_NODE.node, cpu_pct=12, mem_used_mb=100_000, mem_total_mb=512_000, gpus=gpus)
+
+
+def jetson_sample() -> NodeTelemetry:
+    return NodeTelemetry(
+        node=JETSON.node,
+        cpu_pct=30,
+        mem_used_mb=9_000,
+        mem_total_mb=61_000,
+        power_rails_w={"VDD_GPU_SOC": 7.5},
+        temps_c={"tj": 48.0},
+    )
+
+
+def test_fleet_page_shows_gpus_and_jetson_fields_and_a_silent_node_offline(console: Console) -> None:
+    page = console.page
+    gpu_card = f".node-class[data-class='datacenter'] .node[data-node='{GPU_NODE.node}']"
+    jetson_card = f".node-class[data-class='jetson'] .node[data-node='{JETSON.node}']"
+    with Monitors(console.stack):
+        page.wait_for_selector(f"{gpu_card} .state.online")
+        page.wait_for_selector(f"{jetson_card} .state.online")
+        page.wait_for_selector(f"{gpu_card} .gpu[data-gpu='1'] canvas")
+        gpu1 = page.text_content(f"{gpu_card} .gpu[data-gpu='1']") or ""
+        jetson = page.text_content(jetson_card) or ""
+        console.shoot("fleet-gpu-jetson", full_page=True)
+    assert page.locator(f"{gpu_card} .gpu").count() == 2
+    assert all(text in gpu1 for text in ("41%", "19.5 GiB / 79.6 GiB", "61 °C", "301 W")), gpu1
+    assert "VDD_GPU_SOC" in jetson and "7.5 W" in jetson and "48 °C" in jetson and "AGX Orin" in jetson
+    # Silent past the gateway's dead_after_s: offline, while this machine's own node stays online.
+    page.wait_for_selector(f"{gpu_card} .state.offline")
+    page.wait_for_selector(f"{jetson_card} .state.offline")
+    assert page.locator(".node-class[data-class='cpu'] .state.online").count() == 1
     console.assert_clean()

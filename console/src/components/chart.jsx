@@ -21,7 +21,14 @@ function options(width, height, series, span) {
       x: { time: true, range: () => [Date.now() / 1000 - span.current, Date.now() / 1000] },
       ...Object.fromEntries(scales.map((s) => [s, s === "%" ? { range: [0, 100] } : { auto: true }])),
     },
-    axes: [axis("x", 2), ...scales.map((s, i) => ({ ...axis(s, i ? 1 : 3), label: s, grid: { show: i === 0, stroke: grid } }))],
+    axes: [
+      axis("x", 2),
+      ...scales.map((s, i) => ({
+        ...axis(s, i ? 1 : 3),
+        label: [...new Set(series.filter((x) => (x.scale || "%") === s).map((x) => x.unit ?? "%"))].join(" · "),
+        grid: { show: i === 0, stroke: grid },
+      })),
+    ],
     series: [
       {},
       ...series.map((s, i) => ({

@@ -51,7 +51,7 @@ function gpuColumns(samples, index) {
 const GPU_SERIES = [
   { label: "util" },
   { label: "memory" },
-  { label: "temp", unit: "°C", scale: "°C" },
+  { label: "temp", unit: "°C" }, // beside the percentages: a GPU's 30-90 °C reads on the same 0-100
   { label: "power", unit: "W", scale: "W" },
 ];
 const NODE_SERIES = [{ label: "CPU" }, { label: "RAM" }];
