@@ -218,7 +218,8 @@ def default_out() -> Path:
     return Path(".data/load") / time.strftime("%Y%m%d-%H%M%S")
 
 
-async def _main(args: argparse.Namespace) -> None:
+async def run_command(args: argparse.Namespace) -> None:
+    """run, sweep or slo-search, as parsed."""
     spec = spec_from_args(args)
     out = args.out or default_out()
     driver = Driver(args, out)
@@ -263,6 +264,6 @@ def main(argv: list[str] | None = None) -> None:
         Console().print(table)
         return
     try:
-        asyncio.run(_main(args))
+        asyncio.run(run_command(args))
     except TargetNotAllowed as exc:
         raise SystemExit(f"modalmesh-load: {exc}") from None

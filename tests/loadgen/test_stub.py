@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from loadgen.cli import build_parser, run_command
 from loadgen.record import Record
 from loadgen.report import rewrite_run, write_run
 from loadgen.runner import Run
@@ -111,9 +112,9 @@ async def test_known_delays_measured_within_a_millisecond(stub: Stub, tmp_path: 
 
     summary = summarize(result.records, {c.name: (c.kind, c.slo) for c in spec.classes})
     classes = summary["classes"]
-    for name in ("chat", "complete"):  # the stub keeps its set delays loosely on a busy machine
-        assert classes[name]["ttft_ms"]["p50"] == pytest.approx(TTFT_MS, abs=5.0)
-        assert classes[name]["tpot_ms"]["p50"] == pytest.approx(ITL_MS, abs=5.0)
+    for name in ("chat", "complete"):  # the stub keeps its set delays only loosely on a busy machine
+        assert TTFT_MS <= classes[name]["ttft_ms"]["p50"] < 2 * TTFT_MS
+        assert ITL_MS / 2 <= classes[name]["tpot_ms"]["p50"] < 2 * ITL_MS
         assert classes[name]["output_tokens"] == TOKENS * classes[name]["completed"]
     assert classes["embed"]["inputs_per_s"] == pytest.approx(4 * classes["embed"]["requests_per_s"])
     rtf = classes["speak"]["real_time_factor"]["p50"]
@@ -136,3 +137,18 @@ async def test_poisson_rate_and_bounds(stub: Stub) -> None:
     assert 40 <= len(result.records) <= 120  # 80 expected in 2 s at 40/s
     assert max(r.start for r in result.records) < 2.0 + 0.5  # the last one sent before 2 s, if it starts late
     assert result.duration_s < 2.0 + 1.0
+
+
+async def test_sweep_and_slo_search_from_the_command_line(stub: Stub, tmp_path: Path) -> None:
+    common = ["--target", stub.url, "--class", "chat:m", "--requests", "6", "--no-live", "--no-metrics"]
+    sweep = build_parser().parse_args(["sweep", *common, "--concurrencies", "1,3", "--out", str(tmp_path / "s")])
+    await run_command(sweep)
+    points = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert [p["load"] for p in points] == [1.0, 3.0] and all(p["meets_slo"] == {"chat": True} for p in points)
+    assert (tmp_path / "s" / "sweep.png").stat().st_size > 10_000
+    assert (tmp_path / "s" / "run-01" / "vllm_chat.json").exists()
+    # TTFT is about 40 ms at any of these loads: a 20 ms target fails at the lowest, a 400 ms one holds at the highest.
+    for target, best in (("20", None), ("400", 4.0)):
+        args = ["slo-search", *common, "--slo-ttft-ms", target, "--by", "concurrency", "--low", "1", "--high", "4"]
+        await run_command(build_parser().parse_args([*args, "--out", str(tmp_path / target)]))
+        assert json.loads((tmp_path / target / "slo_search.json").read_text())["best"] == best
