@@ -14,7 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from loadgen.promview import Sampler, speaks_modalmesh
+from loadgen.promview import Sampler, speaks_modalmesh, urls_from_scrape_config
+from loadgen.record import Record
 from loadgen.report import compare, flat_figures, load_summary, rewrite_run, write_json, write_run
 from loadgen.runner import Run, RunResult
 from loadgen.search import By, slo_search, sweep
@@ -69,6 +70,11 @@ def _load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="folder for the results (default .data/load/<time>)")
     parser.add_argument("--no-live", action="store_true", help="no live view (plain lines instead)")
     parser.add_argument("--metrics-url", action="append", default=[], help="Prometheus endpoints to sample")
+    parser.add_argument(
+        "--scrape-config",
+        type=Path,
+        help="sample the gateway and scheduler named in this Prometheus config (make run: .data/prometheus.yml)",
+    )
     parser.add_argument("--no-metrics", action="store_true", help="do not sample the target's /metrics")
 
 
@@ -156,6 +162,8 @@ class Driver:
         self.multi = args.command != "run"  # several runs: each in its own folder under `out`
         self.live = not args.no_live and sys.stdout.isatty()
         self.metrics_urls: list[str] = list(args.metrics_url)
+        if args.scrape_config:
+            self.metrics_urls += urls_from_scrape_config(args.scrape_config)
         self.auto_metrics = not args.no_metrics
         self.out = out
         self.console = Console()
@@ -190,7 +198,7 @@ class Driver:
         files = write_run(out, result, summary, sampler.samples if sampler else None)
         return summary, files
 
-    def _line(self, record: Any) -> None:
+    def _line(self, record: Record) -> None:
         state = "ok" if record.ok else record.error or f"http_{record.status}"
         print(f"{record.end:8.2f}s {record.cls:<12} {record.latency * 1000:9.1f} ms {state}", flush=True)
 
@@ -204,7 +212,7 @@ def shape_label(shape: Shape) -> str:
 
 def summary_table(summary: dict[str, Any], title: str) -> Table:
     rows = flat_figures(summary)
-    columns = [c for c in dict.fromkeys(k for row in rows.values() for k in row)]
+    columns = list(dict.fromkeys(k for row in rows.values() for k in row))
     table = Table(title=title)
     table.add_column("figure")
     for name in rows:

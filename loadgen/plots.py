@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from loadgen.promview import GAUGES, totals
+from loadgen.promview import GAUGES, name_in, totals
 from loadgen.runner import RunResult
 from loadgen.spec import TEXT_KINDS
 from loadgen.stats import measured, throughput_series
@@ -57,7 +57,7 @@ def plot_run(path: Path, result: RunResult, metrics: list[dict[str, Any]] | None
     axes[1].legend(fontsize=7)
     if metrics:
         for name in GAUGES:
-            points = [(s["t"], totals(s["values"], name)) for s in metrics]
+            points = [(s["t"], totals(s["values"], name)) for s in metrics if name_in(s, name)]
             if any(v for _, v in points):
                 axes[2].plot([t for t, _ in points], [v for _, v in points], label=name.removeprefix("modalmesh_"))
         axes[2].set_xlabel("s")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 PREFIX = "modalmesh_"
@@ -104,6 +106,20 @@ class Sampler:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def urls_from_scrape_config(path: Path, jobs: tuple[str, ...] = ("gateway", "scheduler")) -> list[str]:
+    """The /metrics URLs of the gateway and the scheduler (its queue depth and JetStream's backlog) from a
+    Prometheus scrape configuration, such as the `.data/prometheus.yml` that `make run` writes."""
+    config = yaml.safe_load(path.read_text()) or {}
+    urls = []
+    for job in config.get("scrape_configs", []):
+        if job.get("job_name") not in jobs:
+            continue
+        metrics_path = job.get("metrics_path", "/metrics")
+        for static in job.get("static_configs", []):
+            urls += [f"http://{target}{metrics_path}" for target in static.get("targets", [])]
+    return urls
 
 
 def speaks_modalmesh(target: str) -> bool:

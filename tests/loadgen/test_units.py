@@ -207,3 +207,34 @@ def test_live_view_shows_each_class() -> None:
     chat_row = next(line for line in text.splitlines() if line.startswith("│ chat"))
     assert [cell.strip() for cell in chat_row.split("│")[1:6]] == ["chat", "chat", "1", "1", "2"]
     assert "100.0" in chat_row  # first token p50 in ms
+
+
+def test_metrics_view_from_scrapes(tmp_path: Path) -> None:
+    from loadgen.promview import deltas, parse, summarize, urls_from_scrape_config
+
+    first = parse(
+        "# TYPE modalmesh_gateway_http_requests_total counter\n"
+        'modalmesh_gateway_http_requests_total{route="/v1/embeddings",method="POST",code="200"} 3\n'
+        "# TYPE modalmesh_gateway_in_flight gauge\n"
+        'modalmesh_gateway_in_flight{model="m"} 0\n'
+        "# TYPE python_gc_objects_collected_total counter\n"
+        'python_gc_objects_collected_total{generation="0"} 9\n'
+    )
+    last = {**first, 'modalmesh_gateway_http_requests_total{code="200",method="POST",route="/v1/embeddings"}': 10.0}
+    last['modalmesh_gateway_http_requests_total{code="429",method="POST",route="/v1/embeddings"}'] = 2.0
+    assert not any(k.startswith("python_") for k in first)
+    assert deltas(first, last) == {
+        'modalmesh_gateway_http_requests_total{code="200",method="POST",route="/v1/embeddings"}': 7.0,
+        'modalmesh_gateway_http_requests_total{code="429",method="POST",route="/v1/embeddings"}': 2.0,
+    }
+    busy = {**last, 'modalmesh_gateway_in_flight{model="m"}': 4.0}
+    rows = [{"t": 0.0, "url": "u", "values": first}, {"t": 1.0, "url": "u", "values": busy}]
+    assert summarize(rows)["u"]["gauge_peaks"] == {"modalmesh_gateway_in_flight": 4.0}
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "scrape_configs:\n"
+        "  - {job_name: gateway, static_configs: [{targets: ['127.0.0.1:8000']}]}\n"
+        "  - {job_name: scheduler, static_configs: [{targets: ['127.0.0.1:9102']}]}\n"
+        "  - {job_name: worker-llm-1, static_configs: [{targets: ['127.0.0.1:9104']}]}\n"
+    )
+    assert urls_from_scrape_config(config) == ["http://127.0.0.1:8000/metrics", "http://127.0.0.1:9102/metrics"]
