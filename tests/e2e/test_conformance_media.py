@@ -5,6 +5,7 @@ response format, and translated."""
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import openai
@@ -52,10 +53,10 @@ def test_rerank_orders_documents_by_score(media_stack: LocalStack) -> None:
 def test_a_wav_the_speech_worker_made_is_transcribed_and_translated(client: openai.OpenAI, wav: bytes) -> None:
     verbose = client.audio.transcriptions.create(model=STT, file=("hello.wav", wav), response_format="verbose_json")
     assert 0.3 < verbose.duration < 10 and verbose.language  # the language: the tiny model's guess
-    assert verbose.segments and verbose.segments[0].start == 0.0 and verbose.segments[-1].end <= verbose.duration + 0.01
+    assert verbose.segments and 0.0 <= verbose.segments[0].start <= verbose.segments[-1].end <= verbose.duration + 0.01
     assert verbose.text == "".join(s.text for s in verbose.segments).strip()
     srt = client.audio.transcriptions.create(model=STT, file=("hello.wav", wav), response_format="srt", language="en")
-    assert srt.startswith("1\n00:00:00,000 --> 00:00:")
+    assert re.match(r"1\n00:00:\d\d,\d{3} --> 00:00:\d\d,\d{3}\n", srt)
     plain = client.audio.transcriptions.create(model=STT, file=("hello.wav", wav), response_format="text")
     assert isinstance(plain, str) and plain.endswith("\n")
     english = client.audio.translations.create(model=STT, file=("hello.wav", wav))

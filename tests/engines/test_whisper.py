@@ -66,8 +66,11 @@ async def test_a_long_file_is_transcribed_window_by_window(engine: WhisperEngine
     transcript = await transcribe(engine, _wav(31.0), timestamps=True)
     segments = transcript["segments"]
     assert isinstance(segments, list) and transcript["duration"] == pytest.approx(31.0, abs=0.05)
-    assert segments[0]["start"] == 0.0 and segments[-1]["end"] <= 31.0 and segments[-1]["start"] >= 30.0
+    starts = [seg["start"] for seg in segments]
+    assert starts == sorted(starts) and 0.0 <= starts[0] and segments[-1]["end"] <= 31.0 and starts[-1] >= 30.0
+    assert all(seg["start"] <= seg["end"] for seg in segments)
     assert transcript["language"] and transcript["task"] == "transcribe"
+    assert all(s["avg_logprob"] < 0 and s["compression_ratio"] > 0 for s in segments if s["text"])
 
 
 async def test_translation_and_a_named_language(engine: WhisperEngine) -> None:

@@ -6,7 +6,7 @@ folder on CPU or CUDA, installs from PyPI with the torch the other engines use, 
 build a tiny random-weight Whisper from a config (`services/workers/tiny_whisper.py`), so nothing is
 downloaded. The audio is decoded by the ffmpeg binary the `imageio-ffmpeg` wheel carries, to 16 kHz
 mono, and transcribed in 30-second windows (Whisper's own). Segments come from Whisper's timestamp
-tokens where the model writes them, else one segment per window.
+tokens where the model writes them, else one segment per window; `no_speech_prob` is not reported.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import subprocess
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,9 @@ class WhisperEngine(BlockingEngine):
             window = audio[at : at + WINDOW_S * RATE]
             features = self._features(window)
             language = language or self._language(features)
-            ids = self._generate(features, job, language)
-            tokens += len(ids)
-            segments += self._segments(ids, at / RATE, len(window) / RATE, len(segments))
+            made = self._generate(features, job, language)
+            tokens += len(made.ids)
+            segments += self._segments(made, at / RATE, len(window) / RATE, len(segments), job)
         transcript = {
             "task": job.task,
             "language": language,
@@ -115,7 +116,7 @@ class WhisperEngine(BlockingEngine):
         token = int(self._model.detect_language(features)[0])
         return str(self._processor.tokenizer.convert_ids_to_tokens(token)).strip("<|>")
 
-    def _generate(self, features: Any, job: TranscriptionRequest, language: str) -> list[int]:
+    def _generate(self, features: Any, job: TranscriptionRequest, language: str) -> _Window:
         import torch
 
         s = job.sampling
@@ -129,37 +130,67 @@ class WhisperEngine(BlockingEngine):
                 language=language,
                 return_timestamps=job.timestamps,
                 max_new_tokens=min(s.max_tokens, self.config.max_new_tokens, self._room()),
+                return_dict_in_generate=True,
+                output_scores=True,
                 **options,
             )
-        return [int(t) for t in out[0]]
+            # With timestamps Whisper answers with its segments, each holding the window's generation.
+            segments = out["segments"][0] if isinstance(out, dict) and out.get("segments") else []
+            run = segments[0]["result"] if segments else out
+            sequences, steps = run["sequences"], run["scores"]
+            if sequences.dim() == 1:  # a segment's result is one sequence without its batch axis
+                sequences, steps = sequences[None], tuple(step[None] for step in steps)
+            scores = self._model.compute_transition_scores(sequences, steps, normalize_logits=True)[0]
+        finite = scores[torch.isfinite(scores)]
+        tokenizer = self._processor.tokenizer
+        spans = [
+            (tokenizer.decode(seg["tokens"], skip_special_tokens=True), float(seg["start"]), float(seg["end"]))
+            for seg in segments
+        ]
+        return _Window([int(t) for t in out["sequences"][0]], float(finite.mean()) if len(finite) else 0.0, spans)
 
     def _room(self) -> int:
         """New tokens a window may take: the checkpoint's own `max_length` less its start tokens."""
         return max(1, int(self._model.generation_config.max_length or 448) - 4)
 
-    def _segments(self, ids: list[int], start: float, length: float, first_id: int) -> list[dict[str, Any]]:
-        """The window's segments: from its timestamp tokens where the model wrote them, else one."""
-        tokenizer = self._processor.tokenizer
-        decoded = tokenizer.decode(ids, output_offsets=True, skip_special_tokens=True)
-        offsets = decoded.get("offsets") if isinstance(decoded, dict) else None
-        spans = [(o["text"], *o["timestamp"]) for o in offsets or ()] or [
-            (tokenizer.decode(ids, skip_special_tokens=True), 0.0, length)
-        ]
+    def _segments(
+        self, window: _Window, start: float, length: float, first_id: int, job: TranscriptionRequest
+    ) -> list[dict[str, Any]]:
+        """The window's segments: Whisper's own where it timed them, else one for the window. The
+        window's mean log probability stands for each of its segments'."""
+        text = self._processor.tokenizer.decode(window.ids, skip_special_tokens=True)
+        # In time order and inside the window (a poorly trained model's timestamps may be neither).
+        inside = [(t, min(max(0.0, b), length), min(max(b, e), length)) for t, b, e in window.spans]
+        spans = sorted(inside, key=lambda span: span[1]) or [(text, 0.0, length)]
         return [
             {
                 "id": first_id + n,
                 "seek": int(start * 100),
-                "start": round(start + (begin or 0.0), 2),
-                "end": round(start + min(end if end is not None else length, length), 2),
-                "text": text,
-                "tokens": ids,
-                "temperature": 0.0,
-                "avg_logprob": 0.0,
-                "compression_ratio": 1.0,
-                "no_speech_prob": 0.0,
+                "start": round(start + begin, 2),
+                "end": round(start + end, 2),
+                "text": piece,
+                "tokens": window.ids if not window.spans else [],
+                "temperature": job.sampling.temperature,
+                "avg_logprob": round(window.logprob, 4),
+                "compression_ratio": _compression_ratio(piece),
             }
-            for n, (text, begin, end) in enumerate(spans)
+            for n, (piece, begin, end) in enumerate(spans)
         ]
+
+
+@dataclass(frozen=True)
+class _Window:
+    """What Whisper made of one 30-second window."""
+
+    ids: list[int]
+    logprob: float
+    spans: list[tuple[str, float, float]]  # Whisper's timed segments: text, start, end (s)
+
+
+def _compression_ratio(text: str) -> float:
+    """Whisper's repetition check: the text's bytes over its zlib-compressed bytes."""
+    raw = text.encode()
+    return round(len(raw) / len(zlib.compress(raw)), 3) if raw else 0.0
 
 
 def from_settings(settings: WorkerSettings) -> WhisperEngine:
