@@ -185,7 +185,7 @@ async def _sse_choices(
         if include_usage:
             yield _event(json.dumps(shape.usage_chunk(_summed(usages)))).encode()
     except ModalMeshError as exc:
-        yield _event(json.dumps(error_body(STATUS.get(exc.code, 500), exc.message, exc.code.value))).encode()
+        yield _event(json.dumps(_stream_error(exc))).encode()
     finally:
         await asyncio.gather(*(s.aclose() for s in streams))
     yield _event("[DONE]").encode()
@@ -215,6 +215,10 @@ async def _interleaved(streams: list[AsyncGenerator[AnyChunk, None]]) -> AsyncIt
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _stream_error(exc: ModalMeshError) -> dict[str, object]:
+    return error_body(STATUS.get(exc.code, 500), exc.message, exc.code.value, exc.param)
 
 
 def _event(data: str, id: str | None = None) -> ServerSentEvent:
@@ -249,7 +253,7 @@ async def _sse(
                 head = b""
     except ModalMeshError as exc:
         # Headers are gone already: the error travels as an event, which the openai client raises.
-        yield head + _event(json.dumps(error_body(STATUS.get(exc.code, 500), exc.message, exc.code.value))).encode()
+        yield head + _event(json.dumps(_stream_error(exc))).encode()
         head = b""
     finally:
         await chunks.aclose()  # at once, not when the generator is collected: a disconnect cancels now
