@@ -8,13 +8,12 @@ into the same cache as the tiny GGUF.
 
 from __future__ import annotations
 
-import os
-import shutil
 import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.workers.tiny_model import _digest, _pseudo_words, cache_dir
+from services.workers.tiny_cache import cached_folder
+from services.workers.tiny_model import _digest, _pseudo_words
 
 _SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -27,6 +26,7 @@ class TinyCrossEncoderSpec:
     num_attention_heads: int = 2
     n_words: int = 500
     seed: int = 1234
+    writer: int = 2  # bump when _write changes what it writes, so an old cached copy is not reused
 
     def digest(self) -> str:
         return _digest(self)
@@ -34,16 +34,7 @@ class TinyCrossEncoderSpec:
 
 def ensure_tiny_cross_encoder(spec: TinyCrossEncoderSpec = TinyCrossEncoderSpec()) -> Path:
     """The model's folder, written on first use (well under a MB)."""
-    folder = cache_dir() / f"tiny-cross-encoder-{spec.digest()}"
-    if (folder / "config.json").is_file():
-        return folder
-    partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
-    _write(spec, partial)
-    try:
-        partial.rename(folder)
-    except OSError:  # another process wrote it first: theirs is the same
-        shutil.rmtree(partial, ignore_errors=True)
-    return folder
+    return cached_folder(f"tiny-cross-encoder-{spec.digest()}", lambda folder: _write(spec, folder))
 
 
 def _tokenizer(vocab: list[str]) -> object:

@@ -12,13 +12,12 @@ timing are the real code paths.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.workers.tiny_model import _digest, cache_dir
+from services.workers.tiny_cache import cached_folder
+from services.workers.tiny_model import _digest
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,7 @@ class TinyWhisperSpec:
     max_target_positions: int = 448
     max_length: int = 24  # a window's tokens, start tokens included: random weights never end on their own
     seed: int = 1234
+    writer: int = 2  # bump when _write changes what it writes, so an old cached copy is not reused
 
     def digest(self) -> str:
         return _digest(self)
@@ -37,16 +37,7 @@ class TinyWhisperSpec:
 
 def ensure_tiny_whisper(spec: TinyWhisperSpec = TinyWhisperSpec()) -> Path:
     """The model's folder, written on first use (about a MB)."""
-    folder = cache_dir() / f"tiny-whisper-{spec.digest()}"
-    if (folder / "config.json").is_file():
-        return folder
-    partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
-    _write(spec, partial)
-    try:
-        partial.rename(folder)
-    except OSError:  # another process wrote it first: theirs is the same
-        shutil.rmtree(partial, ignore_errors=True)
-    return folder
+    return cached_folder(f"tiny-whisper-{spec.digest()}", lambda folder: _write(spec, folder))
 
 
 def _specials() -> list[str]:
