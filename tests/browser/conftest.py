@@ -1,5 +1,5 @@
-"""The console in a real headless Chromium (Debian's, driven by Playwright): one browser for every browser
-test, each page opened as make run prints its URL, every request it makes recorded."""
+"""The console in a real headless Chromium (Debian's, driven by Playwright): one browser per test module,
+each page opened as make run prints its URL, every request it makes recorded."""
 
 from __future__ import annotations
 
@@ -66,7 +66,9 @@ class Console:
         assert self.problems == []
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API runs, its event loop is the thread's running
+# loop, and every asyncio test after the browser tests would fail to start its own.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (console_routes.DIST / "index.html").is_file():
         pytest.fail("the console is not built: run `make console` (make test does)")

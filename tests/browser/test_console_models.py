@@ -1,11 +1,12 @@
 """The console in Chromium on a stack of its own: its scheduler places a catalog model on a host worker
 (unload, load, priority and pin from the Models page, each checked through the admin API), and the
 test plays a GPU server's and a Jetson board's monitors on its bus (the Fleet page's GPU and Jetson
-fields, and both nodes offline once silent)."""
+fields, an alert it sends moving the badge, and both nodes offline once silent)."""
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from contracts import streams, subjects
-from contracts.telemetry import GpuInfo, GpuSample, NodeCapabilities, NodeTelemetry
+from contracts.telemetry import Alert, AlertState, GpuInfo, GpuSample, NodeCapabilities, NodeTelemetry, Severity
 from services.common.bus import connect
 from services.devstack import LocalStack
 from tests.browser.conftest import NEEDS_CHROMIUM, Console, open_console
@@ -90,6 +91,7 @@ class Monitors:
     def __init__(self, stack: LocalStack) -> None:
         self.url = stack.nats_url
         self.stop = threading.Event()
+        self.alerts: queue.Queue[Alert] = queue.Queue()
         self.thread = threading.Thread(target=lambda: asyncio.run(self.publish()), daemon=True)
 
     async def publish(self) -> None:
@@ -101,9 +103,18 @@ class Monitors:
             while not self.stop.is_set():
                 for sample in (gpu_sample(), jetson_sample()):
                     await bus.nc.publish(subjects.telemetry(sample.node), sample.encode())
+                while not self.alerts.empty():
+                    alert = self.alerts.get()
+                    await bus.js.publish(subjects.alert(alert.severity.value, alert.node), alert.encode())
                 await asyncio.sleep(0.5)
         finally:
             await bus.close()
+
+    def alert(self, state: AlertState) -> None:
+        """A GPU temperature alert from the GPU server, fired or resolved, sent with its next sample."""
+        self.alerts.put(
+            Alert(name="gpu_temp_high", node=GPU_NODE.node, severity=Severity.warning, state=state, subject_key="gpu0")
+        )
 
     def __enter__(self) -> Monitors:
         self.thread.start()
@@ -150,13 +161,19 @@ def test_fleet_page_shows_gpus_and_jetson_fields_and_a_silent_node_offline(conso
     page = console.page
     gpu_card = f".node-class[data-class='datacenter'] .node[data-node='{GPU_NODE.node}']"
     jetson_card = f".node-class[data-class='jetson'] .node[data-node='{JETSON.node}']"
-    with Monitors(console.stack):
+    with Monitors(console.stack) as monitors:
         page.wait_for_selector(f"{gpu_card} .state.online")
         page.wait_for_selector(f"{jetson_card} .state.online")
         page.wait_for_selector(f"{gpu_card} .gpu[data-gpu='1'] canvas")
         gpu1 = page.text_content(f"{gpu_card} .gpu[data-gpu='1']") or ""
         jetson = page.text_content(jetson_card) or ""
         console.shoot("fleet-gpu-jetson", full_page=True)
+        # An alert pushed over the events stream moves the badge on this page, with no reload or poll.
+        before = page.text_content("#alerts-badge")
+        monitors.alert(AlertState.firing)
+        page.wait_for_selector(f"#alerts-badge:text-is('{int(before or 0) + 1}')")
+        monitors.alert(AlertState.resolved)
+        page.wait_for_selector(f"#alerts-badge:text-is('{before}')")
     assert page.locator(f"{gpu_card} .gpu").count() == 2
     assert all(text in gpu1 for text in ("41%", "19.5 GiB / 79.6 GiB", "61 °C", "301 W")), gpu1
     assert "VDD_GPU_SOC" in jetson and "7.5 W" in jetson and "48 °C" in jetson and "AGX Orin" in jetson

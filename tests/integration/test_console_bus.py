@@ -46,7 +46,7 @@ async def test_history_samples_each_stretch_once_and_skips_a_silence(bus: Bus) -
 
 
 async def test_one_subscription_fans_out_batches_to_every_console(bus: Bus) -> None:
-    hub = ConsoleHub(bus.nc)
+    hub = ConsoleHub(bus)
     hub.FLUSH_S = 1.0  # every publication below lands in one batch, however busy the machine
     a, b = await hub.join(), await hub.join()
     subscribed = list(hub._subs)

@@ -35,6 +35,7 @@ function PriorityEditor({ model, onDone, onError }) {
 
 function ModelRow({ model, onChange, onError }) {
   const [busy, setBusy] = useState("");
+  const [pinning, setPinning] = useState(null); // the box shows the asked state until the gateway answers
   const act = async (action, body) => {
     setBusy(action);
     try {
@@ -93,9 +94,12 @@ function ModelRow({ model, onChange, onError }) {
             <input
               type="checkbox"
               class="pin"
-              checked={model.pinned}
+              checked={pinning ?? model.pinned}
               disabled={!placed || !!busy}
-              onChange={(e) => act("pin", { pinned: e.target.checked })}
+              onChange={(e) => {
+                setPinning(e.target.checked);
+                act("pin", { pinned: e.target.checked }).finally(() => setPinning(null));
+              }}
             />{" "}
             pinned
           </label>

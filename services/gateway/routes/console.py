@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +28,7 @@ from contracts import streams, subjects
 from contracts.errors import BusUnavailable, InvalidRequest
 from contracts.telemetry import NodeCapabilities, NodeTelemetry
 from contracts.workers import WorkerState, WorkerStatus
+from services.common.bus import Bus
 from services.gateway.relay import GatewayFleet, Relay
 
 DIST = Path(__file__).resolve().parent.parent / "console_dist"
@@ -73,15 +75,11 @@ class ConsoleHub:
     (alerts are all kept). A worker sends a status on every slot it takes or frees, and relaying each
     to every console at once put fifty writes in the path of every chat's first token."""
 
-    KINDS = (
-        ("telemetry", subjects.TELEMETRY_ALL),
-        ("worker", subjects.WORKER_STATUS_ALL),
-        ("alert", subjects.ALERTS_ALL),
-    )
+    KINDS = (("telemetry", subjects.TELEMETRY_ALL), ("worker", subjects.WORKER_STATUS_ALL))
     FLUSH_S = 0.25
 
-    def __init__(self, nc: NATS) -> None:
-        self.nc = nc
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
         self.listeners: set[asyncio.Queue[bytes]] = set()
         self._subs: list[Any] = []
         self._lock = asyncio.Lock()
@@ -93,7 +91,18 @@ class ConsoleHub:
         queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_DEPTH)
         async with self._lock:
             if not self._subs:
-                self._subs = [await self.nc.subscribe(subject, cb=self._relay(kind)) for kind, subject in self.KINDS]
+                nc = self.bus.nc
+                self._subs = [await nc.subscribe(subject, cb=self._relay(kind)) for kind, subject in self.KINDS]
+                # Alerts through their stream, as the relay follows them: the gateway's NATS user may not
+                # subscribe to `alert.>` itself (services.natsauth), and JetStream delivers to its inbox.
+                self._subs.append(
+                    await self.bus.js.subscribe(
+                        subjects.ALERTS_ALL,
+                        cb=self._relay("alert"),
+                        ordered_consumer=True,
+                        deliver_policy=DeliverPolicy.NEW,
+                    )
+                )
             self.listeners.add(queue)
         return queue
 
@@ -139,7 +148,7 @@ RelayDep = Annotated[Relay, Depends(_relay)]
 def _hub(request: Request) -> ConsoleHub:
     state = request.app.state
     if getattr(state, "console_hub", None) is None:
-        state.console_hub = ConsoleHub(state.relay.bus.nc)
+        state.console_hub = ConsoleHub(state.relay.bus)
     hub: ConsoleHub = state.console_hub
     return hub
 
