@@ -53,6 +53,7 @@ prometheus:
 
 ## test: install what the tests need, lint, then run unit, integration, end-to-end and browser tests
 test: install-test lint browser prometheus console
+	cd console && npm test --silent
 	$(PY) -m pytest -q
 
 test-fast: install-test

@@ -12,4 +12,6 @@ export default defineConfig({
     assetsInlineLimit: 0,
     target: "es2022",
   },
+  // Component tests (npm test): pages rendered into happy-dom, the network stubbed at fetch.
+  test: { environment: "happy-dom" },
 });

@@ -72,6 +72,8 @@ class Sender:
             record.error = "timeout"
         except httpx.HTTPError as exc:
             record.error = type(exc).__name__
+        except (ValueError, KeyError, TypeError, AttributeError):
+            record.error = "bad_response"  # not the OpenAI shape: counted, and the run goes on
         finally:
             record.end = self.now()
 

@@ -1,6 +1,7 @@
 """A test-only OpenAI-shaped server with known delays: SSE chat and completions (the first token after
 `ttft`, then one every `itl`), embeddings answered after `latency`, speech whose first WAV byte comes
-after `ttft` and holds `audio` seconds of silence, and a 429 for the model `limited`.
+after `ttft` and holds `audio` seconds of silence, a 429 for the model `limited` and a broken event
+for the model `garbled`.
 
 Delays run from the request's arrival to absolute deadlines, so waking late once does not shift the
 tokens after it; `Kept` records the delays it really kept (a busy machine wakes timers late)."""
@@ -129,6 +130,9 @@ def build(delays: Delays, kept: Kept) -> ASGIApp:
             await reply(send, 404, "text/plain", once(b"not found"))
             return
         body = await body_of(receive)
+        if body.get("model") == "garbled":
+            await reply(send, 200, "text/event-stream", once(b"data: {not json\n\n"))
+            return
         if body.get("model") == "limited":
             error = {"message": "slow down", "type": "rate_limit_error", "code": "rate_limited"}
             await reply(send, 429, "application/json", once(json.dumps({"error": error}).encode()))

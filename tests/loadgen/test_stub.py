@@ -152,3 +152,10 @@ async def test_sweep_and_slo_search_from_the_command_line(stub: Stub, tmp_path: 
         args = ["slo-search", *common, "--slo-ttft-ms", target, "--by", "concurrency", "--low", "1", "--high", "4"]
         await run_command(build_parser().parse_args([*args, "--out", str(tmp_path / target)]))
         assert json.loads((tmp_path / target / "slo_search.json").read_text())["best"] == best
+
+
+async def test_a_malformed_answer_is_an_error_of_its_own(stub: Stub) -> None:
+    spec = mix(stub.url, 4, Shape(kind="concurrency", concurrency=2))
+    garbled = RequestClass(name="garbled", kind="chat", model="garbled")
+    result = await Run(spec.model_copy(update={"classes": (garbled,), "warmup": 0})).execute()
+    assert [r.error for r in result.records] == ["bad_response"] * 4
