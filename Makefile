@@ -61,7 +61,7 @@ test-fast: install-test
 
 ## test-compose: build the images, bring the fleet up in Docker, check it, tear it down (tests/compose/run.sh:
 ## it installs and starts a Docker engine where it may, root with apt, and skips saying why where it cannot)
-test-compose: install-test console
+test-compose: install-test
 	PY=$(PY) bash tests/compose/run.sh
 
 ## compose-env: deploy/compose/.env with random secrets (owner-only); never over an existing one

@@ -2,8 +2,19 @@
 # (no torch, no engines). One file, four images: `--build-arg SERVICE=<role> --build-arg EXTRAS=<extras>`
 # (docker-compose.yml builds each). The base is the public python image unless PYTHON_IMAGE names
 # another (`make test-compose` passes a local stand-in); an extra CA bundle for pip comes as the build
-# secret `build-ca` (see with-ca.sh).
+# secret `build-ca` (see with-ca.sh). The console is built from console/ (npm ci with its lockfile, then
+# vite) in a Node stage, NODE_IMAGE, so the image carries it whether or not the host has Node.
 ARG PYTHON_IMAGE=python:3.11-slim
+ARG NODE_IMAGE=node:20-slim
+
+FROM ${NODE_IMAGE} AS console
+COPY deploy/docker/with-ca.sh /usr/local/bin/with-ca
+WORKDIR /console
+COPY console/package.json console/package-lock.json ./
+RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.npm \
+    with-ca npm ci --no-audit --no-fund --loglevel=error
+COPY console ./
+RUN npm run build -- --outDir /console/dist
 
 FROM ${PYTHON_IMAGE} AS build
 ARG EXTRAS=gateway
@@ -19,6 +30,7 @@ RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/pip \
     && rm -rf build modalmesh.egg-info contracts services
 COPY contracts contracts
 COPY services services
+COPY --from=console /console/dist services/gateway/console_dist
 RUN --mount=type=secret,id=build-ca --mount=type=cache,target=/root/.cache/pip with-ca pip install --no-deps . \
     && pip uninstall -y -q pip setuptools && rm -rf /opt/venv/lib/python*/site-packages/numpy/*/tests
 

@@ -18,7 +18,7 @@ async def main() -> None:
     serve_metrics(settings.metrics_port)
     setup_tracing("aggregator")
     stop = stop_event_on_signals()
-    bus = await connect(settings.nats_url, "aggregator")
+    bus = await connect(settings.nats_url, "aggregator", settings.nats_replicas)
     try:
         await Aggregator(bus).run(stop)
     finally:

@@ -19,7 +19,7 @@ async def main() -> None:
     exporter = Exporter()
     if settings.metrics_port:
         exporter.serve(settings.metrics_port, settings.metrics_addr)
-    bus = await connect(settings.nats_url, f"monitor-{settings.node}")
+    bus = await connect(settings.nats_url, f"monitor-{settings.node}", settings.nats_replicas)
     try:
         await MonitorAgent(settings, bus, sources, exporter).run(stop)
     finally:

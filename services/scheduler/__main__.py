@@ -18,7 +18,7 @@ async def main() -> None:
     serve_metrics(settings.metrics_port)
     setup_tracing("scheduler")
     stop = stop_event_on_signals()
-    bus = await connect(settings.nats_url, "scheduler")
+    bus = await connect(settings.nats_url, "scheduler", settings.nats_replicas)
     try:
         await Scheduler(settings, bus).run(stop)
     finally:

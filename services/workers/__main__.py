@@ -56,7 +56,7 @@ async def main() -> None:
         except Exception:
             log.error("the engine did not start%s", memory_limit_note())
             raise
-        bus = await connect(settings.nats_url, f"worker-{settings.worker_id}")
+        bus = await connect(settings.nats_url, f"worker-{settings.worker_id}", settings.nats_replicas)
         try:
             await Worker(settings, engine, bus, domain=domain).run(stop)
         finally:

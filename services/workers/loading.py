@@ -75,7 +75,7 @@ async def trusted_weights(settings: WorkerSettings) -> WorkerSettings:
     what they install). Weights that do not match stop the worker with the reason."""
     try:
         if settings.model_fetch:
-            bus = await connect(settings.nats_url, f"worker-{settings.worker_id}-fetch")
+            bus = await connect(settings.nats_url, f"worker-{settings.worker_id}-fetch", settings.nats_replicas)
             try:
                 path = await fetch(bus, settings.model_fetch, settings.models_dir)
             finally:

@@ -38,7 +38,7 @@ class ComposeFleet:
         values.update({name: str(free_port()) for name in PORTS})
         values["MODALMESH_BIND"] = "127.0.0.1"
         # The images the run script chose (local stand-ins here), and the build's CA bundle.
-        for name in ("PYTHON_IMAGE", "NATS_IMAGE", "PROMETHEUS_IMAGE", "BUILD_CA_FILE"):
+        for name in ("PYTHON_IMAGE", "NODE_IMAGE", "NATS_IMAGE", "PROMETHEUS_IMAGE", "BUILD_CA_FILE"):
             if os.environ.get(name):
                 values[name] = os.environ[name]
         self.env = values

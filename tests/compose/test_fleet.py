@@ -5,6 +5,7 @@ container killed mid-answer, and NATS restarted with a task queued."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import time
 from typing import Any
@@ -50,6 +51,16 @@ def stream_chat(fleet: ComposeFleet, max_tokens: int, on_token: Any = None) -> t
 def test_a_streamed_chat_through_the_openai_client(fleet: ComposeFleet) -> None:
     text, workers = stream_chat(fleet, 16)
     assert text and len(workers) == 1
+
+
+def test_the_gateway_image_serves_the_console_it_built(fleet: ComposeFleet) -> None:
+    page = httpx.get(fleet.api.removesuffix("/v1") + "/", timeout=10)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert page.headers["content-security-policy"] == "default-src 'self'"
+    scripts = re.findall(r'src="(/assets/[^"]+\.js)"', page.text)
+    assert scripts, page.text[:500]
+    script = httpx.get(fleet.api.removesuffix("/v1") + scripts[0], timeout=10)
+    assert script.status_code == 200 and len(script.content) > 1000
 
 
 def _forbidden_subject(role: str) -> str:

