@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 from typing import Any
@@ -105,8 +106,14 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
 
 
 async def test_web_page_is_served(client: httpx.AsyncClient) -> None:
+    """The console's page and its script, under the self-only CSP (the browser tests drive it)."""
     res = await client.get("/")
-    assert res.status_code == 200 and "/v1/chat/completions" in res.text
+    assert res.status_code == 200 and "text/html" in res.headers["content-type"]
+    assert res.headers["content-security-policy"] == "default-src 'self'"
+    script = re.search(r'src="(/assets/[^"]+\.js)"', res.text)
+    assert script is not None, res.text[:300]
+    bundle = await client.get(script.group(1))
+    assert bundle.status_code == 200 and "/v1/chat/completions" in bundle.text
 
 
 @pytest.mark.parametrize(
