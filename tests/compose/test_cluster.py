@@ -135,6 +135,7 @@ def test_a_nats_server_dies_under_load_and_nothing_is_lost(cluster: ComposeFleet
         "chats_accepted": len(load.chats),
         "chats_whole": load.chats.count("whole"),
         "chats_refused": len(load.refused),
+        "refused_statuses": {str(code): load.refused.count(code) for code in sorted(set(load.refused))},
         "tasks_accepted": len(load.tasks),
         "tasks_completed": sum(s == "completed" for s in states.values()),
         "longest_pause_s": round(load.longest_pause_s, 3),

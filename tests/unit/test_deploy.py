@@ -91,6 +91,17 @@ def test_dockerfiles_are_multi_stage_non_root_and_check_their_health(path: Path)
     assert any(op in ("CMD", "ENTRYPOINT") for op, _ in final)
 
 
+@pytest.mark.parametrize("path", [*DOCKERFILES, *(ROOT / "deploy" / "docker" / "local").glob("*.Dockerfile")])
+def test_dockerfiles_need_no_registry_for_their_frontend_and_fetch_through_the_build_ca(path: Path) -> None:
+    """A `# syntax=` line makes BuildKit pull a frontend image; every download step (pip, npm, apt)
+    runs through with-ca.sh with the `build-ca` secret, so a proxy's CA reaches it and no layer."""
+    text = path.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M), f"{path.name}: a syntax line needs a registry"
+    for op, arg in instructions(path):
+        if op == "RUN" and re.search(r"\b(pip|npm) (install|wheel|ci)\b|apt-get install", arg):
+            assert "id=build-ca" in arg and "with-ca" in arg, f"{path.name}: {arg[:80]}"
+
+
 def test_the_light_images_carry_no_engine() -> None:
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python 3.11+")
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]

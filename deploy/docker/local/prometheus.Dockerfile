@@ -2,7 +2,8 @@
 # with its data in /prometheus, as the public image does.
 ARG BASE=modalmesh-local/debian:bookworm
 FROM ${BASE}
-RUN apt-get update && apt-get install -y --no-install-recommends prometheus wget \
+RUN --mount=type=secret,id=build-ca --mount=type=bind,source=with-ca.sh,target=/usr/local/bin/with-ca \
+    with-ca sh -c 'apt-get update && apt-get install -y --no-install-recommends prometheus wget' \
     && rm -rf /var/lib/apt/lists/* && mkdir -p /prometheus && chown nobody:nogroup /prometheus
 USER nobody
 WORKDIR /prometheus
