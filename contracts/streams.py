@@ -31,6 +31,8 @@ KV_NODES = "nodes"
 KV_MODELS = "models"
 KV_TASKS = "tasks"
 KV_PLACEMENT = "placement"  # operators' overrides of the catalog (contracts.workers.ModelOverride)
+KV_KEYS = "keys"  # API keys made by the admin API, under their sha256 (contracts.keys.ManagedKey)
+KV_RATES = "rates"  # per-key request and token counters of the current minute, shared by every gateway
 OBJ_ARTIFACTS = "artifacts"
 OBJ_MODELS = "models"  # model files shared through the fleet: `<model id>/<path in its folder>`
 
@@ -41,6 +43,7 @@ DEDUP_WINDOW_S = 120.0
 RESULTS_MAX_AGE_S = 3600.0
 TELEMETRY_MAX_AGE_S = 6 * 3600.0
 TASKS_TTL_S = 24 * 3600.0
+RATES_TTL_S = 180.0
 
 
 def worker_consumer(worker_id: str) -> str:
@@ -109,6 +112,9 @@ BUCKETS: tuple[KeyValueConfig, ...] = (
     KeyValueConfig(bucket=KV_MODELS, history=5, storage=StorageType.FILE),
     KeyValueConfig(bucket=KV_TASKS, history=1, ttl=TASKS_TTL_S, storage=StorageType.FILE),
     KeyValueConfig(bucket=KV_PLACEMENT, history=5, storage=StorageType.FILE),
+    KeyValueConfig(bucket=KV_KEYS, history=1, storage=StorageType.FILE),
+    # A counter serves one minute; the TTL clears the spent ones.
+    KeyValueConfig(bucket=KV_RATES, history=1, ttl=RATES_TTL_S, storage=StorageType.MEMORY),
 )
 
 

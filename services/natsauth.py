@@ -50,8 +50,8 @@ ROLES: dict[str, Role] = {
     "gateway": Role(
         publish=("req.>", "cancel.>", "control.>"),  # control: the admin API's unload and drain
         subscribe=("out.>", "worker.status.>", "telemetry.>", subjects.QUEUE_REPORTS_ALL),
-        kv_write=("tasks", "placement"),
-    ),  # placement: the admin API's overrides
+        kv_write=("tasks", "placement", "keys", "rates"),
+    ),  # placement: the admin API's overrides; keys: its API keys; rates: the per-key limits' counters
     # req: re-queueing work a worker handed back; INBOX: replies.
     "scheduler": Role(
         publish=("req.>", "assign.>", "result.>", "alert.>", "dead.>", "control.>", subjects.QUEUE_REPORTS_ALL, INBOX),

@@ -8,18 +8,22 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.telemetry import TelemetryConfig
 
+from contracts import streams
 from services.common.bus import connect
 from services.gateway import errors
 from services.gateway.auth import KeyRing, authenticate, require_admin
 from services.gateway.files import Files
+from services.gateway.keys import KeyStore
 from services.gateway.limits import BodySizeLimit
 from services.gateway.metrics import HttpMetrics, metrics_endpoint
+from services.gateway.ratelimit import RateLimiter, RateLimitHeaders
 from services.gateway.relay import Relay
 from services.gateway.routes import (
     admin,
     console,
     fleet,
     health,
+    keys,
     media,
     openai,
     rerank,
@@ -50,9 +54,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await relay.start()
         app.state.relay = relay
         app.state.files = Files(bus, settings.url_secret, settings.url_ttl_s)
+        app.state.key_store = await KeyStore.follow(bus, app.state.keys)
+        app.state.rate_limiter = RateLimiter(await bus.js.key_value(streams.KV_RATES))
         try:
             yield
         finally:
+            await app.state.key_store.stop()
             await relay.stop()
             await bus.close()
 
@@ -69,6 +76,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     errors.install(app, retry_after_s=settings.dead_after_s)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetrics)
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(console.ContentSecurityPolicy, exempt=("/docs", "/redoc"))
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)  # for Prometheus: no key, like /healthz
     app.include_router(health.router)
@@ -81,6 +89,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(media.files_router)  # the API key or a signed URL: see Files.authorize
     app.include_router(fleet.router, dependencies=[Depends(authenticate)])
     app.include_router(admin.router, dependencies=[Depends(authenticate), Depends(require_admin)])
+    app.include_router(keys.router, dependencies=[Depends(authenticate), Depends(require_admin)])
     app.include_router(console.router, dependencies=[Depends(authenticate)])
     console.mount_assets(app)
 

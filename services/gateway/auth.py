@@ -5,7 +5,9 @@ Keys come from `MODALMESH_GATEWAY_API_KEYS` (plain, hashed at start) and/or a fi
 scope is `full` (the default), `read` (GET routes only) or `admin` (also the admin API), and priority
 is the class (realtime, interactive, batch) of the key's requests that name none. Keys from the
 environment have scope admin. `python -m services.gateway.auth hash KEY` prints such a line.
-Health probes and the docs need no key.
+Keys made through the admin API (services.gateway.keys) live in the `keys` bucket, followed by every
+gateway, and may carry allowed models, an expiry and per-minute limits. Health probes and the docs
+need no key.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 
 from fastapi import Request
 
+from contracts.base import now_ms
 from contracts.errors import ModalMeshError, PermissionDenied, Unauthenticated
+from contracts.keys import ManagedKey
 from contracts.requests import Priority
 
 SCOPES = ("full", "read", "admin")
@@ -34,11 +38,34 @@ class KeyEntry:
     name: str = "key"
     scope: str = "full"
     priority: Priority | None = None
+    id: str = ""  # set for keys from the admin API, which the limits below apply to
+    models: frozenset[str] | None = None  # None: every model
+    expires_at_ms: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+
+    @classmethod
+    def managed(cls, digest: str, key: ManagedKey) -> KeyEntry:
+        return cls(
+            digest,
+            key.name,
+            key.scope,
+            key.priority,
+            key.id,
+            None if key.models is None else frozenset(key.models),
+            key.expires_at_ms,
+            key.rpm,
+            key.tpm,
+        )
+
+    def allows(self, model: str) -> bool:
+        return self.models is None or model in self.models
 
 
 class KeyRing:
     def __init__(self, entries: list[KeyEntry]) -> None:
         self.entries = entries
+        self.managed: dict[str, KeyEntry] = {}  # by digest: the `keys` bucket, as services.gateway.keys follows it
 
     @classmethod
     def load(cls, plain: list[str], file: Path | None) -> KeyRing:
@@ -65,6 +92,9 @@ class KeyRing:
 
     def find(self, key: str) -> KeyEntry | None:
         digest = key_hash(key)
+        # A dict look-up of a digest leaks nothing about the key: the timing depends on its hash only.
+        if (managed := self.managed.get(digest)) is not None:
+            return managed
         for entry in self.entries:
             if hmac.compare_digest(entry.digest, digest):
                 return entry
@@ -80,6 +110,8 @@ def check_key(request: Request) -> KeyEntry:
     entry = request.app.state.keys.find(token.strip())
     if entry is None:
         raise Unauthenticated("Incorrect API key provided")
+    if entry.expires_at_ms is not None and entry.expires_at_ms <= now_ms():
+        raise Unauthenticated(f"The API key `{entry.name}` has expired")
     if entry.scope == "read" and request.method not in ("GET", "HEAD"):
         raise PermissionDenied(f"The key `{entry.name}` may only read")
     request.state.api_key = entry

@@ -46,6 +46,7 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
 def error_response(exc: ModalMeshError, retry_after_s: float | None = None) -> JSONResponse:
     status = STATUS.get(exc.code, 500)
     headers = {"Retry-After": str(math.ceil(retry_after_s))} if retry_after_s and status in (429, 503) else None
+    headers = getattr(exc, "headers", None) or headers  # a rate limit's own (services.gateway.ratelimit)
     return JSONResponse(error_body(status, exc.message, exc.code.value, exc.param), status_code=status, headers=headers)
 
 

@@ -14,10 +14,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from contracts.base import now_ms
-from contracts.errors import InvalidRequest
+from contracts.errors import InvalidRequest, PermissionDenied
 from contracts.requests import AnyRequest, Priority
 from contracts.results import AnyChunk, ErrorChunk, FinalChunk
 from services.gateway.limits import check_request
+from services.gateway.ratelimit import HEADERS_SCOPE, estimated_tokens
 from services.gateway.relay import ChunkStream
 from services.gateway.settings import GatewaySettings
 
@@ -88,6 +89,7 @@ class Intake:
     timeout: str | None
     idempotency_key: str | None
     priority_header: str | None = None
+    counted: bool = False  # this HTTP request's one request of its key's rpm (n choices make several submits)
 
     @property
     def settings(self) -> GatewaySettings:
@@ -102,7 +104,11 @@ class Intake:
 
     def prioritized(self, bus_request: AnyRequest, named: Priority | None) -> AnyRequest:
         """`bus_request` with its priority class: the one the body names, else the header's, else the
-        API key's default, else the model's (from the catalog)."""
+        API key's default, else the model's (from the catalog). A key kept to other models gets 403:
+        the key is known and the model may well exist, and no retry with this key will help."""
+        key = self.request.state.api_key
+        if not key.allows(bus_request.model):
+            raise PermissionDenied(f"The key `{key.name}` may not use the model `{bus_request.model}`", param="model")
         chosen = named or self._header_priority() or self.request.state.api_key.priority
         if chosen is None:
             entry = self.request.app.state.relay.fleet.catalog.get(bus_request.model)
@@ -117,10 +123,20 @@ class Intake:
         except ValueError:
             raise InvalidRequest(f"{PRIORITY_HEADER} must be one of {', '.join(p.value for p in Priority)}") from None
 
+    async def admit(self, bus_request: AnyRequest) -> None:
+        """Spend the request and its tokens of the key's per-minute limits (429 when over them)."""
+        requests, self.counted = (0 if self.counted else 1), True
+        taken = await self.request.app.state.rate_limiter.take(
+            self.request.state.api_key, requests, estimated_tokens(bus_request)
+        )
+        self.request.scope[HEADERS_SCOPE] = taken
+
     async def submit(self, bus_request: AnyRequest, priority: Priority | None = None) -> tuple[ChunkStream, AnyChunk]:
         """Check limits, publish, and wait for the first chunk (so early failures keep their status)."""
         check_request(bus_request, self.settings)
-        stream = await self.request.app.state.relay.submit(self.prioritized(bus_request, priority))
+        bus_request = self.prioritized(bus_request, priority)
+        await self.admit(bus_request)
+        stream = await self.request.app.state.relay.submit(bus_request)
         return stream, await first_chunk(self.request, stream)
 
 

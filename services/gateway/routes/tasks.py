@@ -97,6 +97,7 @@ async def create_task(body: TaskBody, take: Take) -> dict[str, Any]:
     rid = take.request_id(f"{TASK_PREFIX}{body.modality}")
     bus_request = take.prioritized(await _to_request(body, rid, take.deadline_ms, take.request), body.priority)
     check_request(bus_request, take.settings)
+    await take.admit(bus_request)
     relay: Relay = take.request.app.state.relay
     entry = relay.fleet.catalog.get(bus_request.model)
     if entry is not None and isinstance(bus_request, (ChatRequest, CompletionRequest)):

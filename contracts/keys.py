@@ -1,0 +1,22 @@
+"""API keys an admin creates at run time, as kept (hashed) in the `keys` bucket under their digest."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from contracts.base import Message
+from contracts.requests import Priority
+
+
+class ManagedKey(Message):
+    """One key made through `POST /v1/admin/keys`: its sha256 digest is the bucket key, never the key."""
+
+    id: str = Field(description="Public handle for listing and revoking (`key_` and the digest's first 16 hex).")
+    name: str
+    scope: str = "full"
+    models: list[str] | None = Field(default=None, description="Models the key may use; None: every model.")
+    priority: Priority | None = None
+    expires_at_ms: int | None = None
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute, shared by every gateway.")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens per minute (prompt + max_tokens reserved).")
+    created_at_ms: int = 0

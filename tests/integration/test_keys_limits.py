@@ -1,0 +1,155 @@
+"""Keys made and revoked through the admin API, and per-key limits, across two gateways: two real
+gateway apps in this process on one real nats-server, with the scheduler, aggregator and a worker
+running the real tiny llama.cpp engine (tests.integration.inprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+from tests.integration.inprocess import in_process_stack
+
+MODEL = "tiny-keyed"
+ADMIN_KEY = "keys-test-admin"
+Gateways = tuple[httpx.AsyncClient, httpx.AsyncClient]
+
+
+@pytest.fixture(scope="module")
+async def gateways(nats_url: str) -> AsyncIterator[Gateways]:
+    settings = GatewaySettings(nats_url=nats_url, api_keys=[ADMIN_KEY])
+    async with in_process_stack(settings, MODEL, "keyed-1") as (first, _):
+        other = create_app(settings)
+        async with other.router.lifespan_context(other):
+            for _ in range(100):  # until the second gateway, too, has heard of the worker
+                if other.state.relay.fleet.workers.serving(MODEL, time.monotonic()):
+                    break
+                await asyncio.sleep(0.05)
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=other),
+                base_url="http://gateway-b",
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                timeout=30,
+            ) as second:
+                yield first, second
+
+
+def chat(model: str = MODEL) -> dict[str, object]:
+    return {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def within(seconds: float, check: Callable[[], Awaitable[bool]]) -> float:
+    """How long until `check` holds; fails the test after `seconds`."""
+    started = time.monotonic()
+    while not await check():
+        assert time.monotonic() - started < seconds, f"not within {seconds} s"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def make_key(admin: httpx.AsyncClient, **fields: object) -> dict[str, object]:
+    res = await admin.post("/v1/admin/keys", json={"name": "test", **fields})
+    assert res.status_code == 201, res.text
+    return res.json()
+
+
+async def test_a_key_made_on_one_gateway_works_on_the_other_and_revoked_is_refused_by_both(
+    gateways: Gateways,
+) -> None:
+    a, b = gateways
+    made = await make_key(a, name="alice", models=[MODEL])
+    secret = str(made["key"])
+    assert secret.startswith("mm-") and made["models"] == [MODEL]
+
+    async def works_on_b() -> bool:
+        return (await b.post("/v1/chat/completions", json=chat(), headers=bearer(secret))).status_code == 200
+
+    await within(1.0, works_on_b)
+    listed = (await b.get("/v1/admin/keys")).json()["data"]
+    assert [k["name"] for k in listed if k["id"] == made["id"]] == ["alice"]
+    assert all("key" not in k for k in listed), "a listing never shows a secret"
+    # A user key may not use the admin API.
+    assert (await a.get("/v1/admin/keys", headers=bearer(secret))).status_code == 403
+
+    assert (await b.delete(f"/v1/admin/keys/{made['id']}")).status_code == 200
+
+    async def refused_by_both() -> bool:
+        codes = [
+            (await g.post("/v1/chat/completions", json=chat(), headers=bearer(secret))).status_code for g in gateways
+        ]
+        return codes == [401, 401]
+
+    await within(1.0, refused_by_both)
+    assert (await a.delete(f"/v1/admin/keys/{made['id']}")).status_code == 404
+
+
+async def test_a_model_outside_the_keys_list_is_refused(gateways: Gateways) -> None:
+    a, _ = gateways
+    secret = str((await make_key(a, models=["some-other-model"]))["key"])
+    res = await a.post("/v1/chat/completions", json=chat(), headers=bearer(secret))
+    assert res.status_code == 403, res.text
+    error = res.json()["error"]
+    assert error["code"] == "permission_denied" and error["param"] == "model" and MODEL in error["message"]
+
+
+async def test_an_expired_key_is_refused(gateways: Gateways) -> None:
+    a, _ = gateways
+    secret = str((await make_key(a, expires_in_s=1))["key"])
+    assert (await a.get("/v1/models", headers=bearer(secret))).status_code == 200
+    await asyncio.sleep(1.05)
+    res = await a.get("/v1/models", headers=bearer(secret))
+    assert res.status_code == 401 and "expired" in res.json()["error"]["message"]
+
+
+async def wait_clear_of_minute_boundary(margin_s: float = 4.0) -> None:
+    """The limiter counts in fixed minutes: start a burst far enough from a new one that it all falls in one."""
+    into = time.time() % 60
+    if into > 60 - margin_s:
+        await asyncio.sleep(60 - into + 0.05)
+
+
+async def test_an_rpm_limit_holds_across_two_gateways_at_once(gateways: Gateways) -> None:
+    a, b = gateways
+    limit, extra = 4, 4
+    secret = str((await make_key(a, rpm=limit))["key"])
+    await within(1.0, lambda: _known(b, secret))
+    await wait_clear_of_minute_boundary()
+    answers = await asyncio.gather(
+        *(g.post("/v1/chat/completions", json=chat(), headers=bearer(secret)) for g in [a, b] * ((limit + extra) // 2))
+    )
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200] * limit + [429] * extra, codes
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert refused.headers["x-ratelimit-limit-requests"] == str(limit)
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+    served = [r for r in answers if r.status_code == 200]
+    assert sorted(r.headers["x-ratelimit-remaining-requests"] for r in served) == [str(n) for n in range(limit)]
+
+
+async def test_a_tpm_limit_counts_prompt_and_max_tokens(gateways: Gateways) -> None:
+    a, b = gateways
+    # "hi" is one token by the estimate and max_tokens 1 another: two a request, so 5 tokens is two requests.
+    secret = str((await make_key(a, tpm=5))["key"])
+    await within(1.0, lambda: _known(b, secret))
+    await wait_clear_of_minute_boundary()
+    codes = [(await g.post("/v1/chat/completions", json=chat(), headers=bearer(secret))).status_code for g in (a, b, a)]
+    assert codes == [200, 200, 429]
+    res = await b.post("/v1/chat/completions", json=chat(), headers=bearer(secret))
+    assert res.status_code == 429 and res.headers["x-ratelimit-remaining-tokens"] == "1"
+    assert "tokens per minute" in res.json()["error"]["message"]
+
+
+async def _known(gateway: httpx.AsyncClient, secret: str) -> bool:
+    return (await gateway.get("/v1/models", headers=bearer(secret))).status_code == 200
