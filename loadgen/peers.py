@@ -112,6 +112,7 @@ async def turns(fronts: dict[str, tuple[str, str | None]], rounds: int, args: ar
     fronts in turn, so that all of them see the machine as it is then. Every front gets the same prompts in
     a round, and no prompt comes twice to one front."""
     ttft: dict[str, list[Record]] = {name: [] for name in fronts}
+    per_round: list[dict[str, float]] = []
     loaded: dict[str, list[tuple[int, float, int]]] = {name: [] for name in fronts}
     names = list(fronts)
     for round_ in range(rounds):
@@ -120,11 +121,15 @@ async def turns(fronts: dict[str, tuple[str, str | None]], rounds: int, args: ar
             url, key = fronts[name]
             single = await Run(spec_for(url, key, 1, args, seed=2 * round_)).execute()
             ttft[name] += measured(single.records)
+            firsts = [r.ttft * 1000 for r in measured(single.records) if r.ok and r.ttft is not None]
+            if round_ == len(per_round):
+                per_round.append({})
+            per_round[round_][name] = percentile(firsts, 50)
             busy = await Run(spec_for(url, key, args.concurrency, args, seed=2 * round_ + 1)).execute()
             kept = measured(busy.records)
             loaded[name].append((sum(r.ok for r in kept), window(kept), sum(r.output_tokens for r in kept if r.ok)))
             print(f"round {round_ + 1}/{rounds} {name}: done", flush=True)
-    return {"ttft": ttft, "loaded": loaded}
+    return {"ttft": ttft, "loaded": loaded, "ttft_ms_p50_per_round": per_round}
 
 
 def figures(raw: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +152,7 @@ def figures(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def plot(path: Path, result: dict[str, Any]) -> None:
+def plot(path: Path, result: dict[str, Any], concurrency: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,7 +169,7 @@ def plot(path: Path, result: dict[str, Any]) -> None:
     right.bar(list(xs), [result[n]["requests_per_s"] for n in names])
     right.set_xticks(list(xs), names)
     right.set_ylabel("requests/s")
-    right.set_title("at fixed concurrency", fontsize=9)
+    right.set_title(f"{concurrency} requests in flight", fontsize=9)
     fig.suptitle("One llama_cpp.server: direct, through ModalMesh, through LiteLLM")
     fig.tight_layout()
     fig.savefig(path)
@@ -206,6 +211,8 @@ def main() -> None:
     version = subprocess.run([str(args.litellm), "--version"], capture_output=True, text=True).stdout.strip()
     report = {
         "fronts": result,
+        # How far the machine moved under the bench: each round's TTFT p50 per front, in the order run.
+        "ttft_ms_p50_per_round": raw["ttft_ms_p50_per_round"],
         "setup": {
             "server": "python -m llama_cpp.server",
             "model": BENCH_SPEC.digest(),
@@ -219,7 +226,7 @@ def main() -> None:
         },
     }
     write_report(args.out, report)
-    plot(args.out.with_suffix(".png"), result)
+    plot(args.out.with_suffix(".png"), result, args.concurrency)
 
 
 if __name__ == "__main__":
