@@ -24,7 +24,7 @@ from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, Embed
 from services.gateway.auth import KeyEntry
 
 WINDOW_S = 60
-CAS_TRIES = 50  # contention is per key and per minute: more than a handful of retries is already odd
+CAS_WITHIN_S = 2.0  # a compare-and-set still losing races after this long answers 429 (retry shortly)
 
 
 class RateLimited(Overloaded):
@@ -80,6 +80,9 @@ class RateLimiter:
     def __init__(self, kv: KeyValue, clock: Callable[[], float] = time.time) -> None:
         self.kv = kv
         self.clock = clock
+        # What this gateway last wrote or read of each key's current minute: when no other gateway
+        # wrote since, the compare-and-set goes through without a read first (one round trip, not two).
+        self._seen: dict[str, tuple[int, int, list[int]]] = {}  # key id: (minute, revision, [requests, tokens])
 
     async def take(self, key: KeyEntry, requests: int, tokens: int) -> dict[str, str]:
         """Spend `requests` and `tokens` of `key`'s minute, and return the headers to answer with;
@@ -90,12 +93,9 @@ class RateLimiter:
         minute = int(now // WINDOW_S)
         name = f"{key.id}.{minute}"
         reset_s = (minute + 1) * WINDOW_S - now
-        for _ in range(CAS_TRIES):
-            try:
-                entry = await self.kv.get(name)
-                counts, revision = json.loads(entry.value or b"[0, 0]"), entry.revision or 0
-            except KeyNotFoundError:
-                counts, revision = [0, 0], 0
+        give_up = time.monotonic() + CAS_WITHIN_S
+        counts, revision = self._cached(key.id, minute)
+        while True:
             after = Window(counts[0] + requests, counts[1] + tokens, reset_s)
             if over := self._over(key, after):
                 refused = Window(counts[0], counts[1], reset_s)
@@ -106,13 +106,30 @@ class RateLimiter:
             value = json.dumps([after.requests, after.tokens]).encode()
             try:
                 if revision:
-                    await self.kv.update(name, value, last=revision)
+                    written = await self.kv.update(name, value, last=revision)
                 else:
-                    await self.kv.create(name, value)
+                    written = await self.kv.create(name, value)
             except KeyWrongLastSequenceError:
-                continue  # another gateway counted first: read again
+                # Another gateway (or request) counted first: read what it wrote and try again.
+                if time.monotonic() > give_up:
+                    raise Overloaded(f"too many concurrent requests on key `{key.name}`: retry shortly") from None
+                counts, revision = await self._read(name)
+                continue
+            self._seen[key.id] = (minute, written, [after.requests, after.tokens])
             return headers(key, after)
-        raise Overloaded(f"too many concurrent requests on key `{key.name}`: retry shortly")
+
+    def _cached(self, key_id: str, minute: int) -> tuple[list[int], int]:
+        seen = self._seen.get(key_id)
+        if seen is None or seen[0] != minute:
+            return [0, 0], 0  # a new minute: create it, or read it when another gateway did
+        return list(seen[2]), seen[1]
+
+    async def _read(self, name: str) -> tuple[list[int], int]:
+        try:
+            entry = await self.kv.get(name)
+        except KeyNotFoundError:
+            return [0, 0], 0
+        return json.loads(entry.value or b"[0, 0]"), entry.revision or 0
 
     @staticmethod
     def _over(key: KeyEntry, after: Window) -> str | None:

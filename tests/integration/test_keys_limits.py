@@ -99,6 +99,8 @@ async def test_a_model_outside_the_keys_list_is_refused(gateways: Gateways) -> N
     assert res.status_code == 403, res.text
     error = res.json()["error"]
     assert error["code"] == "permission_denied" and error["param"] == "model" and MODEL in error["message"]
+    assert (await a.get("/v1/models", headers=bearer(secret))).json()["data"] == [], "nor listed to it"
+    assert MODEL in [m["id"] for m in (await a.get("/v1/models")).json()["data"]]
 
 
 async def test_an_expired_key_is_refused(gateways: Gateways) -> None:

@@ -18,6 +18,7 @@ from contracts.requests import TextRequest
 from contracts.results import AnyChunk, DeltaChunk, ErrorChunk, FinalChunk, Usage
 from contracts.workers import ModelEntry
 from services.common.results import follow_results, has_results
+from services.gateway.auth import KeyEntry
 from services.gateway.errors import STATUS, error_body
 from services.gateway.intake import (
     REQUEST_ID,
@@ -68,12 +69,11 @@ def _model(entry: ModelEntry, relay: Relay) -> dict[str, Any]:
 
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    """Every model in the catalog, with whether a live worker serves it now."""
+    """Every model in the catalog that the API key may use, with whether a live worker serves it now."""
     relay: Relay = request.app.state.relay
-    return {
-        "object": "list",
-        "data": [_model(e, relay) for e in sorted(relay.fleet.catalog.values(), key=lambda e: e.id)],
-    }
+    key: KeyEntry = request.state.api_key
+    models = sorted((e for e in relay.fleet.catalog.values() if key.allows(e.id)), key=lambda e: e.id)
+    return {"object": "list", "data": [_model(e, relay) for e in models]}
 
 
 @router.get("/models/{model_id:path}")
