@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from services.gateway.app import create_app
@@ -155,3 +157,20 @@ async def test_a_tpm_limit_counts_prompt_and_max_tokens(gateways: Gateways) -> N
 
 async def _known(gateway: httpx.AsyncClient, secret: str) -> bool:
     return (await gateway.get("/v1/models", headers=bearer(secret))).status_code == 200
+
+
+async def test_the_openai_client_spends_a_key_until_429_and_streams_carry_the_headers(gateways: Gateways) -> None:
+    a, b = gateways
+    secret = str((await make_key(a, rpm=2))["key"])
+    await wait_clear_of_minute_boundary()
+    # The gateway's own client carries the ASGI transport; the openai client's Authorization wins over its.
+    client = openai.AsyncOpenAI(api_key=secret, base_url="http://gateway-b/v1", http_client=b, max_retries=0)
+    hi: list[Any] = [{"role": "user", "content": "hi"}]
+    raw = await client.chat.completions.with_raw_response.create(model=MODEL, max_tokens=1, messages=hi, stream=True)
+    assert raw.headers["x-ratelimit-remaining-requests"] == "1"
+    assert [chunk async for chunk in raw.parse()], "a stream of chunks"
+    await client.chat.completions.create(model=MODEL, max_tokens=1, messages=hi)
+    with pytest.raises(openai.RateLimitError) as refused:
+        await client.chat.completions.create(model=MODEL, max_tokens=1, messages=hi)
+    assert refused.value.response.headers["x-ratelimit-limit-requests"] == "2"
+    assert "requests per minute" in refused.value.message
