@@ -81,11 +81,13 @@ gpu-proof: install-test
 
 ## bench: control-plane overhead and streaming throughput -> .data/bench/overhead.json, then media
 ## (embeddings through the gateway vs direct, image time to first progress) -> .data/bench/media.json, then
-## an OpenAI-compatible server through the upstream engine vs called directly -> .data/bench/upstream.json
+## an OpenAI-compatible server through the upstream engine vs called directly -> .data/bench/upstream.json,
+## then per-key limits' cost and key propagation between gateways -> .data/bench/keys.json
 bench: install-test
 	$(PY) -m bench.overhead
 	$(PY) -m bench.media
 	$(PY) -m bench.upstream
+	$(PY) -m bench.keys
 
 ## bench-policies: the four scheduling policies on a SIMULATED fleet -> .data/bench/policies.{json,png}
 bench-policies: install-test
