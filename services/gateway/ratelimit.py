@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import nats.errors
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from contracts.errors import Overloaded
+from contracts.errors import BusUnavailable, Overloaded
 from contracts.requests import AnyRequest, ChatRequest, CompletionRequest, EmbeddingRequest, RerankRequest
 from services.gateway.auth import KeyEntry
 
@@ -89,6 +90,13 @@ class RateLimiter:
         RateLimited (nothing spent) when either would go over its limit."""
         if key.rpm is None and key.tpm is None:
             return {}
+        try:
+            return await self._take(key, requests, tokens)
+        except nats.errors.Error as exc:
+            # Counts unknown, and the request could not be published either: the client retries.
+            raise BusUnavailable("the message bus did not answer the rate limiter; retry shortly") from exc
+
+    async def _take(self, key: KeyEntry, requests: int, tokens: int) -> dict[str, str]:
         now = self.clock()
         minute = int(now // WINDOW_S)
         name = f"{key.id}.{minute}"

@@ -13,7 +13,12 @@ import httpx
 import openai
 import pytest
 
+from contracts import streams
+from contracts.errors import BusUnavailable
+from services.common.bus import Bus
 from services.gateway.app import create_app
+from services.gateway.auth import KeyEntry
+from services.gateway.ratelimit import RateLimiter
 from services.gateway.settings import GatewaySettings
 from tests.integration.inprocess import in_process_stack
 
@@ -174,3 +179,19 @@ async def test_the_openai_client_spends_a_key_until_429_and_streams_carry_the_he
         await client.chat.completions.create(model=MODEL, max_tokens=1, messages=hi)
     assert refused.value.response.headers["x-ratelimit-limit-requests"] == "2"
     assert "requests per minute" in refused.value.message
+
+
+async def test_bad_key_fields_get_400_in_the_openai_shape(gateways: Gateways) -> None:
+    a, _ = gateways
+    for body in ({"name": "x", "scope": "root"}, {"name": "x", "rpm": 0}, {"name": "x", "models": []}):
+        res = await a.post("/v1/admin/keys", json=body)
+        assert res.status_code == 400 and res.json()["error"]["type"] == "invalid_request_error", (body, res.text)
+
+
+async def test_the_limiter_answers_503_not_500_without_the_bus(bus: Bus) -> None:
+    limiter = RateLimiter(await bus.js.key_value(streams.KV_RATES))
+    key = KeyEntry("3" * 64, "cut-off", id="key_cutoff", rpm=5)
+    assert await limiter.take(key, 1, 0)
+    await bus.nc.close()
+    with pytest.raises(BusUnavailable):
+        await limiter.take(key, 1, 0)
