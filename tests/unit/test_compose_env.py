@@ -11,20 +11,20 @@ import pytest
 import yaml
 
 from contracts.streams import replicas_for
-from services.compose_env import COMPOSE, env_text, main, write_env
+from services.compose_env import COMPOSE, STAND_INS, env_text, machine_values, main, write_env
 
 REQUIRED = re.compile(r"\$\{(\w+):\?")
 
 
-def values(text: str) -> dict[str, str]:
+def values_of(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
 
 
 def test_every_required_variable_gets_a_fresh_url_safe_secret(tmp_path: Path) -> None:
     required = set(REQUIRED.findall((COMPOSE / "docker-compose.yml").read_text()))
     first, second = (
-        values(env_text((COMPOSE / ".env.example").read_text())),
-        values(env_text((COMPOSE / ".env.example").read_text())),
+        values_of(env_text((COMPOSE / ".env.example").read_text())),
+        values_of(env_text((COMPOSE / ".env.example").read_text())),
     )
     for name in required:
         assert re.fullmatch(r"[0-9a-f]{48}", first[name]), name
@@ -41,6 +41,18 @@ def test_the_file_is_owner_only_and_never_overwritten(tmp_path: Path, capsys: py
     assert path.read_text() == before
     with pytest.raises(FileExistsError):
         write_env(path)
+
+
+def test_stand_ins_replace_only_missing_public_images_and_the_ca_comes_from_pip(tmp_path: Path) -> None:
+    example = (COMPOSE / ".env.example").read_text()
+    here = {STAND_INS["NATS_IMAGE"], STAND_INS["PYTHON_IMAGE"], "python:3.11-slim"}  # python's public image too
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    values = machine_values(example, here.__contains__, {"PIP_CERT": str(bundle), "SSL_CERT_FILE": "/nonexistent"})
+    assert values == {"NATS_IMAGE": STAND_INS["NATS_IMAGE"], "BUILD_CA_FILE": str(bundle)}
+    assert machine_values(example, lambda image: False, {}) == {}
+    written = values_of(env_text(example, values))
+    assert written["NATS_IMAGE"] == STAND_INS["NATS_IMAGE"] and written["PROMETHEUS_IMAGE"] == "prom/prometheus:v2.53.0"
 
 
 def test_the_cluster_file_lists_every_server_for_every_service() -> None:
