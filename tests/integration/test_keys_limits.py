@@ -7,19 +7,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import openai
 import pytest
 
 from contracts import streams
 from contracts.errors import BusUnavailable
-from services.common.bus import Bus
+from services.common.bus import Bus, connect
+from services.devstack import NatsServer
 from services.gateway.app import create_app
-from services.gateway.auth import KeyEntry
+from services.gateway.auth import KeyEntry, KeyRing, key_hash
+from services.gateway.keys import KeyStore
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.settings import GatewaySettings
+from services.natsauth import NatsUsers
 from tests.integration.inprocess import in_process_stack
 
 MODEL = "tiny-keyed"
@@ -195,3 +200,30 @@ async def test_the_limiter_answers_503_not_500_without_the_bus(bus: Bus) -> None
     await bus.nc.close()
     with pytest.raises(BusUnavailable):
         await limiter.take(key, 1, 0)
+
+
+async def test_under_nats_users_the_gateway_role_writes_keys_and_rates_and_a_worker_may_not(tmp_path: Path) -> None:
+    users = NatsUsers.load_or_create(tmp_path / "auth")
+    config = tmp_path / "nats.conf"
+    config.write_text(f'jetstream {{ store_dir: "{tmp_path}/js" }}\n' + users.server_conf())
+    server = NatsServer(store=tmp_path, config=config).start()
+    try:
+        gateway = await connect(users.url("gateway", "127.0.0.1", server.port), "gateway")
+        store = await KeyStore.follow(gateway, KeyRing([]))
+        secret, made = await store.create(name="under-auth", rpm=1)
+        entry = store.ring.managed[key_hash(secret)]
+        assert entry.id == made.id
+        await RateLimiter(await gateway.js.key_value(streams.KV_RATES)).take(entry, 1, 0)
+        await store.stop()
+        await gateway.close()
+        worker = await nats.connect(users.url("worker", "127.0.0.1", server.port), error_cb=_ignore)
+        keys = await worker.jetstream(timeout=0.5).key_value(streams.KV_KEYS)
+        with pytest.raises(nats.errors.TimeoutError):  # the server drops a publish it does not permit
+            await keys.put("f" * 64, b"{}")
+        await worker.close()
+    finally:
+        server.stop()
+
+
+async def _ignore(_: Exception) -> None:
+    """The permissions violation the worker's refused write reports, expected here."""
