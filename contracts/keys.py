@@ -1,4 +1,5 @@
-"""API keys an admin creates at run time, as kept (hashed) in the `keys` bucket under their digest."""
+"""API keys an admin creates at run time, as kept (hashed) in the `keys` bucket under their digest, and
+what each finished request of a key used, as recorded on the USAGE stream."""
 
 from __future__ import annotations
 
@@ -20,3 +21,16 @@ class ManagedKey(Message):
     rpm: int | None = Field(default=None, ge=1, description="Requests per minute, shared by every gateway.")
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute (prompt + max_tokens reserved).")
     created_at_ms: int = 0
+
+
+class UsageRecord(Message):
+    """One finished request of one key, on `usage.<key id>` under its request id (counted once)."""
+
+    request_id: str
+    key_id: str
+    key_name: str
+    model: str
+    modality: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finished_ms: int

@@ -26,6 +26,7 @@ RESULTS = "RESULTS"
 TELEMETRY = "TELEMETRY"
 ALERTS = "ALERTS"
 DEAD_LETTERS = "DEAD_LETTERS"
+USAGE = "USAGE"
 
 KV_NODES = "nodes"
 KV_MODELS = "models"
@@ -43,6 +44,7 @@ DEDUP_WINDOW_S = 120.0
 RESULTS_MAX_AGE_S = 3600.0
 TELEMETRY_MAX_AGE_S = 6 * 3600.0
 TASKS_TTL_S = 24 * 3600.0
+USAGE_MAX_AGE_S = 400 * 24 * 3600.0  # a year and a month: monthly reports for the year before
 RATES_TTL_S = 180.0
 
 
@@ -103,6 +105,16 @@ STREAMS = (
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=7 * 24 * 3600.0,
+        duplicate_window=DEDUP_WINDOW_S,
+    ),
+    # One record per finished request, under its request id (Nats-Msg-Id): a replay of the same
+    # request within the window counts once; usage is these records, summed when asked for.
+    StreamConfig(
+        name=USAGE,
+        subjects=[subjects.USAGE_ALL],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=USAGE_MAX_AGE_S,
         duplicate_window=DEDUP_WINDOW_S,
     ),
 )

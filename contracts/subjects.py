@@ -12,6 +12,7 @@ CANCEL_ALL = "cancel.>"
 TELEMETRY_ALL = "telemetry.>"
 ALERTS_ALL = "alert.>"
 DEAD_ALL = "dead.>"
+USAGE_ALL = "usage.>"
 
 
 def _token(value: str) -> str:
@@ -23,6 +24,11 @@ def _token(value: str) -> str:
 
 def request(modality: Modality) -> str:
     return f"req.{modality.value}"
+
+
+def usage(key_id: str) -> str:
+    """Where a gateway records what a finished request of one API key used (contracts.keys.UsageRecord)."""
+    return f"usage.{_token(key_id)}"
 
 
 def assign(worker_id: str) -> str:

@@ -48,7 +48,7 @@ class Role:
 
 ROLES: dict[str, Role] = {
     "gateway": Role(
-        publish=("req.>", "cancel.>", "control.>"),  # control: the admin API's unload and drain
+        publish=("req.>", "cancel.>", "control.>", subjects.USAGE_ALL),  # control: the admin API's unload, drain
         subscribe=("out.>", "worker.status.>", "telemetry.>", subjects.QUEUE_REPORTS_ALL),
         kv_write=("tasks", "placement", "keys", "rates"),
     ),  # placement: the admin API's overrides; keys: its API keys; rates: the per-key limits' counters

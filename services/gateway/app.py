@@ -30,8 +30,10 @@ from services.gateway.routes import (
     responses,
     tasks,
     transcriptions,
+    usage,
 )
 from services.gateway.settings import GatewaySettings
+from services.gateway.usage import UsageRecorder
 
 # FastAPI's own OpenTelemetry server span per HTTP request (on when a tracer provider is set: see
 # services.common.tracing) continues the client's `traceparent`; the request's NATS messages carry
@@ -56,9 +58,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.files = Files(bus, settings.url_secret, settings.url_ttl_s)
         app.state.key_store = await KeyStore.follow(bus, app.state.keys)
         app.state.rate_limiter = RateLimiter(await bus.js.key_value(streams.KV_RATES))
+        app.state.usage = UsageRecorder(bus)
         try:
             yield
         finally:
+            await app.state.usage.drain()
             await app.state.key_store.stop()
             await relay.stop()
             await bus.close()
@@ -90,6 +94,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(fleet.router, dependencies=[Depends(authenticate)])
     app.include_router(admin.router, dependencies=[Depends(authenticate), Depends(require_admin)])
     app.include_router(keys.router, dependencies=[Depends(authenticate), Depends(require_admin)])
+    app.include_router(usage.router, dependencies=[Depends(authenticate), Depends(require_admin)])
     app.include_router(console.router, dependencies=[Depends(authenticate)])
     console.mount_assets(app)
 

@@ -21,6 +21,7 @@ from services.gateway.limits import check_request
 from services.gateway.ratelimit import HEADERS_SCOPE, estimated_tokens
 from services.gateway.relay import ChunkStream
 from services.gateway.settings import GatewaySettings
+from services.gateway.usage import MeteredStream
 
 TIMEOUT_HEADER = "X-ModalMesh-Timeout"
 PRIORITY_HEADER = "X-ModalMesh-Priority"
@@ -136,7 +137,11 @@ class Intake:
         check_request(bus_request, self.settings)
         bus_request = self.prioritized(bus_request, priority)
         await self.admit(bus_request)
-        stream = await self.request.app.state.relay.submit(bus_request)
+        key, recorder = self.request.state.api_key, self.request.app.state.usage
+        stream = MeteredStream(
+            await self.request.app.state.relay.submit(bus_request),
+            lambda final: recorder.record(key, bus_request, final),
+        )
         return stream, await first_chunk(self.request, stream)
 
 

@@ -227,3 +227,40 @@ async def test_under_nats_users_the_gateway_role_writes_keys_and_rates_and_a_wor
 
 async def _ignore(_: Exception) -> None:
     """The permissions violation the worker's refused write reports, expected here."""
+
+
+async def test_usage_counts_each_finished_request_once_by_key_across_gateways(gateways: Gateways) -> None:
+    a, b = gateways
+    made = await make_key(a, name="metered")
+    secret = str(made["key"])
+    await within(1.0, lambda: _known(b, secret))
+    answers = [await g.post("/v1/chat/completions", json=chat(), headers=bearer(secret)) for g in (a, b, b)]
+    # One request sent twice, to each gateway, under one Idempotency-Key: it ran once and counts once.
+    again = {**bearer(secret), "Idempotency-Key": "once"}
+    answers += [await g.post("/v1/chat/completions", json=chat(), headers=again) for g in (a, b)]
+    assert [r.status_code for r in answers] == [200] * 5
+    assert answers[3].json()["usage"] == answers[4].json()["usage"]
+    answers.pop()
+    expected = {
+        "requests": 4,
+        "prompt_tokens": sum(r.json()["usage"]["prompt_tokens"] for r in answers),
+        "completion_tokens": sum(r.json()["usage"]["completion_tokens"] for r in answers),
+    }
+
+    async def counted() -> bool:
+        rows = (await b.get("/v1/admin/usage", params={"group_by": "key,model"})).json()["data"]
+        mine = [r for r in rows if r["key"] == made["id"]]
+        return len(mine) == 1 and {k: mine[0][k] for k in expected} == expected
+
+    await within(2.0, counted)
+    rows = (await a.get("/v1/admin/usage", params={"group_by": "key,model"})).json()["data"]
+    mine = next(r for r in rows if r["key"] == made["id"])
+    assert mine["key_name"] == "metered" and mine["model"] == MODEL
+    assert mine["total_tokens"] == expected["prompt_tokens"] + expected["completion_tokens"]
+    csv = await a.get("/v1/admin/usage", params={"group_by": "key", "format": "csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    header, *lines = csv.text.splitlines()
+    assert header == "key,key_name,requests,prompt_tokens,completion_tokens,total_tokens"
+    assert f"{made['id']},metered,4,{expected['prompt_tokens']}" in "\n".join(lines)
+    assert (await a.get("/v1/admin/usage", params={"group_by": "colour"})).status_code == 400
+    assert (await a.get("/v1/admin/usage", params={"start": "2020-01-01", "end": "2020-01-02"})).json()["data"] == []
