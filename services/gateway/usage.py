@@ -11,6 +11,7 @@ from typing import Any
 
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client import Counter
 
 from contracts import streams, subjects
 from contracts.base import now_ms
@@ -22,6 +23,13 @@ from services.gateway.auth import KeyEntry
 from services.gateway.relay import ChunkStream
 
 log = logging.getLogger(__name__)
+MAX_KEY_LABELS = 100  # keys past this many count under `other`: Prometheus series stay bounded
+KEY_REQUESTS = Counter(
+    "modalmesh_gateway_key_requests_total", "Finished requests by API key name (the first 100 keys seen).", ["key"]
+)
+KEY_TOKENS = Counter(
+    "modalmesh_gateway_key_tokens_total", "Prompt and completion tokens by API key name (likewise).", ["key", "kind"]
+)
 GROUPS = ("key", "model", "modality", "day")
 READ_BATCH = 1000
 READ_WAIT_S = 0.5  # a fetch that gets nothing this long means the range has no more records
@@ -38,6 +46,12 @@ class UsageRecorder:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._pending: set[asyncio.Task[None]] = set()
+        self._labelled: set[str] = set()
+
+    def _label(self, name: str) -> str:
+        if name not in self._labelled and len(self._labelled) < MAX_KEY_LABELS:
+            self._labelled.add(name)
+        return name if name in self._labelled else "other"
 
     def record(self, key: KeyEntry, request: AnyRequest, final: FinalChunk) -> None:
         record = UsageRecord(
@@ -50,6 +64,10 @@ class UsageRecorder:
             completion_tokens=final.usage.completion_tokens,
             finished_ms=now_ms(),
         )
+        label = self._label(key.name)
+        KEY_REQUESTS.labels(label).inc()
+        KEY_TOKENS.labels(label, "prompt").inc(record.prompt_tokens)
+        KEY_TOKENS.labels(label, "completion").inc(record.completion_tokens)
         task = asyncio.create_task(self._publish(record))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -116,7 +134,11 @@ async def read(bus: Bus, start_ms: int, end_ms: int) -> list[UsageRecord]:
             except nats.errors.TimeoutError:
                 return out
             for msg in msgs:
-                record = UsageRecord.decode(msg.data)
+                try:
+                    record = UsageRecord.decode(msg.data)
+                except ValueError:
+                    log.warning("undecodable usage record at %d", msg.metadata.sequence.stream)
+                    continue
                 if record.finished_ms >= end_ms:
                     return out
                 if record.finished_ms >= start_ms:

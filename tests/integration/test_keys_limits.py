@@ -15,7 +15,7 @@ import nats
 import openai
 import pytest
 
-from contracts import streams
+from contracts import streams, subjects
 from contracts.errors import BusUnavailable
 from services.common.bus import Bus, connect
 from services.devstack import NatsServer
@@ -214,6 +214,7 @@ async def test_under_nats_users_the_gateway_role_writes_keys_and_rates_and_a_wor
         entry = store.ring.managed[key_hash(secret)]
         assert entry.id == made.id
         await RateLimiter(await gateway.js.key_value(streams.KV_RATES)).take(entry, 1, 0)
+        assert (await gateway.js.publish(subjects.usage(made.id), b"{}")).stream == streams.USAGE
         await store.stop()
         await gateway.close()
         worker = await nats.connect(users.url("worker", "127.0.0.1", server.port), error_cb=_ignore)
@@ -263,4 +264,6 @@ async def test_usage_counts_each_finished_request_once_by_key_across_gateways(ga
     assert header == "key,key_name,requests,prompt_tokens,completion_tokens,total_tokens"
     assert f"{made['id']},metered,4,{expected['prompt_tokens']}" in "\n".join(lines)
     assert (await a.get("/v1/admin/usage", params={"group_by": "colour"})).status_code == 400
+    metrics = (await a.get("/metrics")).text
+    assert 'modalmesh_gateway_key_requests_total{key="metered"}' in metrics
     assert (await a.get("/v1/admin/usage", params={"start": "2020-01-01", "end": "2020-01-02"})).json()["data"] == []
