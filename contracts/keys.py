@@ -20,6 +20,8 @@ class ManagedKey(Message):
     expires_at_ms: int | None = None
     rpm: int | None = Field(default=None, ge=1, description="Requests per minute, shared by every gateway.")
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute (prompt + max_tokens reserved).")
+    tokens_per_day: int | None = Field(default=None, ge=1, description="Quota: tokens (prompt + completion) a UTC day.")
+    tokens_per_month: int | None = Field(default=None, ge=1, description="Quota: tokens a UTC calendar month.")
     created_at_ms: int = 0
 
 

@@ -34,6 +34,7 @@ KV_TASKS = "tasks"
 KV_PLACEMENT = "placement"  # operators' overrides of the catalog (contracts.workers.ModelOverride)
 KV_KEYS = "keys"  # API keys made by the admin API, under their sha256 (contracts.keys.ManagedKey)
 KV_RATES = "rates"  # per-key request and token counters of the current minute, shared by every gateway
+KV_QUOTAS = "quotas"  # per-key tokens of each day and month, for keys with quotas
 OBJ_ARTIFACTS = "artifacts"
 OBJ_MODELS = "models"  # model files shared through the fleet: `<model id>/<path in its folder>`
 
@@ -46,6 +47,7 @@ TELEMETRY_MAX_AGE_S = 6 * 3600.0
 TASKS_TTL_S = 24 * 3600.0
 USAGE_MAX_AGE_S = 400 * 24 * 3600.0  # a year and a month: monthly reports for the year before
 RATES_TTL_S = 180.0
+QUOTAS_TTL_S = 32 * 24 * 3600.0  # a month's counter outlives its month (each write starts its age anew)
 
 
 def worker_consumer(worker_id: str) -> str:
@@ -127,6 +129,7 @@ BUCKETS: tuple[KeyValueConfig, ...] = (
     KeyValueConfig(bucket=KV_KEYS, history=1, storage=StorageType.FILE),
     # A counter serves one minute; the TTL clears the spent ones.
     KeyValueConfig(bucket=KV_RATES, history=1, ttl=RATES_TTL_S, storage=StorageType.MEMORY),
+    KeyValueConfig(bucket=KV_QUOTAS, history=1, ttl=QUOTAS_TTL_S, storage=StorageType.FILE),
 )
 
 

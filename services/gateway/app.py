@@ -16,6 +16,7 @@ from services.gateway.files import Files
 from services.gateway.keys import KeyStore
 from services.gateway.limits import BodySizeLimit
 from services.gateway.metrics import HttpMetrics, metrics_endpoint
+from services.gateway.quotas import Quotas
 from services.gateway.ratelimit import RateLimiter, RateLimitHeaders
 from services.gateway.relay import Relay
 from services.gateway.routes import (
@@ -58,7 +59,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.files = Files(bus, settings.url_secret, settings.url_ttl_s)
         app.state.key_store = await KeyStore.follow(bus, app.state.keys)
         app.state.rate_limiter = RateLimiter(await bus.js.key_value(streams.KV_RATES))
-        app.state.usage = UsageRecorder(bus)
+        app.state.quotas = Quotas(await bus.js.key_value(streams.KV_QUOTAS))
+        app.state.usage = UsageRecorder(bus, app.state.quotas)
         try:
             yield
         finally:

@@ -43,6 +43,8 @@ class KeyEntry:
     expires_at_ms: int | None = None
     rpm: int | None = None
     tpm: int | None = None
+    tokens_per_day: int | None = None
+    tokens_per_month: int | None = None
 
     @classmethod
     def managed(cls, digest: str, key: ManagedKey) -> KeyEntry:
@@ -56,6 +58,8 @@ class KeyEntry:
             key.expires_at_ms,
             key.rpm,
             key.tpm,
+            key.tokens_per_day,
+            key.tokens_per_month,
         )
 
     def allows(self, model: str) -> bool:

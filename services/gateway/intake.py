@@ -125,7 +125,9 @@ class Intake:
             raise InvalidRequest(f"{PRIORITY_HEADER} must be one of {', '.join(p.value for p in Priority)}") from None
 
     async def admit(self, bus_request: AnyRequest) -> None:
-        """Spend the request and its tokens of the key's per-minute limits (429 when over them)."""
+        """Refuse a key whose day's or month's quota is spent, then spend the request and its tokens
+        of the key's per-minute limits (429 when over either)."""
+        await self.request.app.state.quotas.check(self.request.state.api_key)
         requests, self.counted = (0 if self.counted else 1), True
         taken = await self.request.app.state.rate_limiter.take(
             self.request.state.api_key, requests, estimated_tokens(bus_request)

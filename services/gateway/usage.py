@@ -20,6 +20,7 @@ from contracts.requests import AnyRequest
 from contracts.results import AnyChunk, FinalChunk
 from services.common.bus import Bus
 from services.gateway.auth import KeyEntry
+from services.gateway.quotas import Quotas
 from services.gateway.relay import ChunkStream
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ def key_id(key: KeyEntry) -> str:
 class UsageRecorder:
     """Publishes a request's usage when its final chunk passes, without holding the answer up."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, quotas: Quotas) -> None:
         self.bus = bus
+        self.quotas = quotas
         self._pending: set[asyncio.Task[None]] = set()
         self._labelled: set[str] = set()
 
@@ -68,15 +70,17 @@ class UsageRecorder:
         KEY_REQUESTS.labels(label).inc()
         KEY_TOKENS.labels(label, "prompt").inc(record.prompt_tokens)
         KEY_TOKENS.labels(label, "completion").inc(record.completion_tokens)
-        task = asyncio.create_task(self._publish(record))
+        task = asyncio.create_task(self._publish(key, record))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _publish(self, record: UsageRecord) -> None:
+    async def _publish(self, key: KeyEntry, record: UsageRecord) -> None:
         try:
-            await self.bus.js.publish(
+            ack = await self.bus.js.publish(
                 subjects.usage(record.key_id), record.encode(), headers={"Nats-Msg-Id": f"usage-{record.request_id}"}
             )
+            if not ack.duplicate:  # a replayed request's tokens are in its quotas already
+                await self.quotas.add(key, record.prompt_tokens + record.completion_tokens)
         except nats.errors.Error as exc:
             log.warning("usage of %s not recorded: %s", record.request_id, exc)
 

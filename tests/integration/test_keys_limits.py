@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import nats
+import nats.js.errors
 import openai
 import pytest
 
@@ -22,6 +23,7 @@ from services.devstack import NatsServer
 from services.gateway.app import create_app
 from services.gateway.auth import KeyEntry, KeyRing, key_hash
 from services.gateway.keys import KeyStore
+from services.gateway.quotas import Quotas
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.settings import GatewaySettings
 from services.natsauth import NatsUsers
@@ -215,6 +217,8 @@ async def test_under_nats_users_the_gateway_role_writes_keys_and_rates_and_a_wor
         assert entry.id == made.id
         await RateLimiter(await gateway.js.key_value(streams.KV_RATES)).take(entry, 1, 0)
         assert (await gateway.js.publish(subjects.usage(made.id), b"{}")).stream == streams.USAGE
+        quota_key = KeyEntry("4" * 64, "quota", id="key_quotaauth", tokens_per_day=10)
+        await Quotas(await gateway.js.key_value(streams.KV_QUOTAS)).add(quota_key, 3)
         await store.stop()
         await gateway.close()
         worker = await nats.connect(users.url("worker", "127.0.0.1", server.port), error_cb=_ignore)
@@ -267,3 +271,32 @@ async def test_usage_counts_each_finished_request_once_by_key_across_gateways(ga
     metrics = (await a.get("/metrics")).text
     assert 'modalmesh_gateway_key_requests_total{key="metered"}' in metrics
     assert (await a.get("/v1/admin/usage", params={"start": "2020-01-01", "end": "2020-01-02"})).json()["data"] == []
+
+
+async def test_a_daily_token_quota_runs_out_at_its_figure_on_both_gateways(gateways: Gateways, bus: Bus) -> None:
+    a, b = gateways
+    probe = await a.post("/v1/chat/completions", json=chat())
+    tokens = probe.json()["usage"]["total_tokens"]  # what each of these identical chats costs
+    made = await make_key(a, name="quota", tokens_per_day=2 * tokens, tokens_per_month=100 * tokens)
+    secret = str(made["key"])
+    await within(1.0, lambda: _known(b, secret))
+    quotas = await bus.js.key_value(streams.KV_QUOTAS)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+
+    async def counted(total: int) -> bool:
+        try:
+            return int((await quotas.get(f"{made['id']}.day.{today}")).value or b"0") == total
+        except nats.js.errors.KeyNotFoundError:
+            return False
+
+    for n, gateway in enumerate((a, b), 1):
+        res = await gateway.post("/v1/chat/completions", json=chat(), headers=bearer(secret))
+        assert res.status_code == 200 and res.json()["usage"]["total_tokens"] == tokens
+        await within(2.0, lambda n=n: counted(n * tokens))
+    for gateway in (a, b):
+        refused = await gateway.post("/v1/chat/completions", json=chat(), headers=bearer(secret))
+        assert refused.status_code == 429, refused.text
+        assert f"quota of {2 * tokens} tokens per day" in refused.json()["error"]["message"]
+        assert 0 < int(refused.headers["retry-after"]) <= 24 * 3600
+    month = int((await quotas.get(f"{made['id']}.month.{today[:7]}")).value or b"0")
+    assert month == 2 * tokens

@@ -25,6 +25,8 @@ class KeyBody(BaseModel):
     expires_in_s: int | None = Field(default=None, ge=1, description="Seconds until the key stops working.")
     rpm: int | None = Field(default=None, ge=1, description="Requests per minute.")
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute (prompt estimate + max_tokens).")
+    tokens_per_day: int | None = Field(default=None, ge=1, description="Quota: tokens a UTC day.")
+    tokens_per_month: int | None = Field(default=None, ge=1, description="Quota: tokens a UTC calendar month.")
 
 
 class KeyNotFound(ModelNotFound):
@@ -51,6 +53,8 @@ async def create_key(body: KeyBody, request: Request) -> dict[str, Any]:
         expires_at_ms=None if body.expires_in_s is None else now_ms() + body.expires_in_s * 1000,
         rpm=body.rpm,
         tpm=body.tpm,
+        tokens_per_day=body.tokens_per_day,
+        tokens_per_month=body.tokens_per_month,
     )
     return {**shown(key), "key": secret}
 
