@@ -1,9 +1,13 @@
-"""The rate limiter's pure parts: the token estimate reserved per request and OpenAI's header shapes."""
+"""The rate limiter's and quotas' pure parts: the token estimate reserved per request, OpenAI's header
+shapes, and the quotas' periods."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from contracts.requests import ChatMessage, ChatRequest, EmbeddingRequest, Sampling
 from services.gateway.auth import KeyEntry
+from services.gateway.quotas import limits, period
 from services.gateway.ratelimit import Window, duration, estimated_tokens, headers
 
 
@@ -37,3 +41,12 @@ def test_headers_only_for_the_limits_a_key_has() -> None:
     }
     assert headers(KeyEntry("d", tpm=40), window)["x-ratelimit-remaining-tokens"] == "0"
     assert headers(KeyEntry("d"), window) == {}
+
+
+def test_quota_periods_are_utc_days_and_months_and_end_where_the_next_begins() -> None:
+    now = dt.datetime(2026, 12, 31, 23, 59, tzinfo=dt.timezone.utc)
+    assert period(now, "day") == ("2026-12-31", dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc))
+    assert period(now, "month") == ("2026-12", dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc))
+    june = dt.datetime(2026, 6, 15, tzinfo=dt.timezone.utc)
+    assert period(june, "month") == ("2026-06", dt.datetime(2026, 7, 1, tzinfo=dt.timezone.utc))
+    assert limits(KeyEntry("d", tokens_per_month=5)) == {"month": 5}
