@@ -184,6 +184,8 @@ class Driver:
         )
         sampler = Sampler(urls, 1.0, run.progress.elapsed) if urls else None
         sampling = asyncio.create_task(sampler.run()) if sampler else None
+        if sampler:
+            await sampler.ready.wait()  # the counters' first values come before the first request
         task: asyncio.Task[RunResult] = asyncio.create_task(run.execute())
         if self.live:
             from loadgen.live import show

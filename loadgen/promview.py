@@ -82,6 +82,7 @@ class Sampler:
         self.every_s = every_s
         self.clock = clock  # the run's own clock, so samples line up with its records
         self.samples: list[dict[str, Any]] = []
+        self.ready = asyncio.Event()  # set after the first round of scrapes: counters before any request
         self._stop = asyncio.Event()
 
     async def scrape(self, client: httpx.AsyncClient) -> None:
@@ -98,6 +99,7 @@ class Sampler:
         async with httpx.AsyncClient(timeout=5) as client:
             while not self._stop.is_set():
                 await self.scrape(client)
+                self.ready.set()
                 try:
                     await asyncio.wait_for(self._stop.wait(), self.every_s)
                 except asyncio.TimeoutError:
