@@ -22,6 +22,7 @@ class ManagedKey(Message):
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute (prompt + max_tokens reserved).")
     tokens_per_day: int | None = Field(default=None, ge=1, description="Quota: tokens (prompt + completion) a UTC day.")
     tokens_per_month: int | None = Field(default=None, ge=1, description="Quota: tokens a UTC calendar month.")
+    cache: bool = Field(default=True, description="Whether its fixed answers may come from the response cache.")
     created_at_ms: int = 0
 
 

@@ -35,6 +35,7 @@ KV_PLACEMENT = "placement"  # operators' overrides of the catalog (contracts.wor
 KV_KEYS = "keys"  # API keys made by the admin API, under their sha256 (contracts.keys.ManagedKey)
 KV_RATES = "rates"  # per-key request and token counters of the current minute, shared by every gateway
 KV_QUOTAS = "quotas"  # per-key tokens of each day and month, for keys with quotas
+KV_CACHE = "cache"  # the gateways' response cache: a fixed answer's chunks under the sha256 of its request
 OBJ_ARTIFACTS = "artifacts"
 OBJ_MODELS = "models"  # model files shared through the fleet: `<model id>/<path in its folder>`
 
@@ -48,6 +49,8 @@ TASKS_TTL_S = 24 * 3600.0
 USAGE_MAX_AGE_S = 400 * 24 * 3600.0  # a year and a month: monthly reports for the year before
 RATES_TTL_S = 180.0
 QUOTAS_TTL_S = 32 * 24 * 3600.0  # a month's counter outlives its month (each write starts its age anew)
+CACHE_TTL_S = 3600.0
+CACHE_MAX_BYTES = 256 * 1024 * 1024  # when full, new answers are not kept until older ones expire
 
 
 def worker_consumer(worker_id: str) -> str:
@@ -130,6 +133,7 @@ BUCKETS: tuple[KeyValueConfig, ...] = (
     # A counter serves one minute; the TTL clears the spent ones.
     KeyValueConfig(bucket=KV_RATES, history=1, ttl=RATES_TTL_S, storage=StorageType.MEMORY),
     KeyValueConfig(bucket=KV_QUOTAS, history=1, ttl=QUOTAS_TTL_S, storage=StorageType.FILE),
+    KeyValueConfig(bucket=KV_CACHE, history=1, ttl=CACHE_TTL_S, max_bytes=CACHE_MAX_BYTES, storage=StorageType.FILE),
 )
 
 

@@ -50,8 +50,8 @@ ROLES: dict[str, Role] = {
     "gateway": Role(
         publish=("req.>", "cancel.>", "control.>", subjects.USAGE_ALL),  # control: the admin API's unload, drain
         subscribe=("out.>", "worker.status.>", "telemetry.>", subjects.QUEUE_REPORTS_ALL),
-        kv_write=("tasks", "placement", "keys", "rates", "quotas"),
-    ),  # placement: the admin API's overrides; keys: its API keys; rates, quotas: the per-key counters
+        kv_write=("tasks", "placement", "keys", "rates", "quotas", "cache"),
+    ),  # placement: the admin API's overrides; keys: its API keys; rates, quotas: the per-key counters; cache: answers
     # req: re-queueing work a worker handed back; INBOX: replies.
     "scheduler": Role(
         publish=("req.>", "assign.>", "result.>", "alert.>", "dead.>", "control.>", subjects.QUEUE_REPORTS_ALL, INBOX),

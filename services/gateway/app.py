@@ -12,6 +12,7 @@ from contracts import streams
 from services.common.bus import connect
 from services.gateway import errors
 from services.gateway.auth import KeyRing, authenticate, require_admin
+from services.gateway.cache import ResponseCache
 from services.gateway.files import Files
 from services.gateway.keys import KeyStore
 from services.gateway.limits import BodySizeLimit
@@ -61,9 +62,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.rate_limiter = RateLimiter(await bus.js.key_value(streams.KV_RATES))
         app.state.quotas = Quotas(await bus.js.key_value(streams.KV_QUOTAS))
         app.state.usage = UsageRecorder(bus, app.state.quotas)
+        app.state.cache = ResponseCache(await bus.js.key_value(streams.KV_CACHE))
         try:
             yield
         finally:
+            await app.state.cache.drain()
             await app.state.usage.drain()
             await app.state.key_store.stop()
             await relay.stop()

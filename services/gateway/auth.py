@@ -45,6 +45,7 @@ class KeyEntry:
     tpm: int | None = None
     tokens_per_day: int | None = None
     tokens_per_month: int | None = None
+    cache: bool = True
 
     @classmethod
     def managed(cls, digest: str, key: ManagedKey) -> KeyEntry:
@@ -60,6 +61,7 @@ class KeyEntry:
             key.tpm,
             key.tokens_per_day,
             key.tokens_per_month,
+            key.cache,
         )
 
     def allows(self, model: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import AsyncGenerator
@@ -17,11 +18,13 @@ from contracts.base import now_ms
 from contracts.errors import InvalidRequest, PermissionDenied
 from contracts.requests import AnyRequest, Priority
 from contracts.results import AnyChunk, ErrorChunk, FinalChunk
+from services.gateway.cache import HEADER as CACHE_HEADER
+from services.gateway.cache import CachedStream, ResponseCache, cache_key
 from services.gateway.limits import check_request
 from services.gateway.ratelimit import HEADERS_SCOPE, estimated_tokens
 from services.gateway.relay import ChunkStream
 from services.gateway.settings import GatewaySettings
-from services.gateway.usage import MeteredStream
+from services.gateway.usage import TappedStream
 
 TIMEOUT_HEADER = "X-ModalMesh-Timeout"
 PRIORITY_HEADER = "X-ModalMesh-Priority"
@@ -132,19 +135,40 @@ class Intake:
         taken = await self.request.app.state.rate_limiter.take(
             self.request.state.api_key, requests, estimated_tokens(bus_request)
         )
-        self.request.scope[HEADERS_SCOPE] = taken
+        self.request.scope.setdefault(HEADERS_SCOPE, {}).update(taken)
 
     async def submit(self, bus_request: AnyRequest, priority: Priority | None = None) -> tuple[ChunkStream, AnyChunk]:
         """Check limits, publish, and wait for the first chunk (so early failures keep their status)."""
         check_request(bus_request, self.settings)
         bus_request = self.prioritized(bus_request, priority)
         await self.admit(bus_request)
-        key, recorder = self.request.state.api_key, self.request.app.state.usage
-        stream = MeteredStream(
-            await self.request.app.state.relay.submit(bus_request),
-            lambda final: recorder.record(key, bus_request, final),
+        state = self.request.app.state
+        usage = state.usage.tap(self.request.state.api_key, bus_request)
+        cache: ResponseCache = state.cache
+        key = (
+            cache_key(bus_request, state.relay.fleet.catalog.get(bus_request.model)) if await self._cache_on() else None
         )
+        cached = None if key is None else await cache.get(key)
+        if key is not None:
+            self.request.scope.setdefault(HEADERS_SCOPE, {})[CACHE_HEADER] = "miss" if cached is None else "hit"
+        if cached is not None:
+            stream = TappedStream(CachedStream(bus_request.request_id, cached), usage)
+        else:
+            taps = (usage,) if key is None else (usage, cache.recorder(key))
+            stream = TappedStream(await state.relay.submit(bus_request), *taps)
         return stream, await first_chunk(self.request, stream)
+
+    async def _cache_on(self) -> bool:
+        """When the gateway keeps a response cache, unless the key or the body (`"cache": false`) turns it off."""
+        if not self.settings.response_cache or not self.request.state.api_key.cache:
+            return False
+        if not self.request.headers.get("content-type", "").startswith("application/json"):
+            return True
+        try:
+            body = json.loads(await self.request.body())  # read already: Starlette keeps it
+        except ValueError:
+            return True
+        return not (isinstance(body, dict) and body.get("cache") is False)
 
 
 async def intake(

@@ -148,11 +148,11 @@ class RateLimiter:
         return None
 
 
-HEADERS_SCOPE = "modalmesh.ratelimit"  # where a route leaves the headers of its take (the ASGI scope)
+HEADERS_SCOPE = "modalmesh.headers"  # where a route leaves headers for its answer (the ASGI scope)
 
 
 class RateLimitHeaders:
-    """Adds the `x-ratelimit-*` headers of the request's take to its answer, streamed ones included."""
+    """Adds the headers a route left in the scope (its rate limits, the cache) to its answer, streamed ones included."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

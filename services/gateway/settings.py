@@ -32,3 +32,6 @@ class GatewaySettings(ServiceSettings):
     url_secret: str = Field(default="", description="Signs file URLs; unset: a random one per gateway process.")
     url_ttl_s: int = Field(default=3600, ge=1, description="How long a signed file URL stays valid.")
     max_inflight_per_model: int = Field(default=512, ge=1, description="Beyond this, 429 with Retry-After.")
+    # Off unless asked for: the benchmarks and load generators send the same seeded requests again
+    # and again to measure the engines, and would measure the cache.
+    response_cache: bool = Field(default=False, description="Answer repeated fixed requests from the `cache` bucket.")

@@ -55,6 +55,15 @@ class UsageRecorder:
             self._labelled.add(name)
         return name if name in self._labelled else "other"
 
+    def tap(self, key: KeyEntry, request: AnyRequest) -> Callable[[AnyChunk], None]:
+        """A tap (see TappedStream) that records `request`'s usage when its final chunk passes."""
+
+        def on_chunk(chunk: AnyChunk) -> None:
+            if isinstance(chunk, FinalChunk):
+                self.record(key, request, chunk)
+
+        return on_chunk
+
     def record(self, key: KeyEntry, request: AnyRequest, final: FinalChunk) -> None:
         record = UsageRecord(
             request_id=request.request_id,
@@ -89,12 +98,12 @@ class UsageRecorder:
             await asyncio.wait(self._pending, timeout=5)
 
 
-class MeteredStream:
-    """A request's chunk stream that records its usage when the final chunk passes."""
+class TappedStream:
+    """A request's chunk stream that shows each chunk to `taps` as it passes (usage, the cache)."""
 
-    def __init__(self, inner: ChunkStream, on_final: Callable[[FinalChunk], None]) -> None:
+    def __init__(self, inner: ChunkStream, *taps: Callable[[AnyChunk], None]) -> None:
         self.inner = inner
-        self.on_final = on_final
+        self.taps = taps
 
     @property
     def finished(self) -> bool:
@@ -105,8 +114,8 @@ class MeteredStream:
         self.inner.finished = value
 
     def seen(self, chunk: AnyChunk) -> AnyChunk:
-        if isinstance(chunk, FinalChunk):
-            self.on_final(chunk)
+        for tap in self.taps:
+            tap(chunk)
         return chunk
 
     async def next(self) -> AnyChunk:

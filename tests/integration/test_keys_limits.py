@@ -5,8 +5,10 @@ running the real tiny llama.cpp engine (tests.integration.inprocess)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +38,28 @@ Gateways = tuple[httpx.AsyncClient, httpx.AsyncClient]
 
 @pytest.fixture(scope="module")
 async def gateways(nats_url: str) -> AsyncIterator[Gateways]:
-    settings = GatewaySettings(nats_url=nats_url, api_keys=[ADMIN_KEY])
+    settings = GatewaySettings(nats_url=nats_url, api_keys=[ADMIN_KEY], response_cache=True)
     async with in_process_stack(settings, MODEL, "keyed-1") as (first, _):
-        other = create_app(settings)
-        async with other.router.lifespan_context(other):
-            for _ in range(100):  # until the second gateway, too, has heard of the worker
-                if other.state.relay.fleet.workers.serving(MODEL, time.monotonic()):
-                    break
-                await asyncio.sleep(0.05)
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=other),
-                base_url="http://gateway-b",
-                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                timeout=30,
-            ) as second:
-                yield first, second
+        async with another_gateway(settings) as second:
+            yield first, second
+
+
+@asynccontextmanager
+async def another_gateway(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
+    """One more gateway app on the same NATS, once it has heard of the worker."""
+    other = create_app(settings)
+    async with other.router.lifespan_context(other):
+        for _ in range(100):
+            if other.state.relay.fleet.workers.serving(MODEL, time.monotonic()):
+                break
+            await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=other),
+            base_url="http://gateway-b",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            timeout=30,
+        ) as client:
+            yield client
 
 
 def chat(model: str = MODEL) -> dict[str, object]:
@@ -300,3 +309,58 @@ async def test_a_daily_token_quota_runs_out_at_its_figure_on_both_gateways(gatew
         assert 0 < int(refused.headers["retry-after"]) <= 24 * 3600
     month = int((await quotas.get(f"{made['id']}.month.{today[:7]}")).value or b"0")
     assert month == 2 * tokens
+
+
+def fixed(content: str, **fields: object) -> dict[str, object]:
+    return {
+        "model": MODEL,
+        "max_tokens": 3,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": content}],
+        **fields,
+    }
+
+
+async def test_a_repeated_fixed_request_is_answered_from_the_cache_on_either_gateway(gateways: Gateways) -> None:
+    a, b = gateways
+    content = f"cache me {time.time()}"  # a request no earlier run of this test made
+    first = await a.post("/v1/chat/completions", json=fixed(content))
+    assert first.status_code == 200 and first.headers["x-modalmesh-cache"] == "miss"
+    text = first.json()["choices"][0]["message"]["content"]
+
+    async def hit_on_b() -> bool:
+        return (await b.post("/v1/chat/completions", json=fixed(content))).headers["x-modalmesh-cache"] == "hit"
+
+    await within(2.0, hit_on_b)
+    again = await a.post("/v1/chat/completions", json=fixed(content))
+    assert again.headers["x-modalmesh-cache"] == "hit" and again.json()["id"] != first.json()["id"]
+    assert again.json()["choices"][0]["message"]["content"] == text
+    assert again.json()["usage"] == first.json()["usage"]
+    streamed = await b.post("/v1/chat/completions", json=fixed(content, stream=True))
+    assert streamed.headers["x-modalmesh-cache"] == "hit"
+    pieces = [
+        json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        for line in streamed.text.splitlines()
+        if line.startswith("data: {") and json.loads(line[6:])["choices"]
+    ]
+    assert "".join(pieces) == text
+    # What differs in a field that shapes the answer is not answered from the cache.
+    for other in (fixed(content + "!"), fixed(content, max_tokens=2), fixed(content, seed=1)):
+        assert (await a.post("/v1/chat/completions", json=other)).headers["x-modalmesh-cache"] == "miss"
+    sampled = {**fixed(content), "temperature": 0.7}
+    assert "x-modalmesh-cache" not in (await a.post("/v1/chat/completions", json=sampled)).headers
+    off = await a.post("/v1/chat/completions", json=fixed(content, cache=False))
+    assert off.status_code == 200 and "x-modalmesh-cache" not in off.headers
+    no_cache_key = str((await make_key(a, cache=False))["key"])
+    await within(1.0, lambda: _known(a, no_cache_key))
+    assert (
+        "x-modalmesh-cache"
+        not in (await a.post("/v1/chat/completions", json=fixed(content), headers=bearer(no_cache_key))).headers
+    )
+
+
+async def test_a_gateway_keeps_no_response_cache_unless_configured_to(gateways: Gateways, nats_url: str) -> None:
+    async with another_gateway(GatewaySettings(nats_url=nats_url, api_keys=[ADMIN_KEY])) as plain:
+        for _ in range(2):
+            res = await plain.post("/v1/chat/completions", json=fixed("the same again"))
+            assert res.status_code == 200 and "x-modalmesh-cache" not in res.headers

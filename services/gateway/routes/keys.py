@@ -27,6 +27,7 @@ class KeyBody(BaseModel):
     tpm: int | None = Field(default=None, ge=1, description="Tokens per minute (prompt estimate + max_tokens).")
     tokens_per_day: int | None = Field(default=None, ge=1, description="Quota: tokens a UTC day.")
     tokens_per_month: int | None = Field(default=None, ge=1, description="Quota: tokens a UTC calendar month.")
+    cache: bool = Field(default=True, description="Whether its fixed answers may come from the response cache.")
 
 
 class KeyNotFound(ModelNotFound):
@@ -55,6 +56,7 @@ async def create_key(body: KeyBody, request: Request) -> dict[str, Any]:
         tpm=body.tpm,
         tokens_per_day=body.tokens_per_day,
         tokens_per_month=body.tokens_per_month,
+        cache=body.cache,
     )
     return {**shown(key), "key": secret}
 
