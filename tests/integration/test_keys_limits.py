@@ -124,6 +124,8 @@ async def test_a_model_outside_the_keys_list_is_refused(gateways: Gateways) -> N
     assert error["code"] == "permission_denied" and error["param"] == "model" and MODEL in error["message"]
     assert (await a.get("/v1/models", headers=bearer(secret))).json()["data"] == [], "nor listed to it"
     assert MODEL in [m["id"] for m in (await a.get("/v1/models")).json()["data"]]
+    assert (await a.get(f"/v1/models/{MODEL}", headers=bearer(secret))).status_code == 404
+    assert (await a.get(f"/v1/models/{MODEL}")).status_code == 200
 
 
 async def test_an_expired_key_is_refused(gateways: Gateways) -> None:

@@ -81,7 +81,8 @@ async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
     """One catalog model (the `openai` client's `models.retrieve`)."""
     relay: Relay = request.app.state.relay
     entry = relay.fleet.catalog.get(model_id)
-    if entry is None:
+    key: KeyEntry = request.state.api_key
+    if entry is None or not key.allows(model_id):  # as in the list: a key sees only its models
         raise ModelNotFound(f"The model `{model_id[:200]}` does not exist")
     return _model(entry, relay)
 
