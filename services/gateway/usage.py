@@ -141,6 +141,8 @@ async def read(bus: Bus, start_ms: int, end_ms: int) -> list[UsageRecord]:
     sub = await bus.js.pull_subscribe(subjects.USAGE_ALL, stream=streams.USAGE, config=config)
     out: list[UsageRecord] = []
     try:
+        if (await sub.consumer_info()).num_pending == 0:
+            return out  # nothing since `start_ms`: no fetch to wait out
         while True:
             try:
                 msgs = await sub.fetch(READ_BATCH, timeout=READ_WAIT_S)
