@@ -64,7 +64,7 @@ class RequestClass(_Frozen):
     inputs: int = Field(default=1, ge=1, description="Embeddings: texts per request.")
     size: str = Field(default="64x64", description="Images and video: WxH.")
     steps: int | None = Field(default=None, ge=1, description="Images and video: denoising steps (ModalMesh).")
-    frames: int = Field(default=5, ge=1, description="Video: frames.")
+    frames: int = Field(default=9, ge=1, description="Video: frames (1 + a multiple of the model's temporal ratio).")
     voice: str = "alloy"
     response_format: str = Field(default="wav", description="Speech: wav gives the real-time factor.")
     via_tasks: bool = Field(default=False, description="Images: through the task API, for time to first progress.")

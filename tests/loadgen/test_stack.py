@@ -25,6 +25,7 @@ ROUTES = {
     "embedding": "/v1/embeddings",
     "image": "/v1/images/generations",
     "speech": "/v1/audio/speech",
+    "video": "/v1/tasks",
 }
 
 
@@ -72,6 +73,8 @@ async def run_and_check(stack: LocalStack, classes: tuple[RequestClass, ...], re
         await asyncio.sleep(0.1)
     assert counted == dict(sent)
     for route, n in sent.items():
+        if route == ROUTES["video"]:
+            continue  # the gateway times a task's submission; the client, the task to its end
         gateway_mean = (after[route][1] - before[route][1]) / n
         mine = [r.latency for r in result.records if ROUTES[r.kind] == route]
         client_mean = sum(mine) / n
@@ -79,7 +82,7 @@ async def run_and_check(stack: LocalStack, classes: tuple[RequestClass, ...], re
         assert gateway_mean <= client_mean + 0.002
         assert client_mean - gateway_mean < 0.05 + 0.1 * client_mean
     summary = summarize(result.records, {c.name: (c.kind, c.slo) for c in classes})
-    assert all(summary["classes"][c.name]["failed"] == 0 for c in classes), summary
+    assert all(summary["classes"][c.name]["failed"] == 0 for c in classes), {c: s["errors"] for c, s in summary["classes"].items()}
     write_run(tmp, result, summary)
     return result
 
@@ -89,11 +92,14 @@ async def test_media_mix_counts_agree_with_the_gateway(media_stack: LocalStack, 
         RequestClass(name="embed", kind="embedding", model="all-minilm-l6-v2", weight=2, inputs=4),
         RequestClass(name="image", kind="image", model="tiny-sd", weight=1, size="64x64", steps=2),
         RequestClass(name="speech", kind="speech", model="espeak", weight=1),
+        RequestClass(name="video", kind="video", model="tiny-video", weight=1, size="32x32", frames=9, steps=1),
     )
-    result = await run_and_check(media_stack, classes, 24, tmp_path)
+    result = await run_and_check(media_stack, classes, 20, tmp_path)
     speech = [r for r in result.records if r.cls == "speech"]
     assert all(r.audio_s and r.audio_s > 0.2 for r in speech)
     assert all(r.items == 1 for r in result.records if r.cls == "image")
+    videos = [r for r in result.records if r.cls == "video"]
+    assert all(r.items == 1 and r.queue_wait is not None and 0 <= r.queue_wait < r.latency for r in videos)
 
 
 async def test_text_mix_counts_agree_with_the_gateway(running_stack: LocalStack, tmp_path: Path) -> None:
