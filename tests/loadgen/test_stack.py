@@ -82,7 +82,8 @@ async def run_and_check(stack: LocalStack, classes: tuple[RequestClass, ...], re
         assert gateway_mean <= client_mean + 0.002
         assert client_mean - gateway_mean < 0.05 + 0.1 * client_mean
     summary = summarize(result.records, {c.name: (c.kind, c.slo) for c in classes})
-    assert all(summary["classes"][c.name]["failed"] == 0 for c in classes), {c: s["errors"] for c, s in summary["classes"].items()}
+    errors = {name: figures["errors"] for name, figures in summary["classes"].items()}
+    assert all(summary["classes"][c.name]["failed"] == 0 for c in classes), errors
     write_run(tmp, result, summary)
     return result
 
