@@ -67,14 +67,22 @@ export function Chat() {
   const log = useRef(null);
 
   useEffect(() => {
-    get("/v1/models")
-      .then((m) => {
-        const chat = m.data.filter((x) => x.modalities.includes("chat"));
-        setModels(chat);
-        if (!chat.some((x) => x.id === model) && chat.length) setModel((chat.find((x) => x.live) || chat[0]).id);
-      })
-      .catch((err) => setError(err.message));
-    return () => abort.current?.abort();
+    let again;
+    const load = () =>
+      get("/v1/models")
+        .then((m) => {
+          const chat = m.data.filter((x) => x.modalities.includes("chat"));
+          setModels(chat);
+          if (!chat.some((x) => x.id === model) && chat.length) setModel((chat.find((x) => x.live) || chat[0]).id);
+          // Opened while the workers start (or miss a heartbeat): look again until a chat model is live.
+          if (!chat.some((x) => x.live)) again = setTimeout(load, 2000);
+        })
+        .catch((err) => setError(err.message));
+    load();
+    return () => {
+      clearTimeout(again);
+      abort.current?.abort();
+    };
   }, []);
 
   useEffect(() => {
