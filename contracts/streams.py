@@ -100,10 +100,6 @@ STREAMS: tuple[StreamConfig, ...] = (
         max_msgs_per_subject=500,
         max_age=7 * 24 * 3600.0,
     ),
-)
-
-STREAMS = (
-    *STREAMS,
     StreamConfig(
         name=DEAD_LETTERS,
         subjects=[subjects.DEAD_ALL],
