@@ -145,9 +145,11 @@ class Intake:
         state = self.request.app.state
         usage = state.usage.tap(self.request.state.api_key, bus_request)
         cache: ResponseCache = state.cache
-        key = (
-            cache_key(bus_request, state.relay.fleet.catalog.get(bus_request.model)) if await self._cache_on() else None
-        )
+        key = None
+        if self.settings.response_cache and self.request.state.api_key.cache:
+            key = cache_key(bus_request, state.relay.fleet.catalog.get(bus_request.model))
+        if key is not None and await self._body_declines_cache():
+            key = None  # only a request whose answer is fixed reads its body again
         cached = None if key is None else await cache.get(key)
         if key is not None:
             self.request.scope.setdefault(HEADERS_SCOPE, {})[CACHE_HEADER] = "miss" if cached is None else "hit"
@@ -158,17 +160,15 @@ class Intake:
             stream = TappedStream(await state.relay.submit(bus_request), *taps)
         return stream, await first_chunk(self.request, stream)
 
-    async def _cache_on(self) -> bool:
-        """When the gateway keeps a response cache, unless the key or the body (`"cache": false`) turns it off."""
-        if not self.settings.response_cache or not self.request.state.api_key.cache:
-            return False
+    async def _body_declines_cache(self) -> bool:
+        """Whether the body turns the response cache off (`"cache": false`)."""
         if not self.request.headers.get("content-type", "").startswith("application/json"):
-            return True
+            return False
         try:
             body = json.loads(await self.request.body())  # read already: Starlette keeps it
         except ValueError:
-            return True
-        return not (isinstance(body, dict) and body.get("cache") is False)
+            return False
+        return isinstance(body, dict) and body.get("cache") is False
 
 
 async def intake(
