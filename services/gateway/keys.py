@@ -52,8 +52,9 @@ class KeyStore:
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         digest = key_hash(secret)
         key = ManagedKey.model_validate({**fields, "id": f"key_{digest[:16]}", "created_at_ms": now_ms()})
-        await self.kv.create(digest, key.encode())
-        self._apply(digest, key.encode())  # usable on this gateway before the watcher echoes it
+        value = key.encode()
+        await self.kv.create(digest, value)
+        self._apply(digest, value)  # usable on this gateway before the watcher echoes it
         return secret, key
 
     def listed(self) -> list[ManagedKey]:
