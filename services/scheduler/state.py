@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from services.common.fleet import FleetView
 from services.scheduler.policy import Candidate, Limits, Snapshot, Weights
-from services.scheduler.routing import serving_domain
 
 
 @dataclass
@@ -28,11 +27,6 @@ class FleetState(FleetView):
             if not self.nodes.is_down(w.node, now)
         )
         return Snapshot(candidates, model_mem_mb=model_mem_mb, weights=weights, limits=limits)
-
-    def domain_of(self, model: str, now: float) -> str | None:
-        """The resource domain whose workers serve `model` (the first by name, should several);
-        None while no live worker serves it."""
-        return serving_domain(model, self.workers.live(now))
 
     def load(self, now: float) -> dict[str, tuple[int, int]]:
         """Per domain: requests its live workers have in hand, and their slots."""
