@@ -12,12 +12,11 @@ the steps, the progress, the PNGs and MP4s are the real code paths. Built once i
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from services.workers.tiny_cache import cached_folder
 from services.workers.tiny_model import cache_dir
 
 FORMAT_VERSION = 3  # bump when what is written changes, so an old cached copy is not reused
@@ -175,21 +174,8 @@ def tiny_pipelines_cached() -> bool:
 
 
 def _ensure(name: str, write: Callable[[Path], None]) -> Path:
-    """Folder `name` in the cache, built by `write` on first use (atomically: a half-written folder is
-    never seen by a worker starting beside the builder)."""
-    folder = _folder(name)
-    if not (folder / "model_index.json").exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
-        try:
-            write(building)
-            try:
-                os.replace(building, folder)
-            except OSError:  # another process finished first
-                pass
-        finally:
-            shutil.rmtree(building, ignore_errors=True)
-    return folder
+    """Folder `name` in the cache, built by `write` on first use (see `cached_folder`)."""
+    return cached_folder(_folder(name).name, write, marker="model_index.json")
 
 
 def ensure_tiny_sd() -> Path:

@@ -9,12 +9,11 @@ are the engine's real code paths. It is written once into a cache.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.workers.tiny_model import CHATML_TEMPLATE, _digest, cache_dir
+from services.workers.tiny_cache import cached_folder
+from services.workers.tiny_model import CHATML_TEMPLATE, _digest
 
 _SPECIALS = ("<s>", "</s>", "<|im_start|>", "<|im_end|>")
 
@@ -35,16 +34,7 @@ class TinyHfSpec:
 
 def ensure_tiny_hf(spec: TinyHfSpec = TinyHfSpec()) -> Path:
     """The model's folder, written on first use (a few MB)."""
-    folder = cache_dir() / f"tiny-hf-llama-{spec.digest()}"
-    if (folder / "config.json").is_file():
-        return folder
-    partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
-    _write(spec, partial)
-    try:
-        partial.rename(folder)
-    except OSError:  # another process wrote it first: theirs is the same
-        shutil.rmtree(partial, ignore_errors=True)
-    return folder
+    return cached_folder(f"tiny-hf-llama-{spec.digest()}", lambda folder: _write(spec, folder))
 
 
 def _tokenizer() -> object:
