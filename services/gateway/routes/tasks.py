@@ -16,7 +16,6 @@ from pydantic import Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from contracts import subjects
-from contracts.capabilities import check_fields
 from contracts.control import Cancel
 from contracts.errors import InvalidRequest, ModelNotFound
 from contracts.requests import TEXT_MODALITIES, AnyRequest, ChatRequest, CompletionRequest, Modality
@@ -30,6 +29,7 @@ from services.gateway.files import Files
 from services.gateway.intake import REQUEST_ID, LastEventId, Take, last_event
 from services.gateway.limits import check_request
 from services.gateway.relay import Relay
+from services.gateway.routes.openai import check_engine
 from services.gateway.schemas import (
     ChatCompletionBody,
     CompletionBody,
@@ -99,9 +99,8 @@ async def create_task(body: TaskBody, take: Take) -> dict[str, Any]:
     check_request(bus_request, take.settings)
     await take.admit(bus_request)
     relay: Relay = take.request.app.state.relay
-    entry = relay.fleet.catalog.get(bus_request.model)
-    if entry is not None and isinstance(bus_request, (ChatRequest, CompletionRequest)):
-        check_fields(entry.engine, bus_request)  # what the engine cannot honour is refused now, not failed later
+    if isinstance(bus_request, (ChatRequest, CompletionRequest)):
+        check_engine(relay, bus_request)  # what the engine cannot honour is refused now, not failed later
     return await _task_object(take.request, await relay.enqueue(bus_request))
 
 
