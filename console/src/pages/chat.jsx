@@ -2,6 +2,7 @@
 // in this browser's local storage so it survives a reload (not yet on the server: that is a later step).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { get, stream } from "../api.js";
+import { ModelSelect } from "../components/model-select.jsx";
 import { asCurl, asPythonChat } from "../snippets.js";
 
 const STORE = "modalmesh-chat";
@@ -191,14 +192,7 @@ export function Chat() {
         <aside>
           <label class="field">
             model
-            <select id="chat-model" value={model} onChange={(e) => setModel(e.target.value)}>
-              {models.map((m) => (
-                <option value={m.id}>
-                  {m.id}
-                  {m.live ? "" : " (not live)"}
-                </option>
-              ))}
-            </select>
+            <ModelSelect id="chat-model" models={models} value={model} onChange={setModel} />
           </label>
           <label class="field">
             max tokens

@@ -1,6 +1,7 @@
 // Embeddings: a few texts, one a line, embedded in one request; their cosine similarities as a matrix.
 import { useEffect, useState } from "preact/hooks";
 import { get, post } from "../api.js";
+import { ModelSelect } from "../components/model-select.jsx";
 import { asCurl, asPythonEmbeddings } from "../snippets.js";
 
 const EXAMPLE = ["A cat sits on the mat.", "A kitten is resting on a rug.", "The stock market fell sharply today."];
@@ -96,14 +97,7 @@ export function Embeddings() {
       <form onSubmit={compare}>
         <label class="field">
           model
-          <select id="embedding-model" value={model} onChange={(e) => setModel(e.target.value)}>
-            {models.map((m) => (
-              <option value={m.id}>
-                {m.id}
-                {m.live ? "" : " (not live)"}
-              </option>
-            ))}
-          </select>
+          <ModelSelect id="embedding-model" models={models} value={model} onChange={setModel} />
         </label>
         <label class="field">
           texts, one a line

@@ -2,6 +2,7 @@
 // server-sent events, then shown from its signed URL in a gallery, newest first.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { get, post, stream } from "../api.js";
+import { ModelSelect } from "../components/model-select.jsx";
 import { asCurl } from "../snippets.js";
 
 const KINDS = {
@@ -102,14 +103,7 @@ export function Media() {
             <option value={k}>{k}</option>
           ))}
         </select>
-        <select id="media-model" aria-label="model" value={model} onChange={(e) => setModel(e.target.value)}>
-          {choices.map((m) => (
-            <option value={m.id}>
-              {m.id}
-              {m.live ? "" : " (not live)"}
-            </option>
-          ))}
-        </select>
+        <ModelSelect id="media-model" aria-label="model" models={choices} value={model} onChange={setModel} />
         <input
           id="media-prompt"
           aria-label="prompt"
