@@ -1,8 +1,9 @@
 // The catalog: each model's state and why, replicas and where, priority; load, unload, pin and priority
 // through the admin API. Refreshed when a worker's heartbeat says something changed (pushed, not polled).
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useState } from "preact/hooks";
 import { get, post } from "../api.js";
 import { mb } from "../format.js";
+import { useReloadOn } from "../reload.js";
 
 function PriorityEditor({ model, onDone, onError }) {
   const [value, setValue] = useState(model.priority);
@@ -112,24 +113,14 @@ function ModelRow({ model, onChange, onError }) {
 export function Models({ events }) {
   const [models, setModels] = useState(null);
   const [error, setError] = useState("");
-  const timer = useRef(null);
 
   const load = () =>
     get("/v1/admin/models")
       .then((m) => setModels(m.data))
       .catch((err) => setError(err.status === 403 ? "The models page needs an admin key." : err.message));
 
-  useEffect(() => {
-    load();
-    // Heartbeats carry each replica's state: refetch at most every 2 s while they come.
-    const off = events.subscribe("worker", () => {
-      if (!timer.current) timer.current = setTimeout(() => ((timer.current = null), load()), 2000);
-    });
-    return () => {
-      off();
-      clearTimeout(timer.current);
-    };
-  }, [events]);
+  // Heartbeats carry each replica's state: refetch at most every 2 s while they come.
+  useReloadOn(events, "worker", load);
 
   const replace = (row) => setModels((ms) => ms.map((m) => (m.id === row.id ? row : m)));
   if (models === null) return error ? <p class="error">{error}</p> : <p class="muted">Loading the catalog…</p>;

@@ -1,7 +1,8 @@
 // Recent requests and tasks of every modality: searchable, each opening to its result (text, pictures,
 // sound) with its timings. Refreshed when worker heartbeats say work moved (pushed, not polled).
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { get } from "../api.js";
+import { useReloadOn } from "../reload.js";
 
 const ms = (v) => (v == null ? "–" : v < 1000 ? `${v.toFixed(0)} ms` : `${(v / 1000).toFixed(2)} s`);
 
@@ -63,22 +64,12 @@ export function Requests({ events }) {
   const [error, setError] = useState("");
   const [query, setQuery] = useState("");
   const [open, setOpen] = useState(null);
-  const timer = useRef(null);
 
   const load = () =>
     get("/v1/console/requests?limit=200")
       .then((r) => setRows(r.data))
       .catch((err) => setError(err.message));
-  useEffect(() => {
-    load();
-    const off = events.subscribe("worker", () => {
-      if (!timer.current) timer.current = setTimeout(() => ((timer.current = null), load()), 2000);
-    });
-    return () => {
-      off();
-      clearTimeout(timer.current);
-    };
-  }, [events]);
+  useReloadOn(events, "worker", load);
 
   if (rows === null) return error ? <p class="error">{error}</p> : <p class="muted">Loading requests…</p>;
   const q = query.trim().toLowerCase();
