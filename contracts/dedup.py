@@ -42,3 +42,8 @@ def chunk(request_id: str, attempt: int, seq: int) -> dict[str, str]:
 def alert(raised: Alert) -> dict[str, str]:
     """An alert's change of state in ALERTS, from whichever process noticed it first."""
     return {MSG_ID: f"{raised.name}:{raised.node}:{raised.subject_key}:{raised.state.value}:{raised.ts_ms}"}
+
+
+def usage(request_id: str) -> dict[str, str]:
+    """A finished request's usage record in USAGE: a replay of the same request counts once."""
+    return {MSG_ID: f"usage-{request_id}"}

@@ -13,7 +13,7 @@ import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter
 
-from contracts import streams, subjects
+from contracts import dedup, streams, subjects
 from contracts.base import now_ms
 from contracts.keys import UsageRecord
 from contracts.requests import AnyRequest
@@ -86,7 +86,7 @@ class UsageRecorder:
     async def _publish(self, key: KeyEntry, record: UsageRecord) -> None:
         try:
             ack = await self.bus.js.publish(
-                subjects.usage(record.key_id), record.encode(), headers={"Nats-Msg-Id": f"usage-{record.request_id}"}
+                subjects.usage(record.key_id), record.encode(), headers=dedup.usage(record.request_id)
             )
             if not ack.duplicate:  # a replayed request's tokens are in its quotas already
                 await self.quotas.add(key, record.prompt_tokens + record.completion_tokens)
