@@ -63,10 +63,15 @@ def machine_values(
         for name, stand_in in STAND_INS.items()
         if has_image(stand_in) and not has_image(defaults.get(name, ""))
     }
-    bundle = next((environ[v] for v in CA_VARIABLES if environ.get(v) and Path(environ[v]).is_file()), None)
+    bundle = ca_bundle(environ)
     if bundle is not None:
         values["BUILD_CA_FILE"] = bundle
     return values
+
+
+def ca_bundle(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The CA bundle pip is told to trust here, if one is configured and exists."""
+    return next((environ[v] for v in CA_VARIABLES if environ.get(v) and Path(environ[v]).is_file()), None)
 
 
 def write_env(path: Path, example: Path = COMPOSE / ".env.example", values: Mapping[str, str] | None = None) -> None:
@@ -79,12 +84,10 @@ def write_env(path: Path, example: Path = COMPOSE / ".env.example", values: Mapp
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     path = Path(args[0]) if args else COMPOSE / ".env"
-    if path.exists():
-        print(f"{path} exists: kept as it is (delete it first to make new secrets)", file=sys.stderr)
-        return 1
     example = COMPOSE / ".env.example"
-    values = machine_values(example.read_text())
     try:
+        # Asking docker about images takes a moment: not when the file is there already.
+        values = {} if path.exists() else machine_values(example.read_text())
         write_env(path, example, values)
     except FileExistsError:
         print(f"{path} exists: kept as it is (delete it first to make new secrets)", file=sys.stderr)

@@ -50,10 +50,11 @@ fi
 docker compose version >/dev/null 2>&1 || skip "docker compose is not available"
 
 # pip and apt inside builds trust the CA bundle the host's pip does (a proxy here re-signs TLS).
+# The same bundle `make compose-env` names (services.compose_env.ca_bundle), else the system's.
 if [ -z "${BUILD_CA_FILE:-}" ]; then
-  for ca in "${PIP_CERT:-}" "${REQUESTS_CA_BUNDLE:-}" "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt; do
-    if [ -n "$ca" ] && [ -s "$ca" ]; then export BUILD_CA_FILE="$ca"; break; fi
-  done
+  BUILD_CA_FILE="$("$PY" -c 'from services.compose_env import ca_bundle; print(ca_bundle() or "")')"
+  [ -n "$BUILD_CA_FILE" ] || [ ! -s /etc/ssl/certs/ca-certificates.crt ] || BUILD_CA_FILE=/etc/ssl/certs/ca-certificates.crt
+  export BUILD_CA_FILE
 fi
 
 # The public images unless told otherwise (PYTHON_IMAGE set): no registry answers here.
